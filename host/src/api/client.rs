@@ -1,0 +1,65 @@
+//! `/api/…`: the client API (client token).
+
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ClientAuth, body_bytes, parse_json};
+use crate::model::Job;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/jobs/{job_id}", get(get_job))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    Path(job_id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.orchestrator.job_for(&client, &job_id).await?))
+}
+
+/// `POST /api/{version}/{endpoint}`, reached as the router's fallback: blueprint
+/// endpoints are looked up at request time rather than registered as routes,
+/// because `/api/v1/jobs/{job_id}` would otherwise capture `/api/v1/jobs/hello`.
+pub async fn create_job(
+    state: State<AppState>,
+    client: Result<ClientAuth, ApiError>,
+    request: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let miss = ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()));
+    create_job_or(state, client, request, miss).await
+}
+
+/// The method-not-allowed fallback: a `POST` to a path that a fixed route
+/// takes with another method may still be a blueprint endpoint.
+pub async fn create_job_or_405(
+    state: State<AppState>,
+    client: Result<ClientAuth, ApiError>,
+    request: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    create_job_or(state, client, request, ApiError::MethodNotAllowed).await
+}
+
+async fn create_job_or(
+    State(state): State<AppState>,
+    client: Result<ClientAuth, ApiError>,
+    request: Request,
+    miss: ApiError,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let path = request.uri().path().trim_end_matches('/');
+    let blueprint = (request.method() == Method::POST)
+        .then(|| state.orchestrator.runtime.by_endpoint(path))
+        .flatten()
+        .cloned()
+        .ok_or(miss)?;
+    let ClientAuth(client) = client?;
+    let bytes = body_bytes(request, &state).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_json(&bytes)? };
+    let job_id = state.orchestrator.create_job(&client, &blueprint, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted", "job_id": job_id }))))
+}

@@ -1,0 +1,82 @@
+//! The one error type of the HTTP API: every failure becomes the spec's
+//! status code and a `{"error": "…"}` body.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::orchestrator::OrchestratorError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid {0} header")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("storage is unavailable; try again")]
+    Unavailable(#[source] StorageError),
+    /// A server fault; the cause is logged, never shown to the caller.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Unavailable(cause) => tracing::warn!(error = %cause, "request failed: storage unavailable"),
+            Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            _ => {}
+        }
+        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(error: OrchestratorError) -> Self {
+        match error {
+            OrchestratorError::BadRequest(m) => Self::BadRequest(m),
+            OrchestratorError::Forbidden(m) => Self::Forbidden(m),
+            OrchestratorError::NotFound(m) => Self::NotFound(m),
+            OrchestratorError::Storage(e @ StorageError::Unavailable(_)) => Self::Unavailable(e),
+            OrchestratorError::Storage(e) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl ApiError {
+    /// Maps a failure to read the request body (over the size limit, or the
+    /// connection broke).
+    pub fn from_body(rejection: BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(limit)
+        } else {
+            Self::BadRequest(format!("cannot read request body: {}", rejection.body_text()))
+        }
+    }
+}

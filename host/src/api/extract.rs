@@ -1,0 +1,72 @@
+//! Request extractors that fail with [`ApiError`]: JSON bodies and the two
+//! kinds of callers. A handler's signature shows who may call it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::{Client, WorkerIdentity};
+
+/// A JSON body, whatever its `Content-Type`, parsed into `T`. Malformed JSON is
+/// a 400 and a body over `MAX_REQUEST_BODY_BYTES` a 413, both in the API's
+/// error format.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads the body within the configured limit.
+pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.orchestrator.config.max_request_body_bytes;
+    Bytes::from_request(req, state).await.map_err(|rejection| ApiError::from_body(rejection, limit))
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+const CLIENT_TOKEN_HEADER: &str = "X-Avtomatika-Token";
+const WORKER_TOKEN_HEADER: &str = "X-Worker-Token";
+
+fn header<'a>(parts: &'a Parts, name: &'static str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An authenticated API client.
+pub struct ClientAuth(pub Arc<Client>);
+
+impl FromRequestParts<AppState> for ClientAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        header(parts, CLIENT_TOKEN_HEADER)
+            .and_then(|token| state.orchestrator.credentials.client_by_token(token))
+            .map(ClientAuth)
+            .ok_or(ApiError::Unauthorized(CLIENT_TOKEN_HEADER))
+    }
+}
+
+/// An authenticated worker.
+pub struct WorkerAuth(pub WorkerIdentity);
+
+impl FromRequestParts<AppState> for WorkerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        header(parts, WORKER_TOKEN_HEADER)
+            .and_then(|token| state.orchestrator.credentials.worker(token))
+            .map(WorkerAuth)
+            .ok_or(ApiError::Unauthorized(WORKER_TOKEN_HEADER))
+    }
+}

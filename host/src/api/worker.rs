@@ -1,0 +1,82 @@
+//! `/_worker/…`: the worker API (worker token).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, WorkerAuth, parse_json};
+use crate::model::{WorkerPatch, WorkerRegistration, WorkerResultBody};
+use crate::orchestrator::Heartbeat;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_worker/workers/register", post(register))
+        .route("/_worker/workers/{worker_id}", patch(heartbeat))
+        .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
+        .route("/_worker/tasks/result", post(result))
+}
+
+async fn register(
+    State(state): State<AppState>,
+    WorkerAuth(identity): WorkerAuth,
+    ApiJson(registration): ApiJson<WorkerRegistration>,
+) -> Result<Json<Value>, ApiError> {
+    state.orchestrator.register_worker(&identity, registration).await?;
+    Ok(Json(json!({ "status": "registered" })))
+}
+
+/// An empty body (or `{}`) is a ping; a JSON object updates the worker.
+async fn heartbeat(
+    State(state): State<AppState>,
+    WorkerAuth(identity): WorkerAuth,
+    Path(worker_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match parse_json::<Value>(&body)? {
+            Value::Null => None,
+            Value::Object(map) if map.is_empty() => None,
+            value @ Value::Object(_) => Some(
+                serde_json::from_value::<WorkerPatch>(value)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid worker update: {e}")))?,
+            ),
+            _ => return Err(ApiError::BadRequest("a worker update must be a JSON object".into())),
+        }
+    };
+    Ok(match state.orchestrator.heartbeat(&identity, &worker_id, patch).await? {
+        Heartbeat::Refreshed => Json(json!({ "status": "ttl_refreshed" })).into_response(),
+        Heartbeat::Updated(worker) => Json(worker).into_response(),
+    })
+}
+
+async fn next_task(
+    State(state): State<AppState>,
+    WorkerAuth(identity): WorkerAuth,
+    Path(worker_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = tokio::select! {
+        task = state.orchestrator.next_task(&identity, &worker_id) => task?,
+        () = state.shutdown.cancelled() => None,
+    };
+    Ok(match task {
+        Some(task) => Json(task).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn result(
+    State(state): State<AppState>,
+    WorkerAuth(identity): WorkerAuth,
+    ApiJson(body): ApiJson<WorkerResultBody>,
+) -> Result<Json<Value>, ApiError> {
+    let ack = state.orchestrator.accept_result(&identity, body).await?;
+    Ok(Json(json!({ "status": ack.as_str() })))
+}

@@ -1,0 +1,177 @@
+//! A job: one run of a blueprint, and the task it is waiting on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A job id: a random UUID, rendered hyphenated.
+pub type JobId = Uuid;
+
+/// Where a job is in its life. The wire names are the spec's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStatus {
+    /// Queued for the executor: the current state's handler runs next.
+    Pending,
+    /// A handler is running.
+    Running,
+    /// A task was dispatched; the job waits for the worker's result.
+    WaitingForWorker,
+    WaitingForHuman,
+    WaitingForParallelTasks,
+    Finished,
+    Failed,
+    Cancelled,
+    Error,
+    /// Given up on after repeated or permanent failures; kept for an operator.
+    Quarantined,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingForWorker => "waiting_for_worker",
+            Self::WaitingForHuman => "waiting_for_human",
+            Self::WaitingForParallelTasks => "waiting_for_parallel_tasks",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Error => "error",
+            Self::Quarantined => "quarantined",
+        }
+    }
+
+    /// Terminal statuses never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Finished | Self::Failed | Self::Cancelled | Self::Error | Self::Quarantined)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(Value::String(s.to_owned())).map_err(|_| format!("unknown job status {s:?}"))
+    }
+}
+
+/// The task a job waits on. Replaced (with a new id) on every dispatch, so a
+/// result for an older task id is recognisably stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: Uuid,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    pub params: Value,
+    pub priority: i32,
+    /// Result status → next state.
+    pub transitions: BTreeMap<String, String>,
+    /// The worker the task was given to; unset while no live worker takes its type.
+    pub worker_id: Option<String>,
+    /// How many transient failures of this task were retried so far.
+    pub retries: u32,
+    pub dispatched_at: DateTime<Utc>,
+}
+
+/// One run of a blueprint. Serialised as is for storage and for `GET /api/v1/jobs/{id}`,
+/// so it never holds a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub blueprint_name: String,
+    /// The id of the client that created the job (never its token).
+    pub client: String,
+    pub current_state: String,
+    pub status: JobStatus,
+    pub initial_data: Value,
+    pub state_history: Map<String, Value>,
+    pub webhook_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_message: Option<String>,
+    /// Failed handler calls in the current state; reset when the state changes.
+    #[serde(default)]
+    pub handler_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub current_task: Option<TaskRecord>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Bumped by every stored update; storage refuses an update made from an
+    /// older version, so two writers can never silently overwrite each other.
+    pub version: u64,
+}
+
+impl Job {
+    pub fn new(
+        blueprint_name: String,
+        client: String,
+        start_state: String,
+        initial_data: Value,
+        webhook_url: Option<String>,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            id: Uuid::new_v4(),
+            blueprint_name,
+            client,
+            current_state: start_state,
+            status: JobStatus::Pending,
+            initial_data,
+            state_history: Map::new(),
+            webhook_url,
+            error_message: None,
+            handler_failures: 0,
+            current_task: None,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        }
+    }
+
+    /// Ends the job with a terminal status and, for failures, a message.
+    pub fn end(&mut self, status: JobStatus, error_message: Option<String>) {
+        debug_assert!(status.is_terminal());
+        self.status = status;
+        self.error_message = error_message;
+    }
+
+    /// Merges a JSON object into the state history; keys it names are replaced.
+    pub fn merge_history(&mut self, update: Map<String, Value>) {
+        self.state_history.extend(update);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_wire_names_round_trip() {
+        for status in [
+            JobStatus::Pending,
+            JobStatus::WaitingForWorker,
+            JobStatus::WaitingForParallelTasks,
+            JobStatus::Quarantined,
+        ] {
+            let text = serde_json::to_string(&status).unwrap();
+            assert_eq!(text, format!("\"{}\"", status.as_str()));
+            assert_eq!(status.as_str().parse::<JobStatus>().unwrap(), status);
+        }
+        assert!("bogus".parse::<JobStatus>().is_err());
+        assert!(JobStatus::Quarantined.is_terminal());
+        assert!(!JobStatus::WaitingForWorker.is_terminal());
+    }
+}

@@ -1,0 +1,192 @@
+//! The executor: takes queued jobs and runs their current state's handler,
+//! at most `EXECUTOR_MAX_CONCURRENT_JOBS` at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Orchestrator, OrchestratorResult};
+use crate::model::{Job, JobId, JobStatus};
+use crate::runtime::{Blueprint, EndKind, Step, types};
+use crate::storage::{FollowUp, JobTicket};
+
+/// `go-to` steps one job may take before it goes back to the end of the
+/// queue, so a blueprint that loops between states cannot hog a slot.
+const MAX_STEPS_PER_TURN: usize = 64;
+
+/// How long one wait on the job queue lasts before shutdown is checked again.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+impl Orchestrator {
+    /// Runs queued jobs until `shutdown` fires.
+    pub async fn run_executor(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.executor_max_concurrent_jobs));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let ticket = tokio::select! {
+                ticket = self.storage.next_job(QUEUE_WAIT) => ticket,
+                () = shutdown.cancelled() => return,
+            };
+            match ticket {
+                Ok(Some(ticket)) => {
+                    backoff = Duration::from_millis(50);
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.run_ticket(ticket).await;
+                        drop(slot);
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the job queue; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn run_ticket(&self, ticket: JobTicket) {
+        let job_id = ticket.job_id;
+        let span = tracing::info_span!("job_step", %job_id);
+        match self.run_job(job_id).instrument(span).await {
+            // Acknowledge only once the step is recorded: an unacknowledged
+            // ticket is redelivered, and the job's status makes that harmless.
+            Ok(()) => {
+                if let Err(e) = self.storage.ack_job(ticket).await {
+                    tracing::warn!(%job_id, error = %e, "cannot acknowledge the job queue entry");
+                }
+            }
+            Err(e) => tracing::error!(%job_id, error = %e, "job step failed on storage; it is retried on redelivery"),
+        }
+    }
+
+    /// Runs handlers of `job_id` until it waits, ends or has had its turn.
+    async fn run_job(&self, job_id: JobId) -> OrchestratorResult<()> {
+        let Some(mut job) = self.storage.get_job(job_id).await? else {
+            tracing::warn!(%job_id, "queued job does not exist");
+            return Ok(());
+        };
+        for _ in 0..MAX_STEPS_PER_TURN {
+            if job.status != JobStatus::Pending {
+                // Already handled (a duplicate or redelivered queue entry).
+                return Ok(());
+            }
+            let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
+                let message = format!("blueprint {:?} is not loaded", job.blueprint_name);
+                job.end(JobStatus::Failed, Some(message));
+                self.storage.update_job(&mut job, FollowUp::None).await?;
+                return Ok(());
+            };
+            if !self.step(&blueprint, &mut job).await? {
+                return Ok(());
+            }
+        }
+        // Out of turn: back of the queue.
+        self.storage.update_job(&mut job, FollowUp::Enqueue).await?;
+        Ok(())
+    }
+
+    /// Runs one handler call and applies its outcome. `true` when the job
+    /// moved to another state whose handler should run next.
+    async fn step(&self, blueprint: &Blueprint, job: &mut Job) -> OrchestratorResult<bool> {
+        let started = Instant::now();
+        let outcome = self.runtime.handle(blueprint, self.context(job)).await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                job.handler_failures += 1;
+                if job.handler_failures > self.config.job_max_retries {
+                    let message = format!(
+                        "handler of state {:?} failed {} times; last error: {error}",
+                        job.current_state, job.handler_failures
+                    );
+                    tracing::error!(job_id = %job.id, state = %job.current_state, %error, "job quarantined");
+                    job.end(JobStatus::Quarantined, Some(message));
+                    self.storage.update_job(job, FollowUp::None).await?;
+                } else {
+                    tracing::warn!(
+                        job_id = %job.id, state = %job.current_state, %error, attempt = job.handler_failures,
+                        "handler failed; retrying"
+                    );
+                    self.storage.update_job(job, FollowUp::Enqueue).await?;
+                }
+                return Ok(false);
+            }
+        };
+        tracing::debug!(job_id = %job.id, state = %job.current_state, elapsed_us, "handler ran");
+
+        job.handler_failures = 0;
+        if let Some(update) = outcome.history_update {
+            job.merge_history(update);
+        }
+        match outcome.step {
+            Step::GoTo(state) => {
+                let continues = self.enter_state(blueprint, job, state);
+                let applied = self.storage.update_job(job, FollowUp::None).await?;
+                Ok(applied && continues)
+            }
+            Step::Dispatch(task) => {
+                self.dispatch(job, task, 0).await?;
+                Ok(false)
+            }
+            Step::Fail(message) => {
+                job.end(JobStatus::Failed, Some(message));
+                self.storage.update_job(job, FollowUp::None).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Moves `job` to `state`: an end state ends it, any other makes it
+    /// pending. Returns whether a handler runs next. The caller stores the job.
+    pub(super) fn enter_state(&self, blueprint: &Blueprint, job: &mut Job, state: String) -> bool {
+        let end = blueprint.graph.end_of(&state);
+        job.current_state = state;
+        job.handler_failures = 0;
+        match end {
+            Some(EndKind::Finished) => {
+                job.end(JobStatus::Finished, None);
+                tracing::debug!(job_id = %job.id, state = %job.current_state, "job finished");
+                false
+            }
+            Some(EndKind::Failed) => {
+                let message = format!("job reached failure end state {:?}", job.current_state);
+                job.end(JobStatus::Failed, Some(message));
+                tracing::debug!(job_id = %job.id, state = %job.current_state, "job failed");
+                false
+            }
+            None => {
+                job.status = JobStatus::Pending;
+                true
+            }
+        }
+    }
+
+    fn context(&self, job: &Job) -> types::JobContext {
+        let client = self.credentials.client(&job.client);
+        types::JobContext {
+            job_id: job.id.to_string(),
+            blueprint: job.blueprint_name.clone(),
+            current_state: job.current_state.clone(),
+            initial_data: job.initial_data.to_string(),
+            state_history: serde_json::to_string(&job.state_history).unwrap_or_else(|_| "{}".into()),
+            client: types::Client {
+                name: job.client.clone(),
+                plan: client.and_then(|c| c.plan.clone()),
+                params: client.map_or_else(|| "{}".to_owned(), |c| c.params.to_string()),
+            },
+        }
+    }
+}

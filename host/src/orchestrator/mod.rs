@@ -1,0 +1,49 @@
+//! The orchestration logic: creating jobs, running their handlers, handing
+//! tasks to workers and applying results. HTTP handlers call into this; it
+//! talks to storage and the runtime and knows nothing of HTTP.
+
+mod dispatch;
+mod executor;
+mod jobs;
+mod results;
+mod workers;
+
+use std::sync::Arc;
+
+use crate::auth::Credentials;
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::storage::{Storage, StorageError};
+
+pub use results::ResultAck;
+pub use workers::Heartbeat;
+
+/// An orchestration request that cannot be carried out, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type OrchestratorResult<T> = Result<T, OrchestratorError>;
+
+/// The orchestrator's services, shared by the HTTP handlers and the executor.
+pub struct Orchestrator {
+    pub config: Config,
+    pub storage: Arc<dyn Storage>,
+    pub runtime: Runtime,
+    pub credentials: Credentials,
+}
+
+impl Orchestrator {
+    pub fn new(config: Config, storage: Arc<dyn Storage>, runtime: Runtime) -> Self {
+        let credentials = Credentials::from_config(&config);
+        Self { config, storage, runtime, credentials }
+    }
+}

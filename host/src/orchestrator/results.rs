@@ -1,0 +1,180 @@
+//! Applying a worker's result to its job ("Result semantics" in the HTTP spec).
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Orchestrator, OrchestratorError, OrchestratorResult};
+use crate::auth::WorkerIdentity;
+use crate::model::{Job, JobId, JobStatus, TaskRecord, WorkerResult, WorkerResultBody};
+use crate::runtime::TaskSpec;
+use crate::storage::FollowUp;
+
+/// Attempts at applying one result when the job keeps changing underneath.
+const MAX_CONFLICTS: usize = 8;
+
+/// How a result was taken; the wire `status` of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultAck {
+    Success,
+    Failure,
+    Cancelled,
+    /// The job no longer waits on this task (stale, duplicate or timed out):
+    /// nothing changed.
+    Ignored,
+}
+
+impl ResultAck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "result_accepted_success",
+            Self::Failure => "result_accepted_failure",
+            Self::Cancelled => "result_accepted_cancelled",
+            Self::Ignored => "result_ignored",
+        }
+    }
+}
+
+const TRANSIENT_ERROR: &str = "TRANSIENT_ERROR";
+const PERMANENT_ERROR: &str = "PERMANENT_ERROR";
+const INVALID_INPUT_ERROR: &str = "INVALID_INPUT_ERROR";
+
+impl Orchestrator {
+    /// Applies a result posted by a worker holding `identity`.
+    pub async fn accept_result(
+        &self,
+        identity: &WorkerIdentity,
+        body: WorkerResultBody,
+    ) -> OrchestratorResult<ResultAck> {
+        let (Some(job_id), Some(task_id)) = (body.job_id.as_deref(), body.task_id.as_deref()) else {
+            return Err(OrchestratorError::BadRequest("job_id and task_id are required".into()));
+        };
+        let worker_id = match (identity, body.worker_id.as_deref()) {
+            (WorkerIdentity::Global, Some(worker_id)) => worker_id,
+            (WorkerIdentity::Global, None) => {
+                return Err(OrchestratorError::BadRequest("worker_id is required".into()));
+            }
+        };
+        let not_found = || OrchestratorError::NotFound(format!("job {job_id} not found"));
+        let job_id: JobId = job_id.parse().map_err(|_| not_found())?;
+        // A task id that is not a UUID was never issued: it cannot be current.
+        let task_id: Option<Uuid> = task_id.parse().ok();
+
+        for _ in 0..MAX_CONFLICTS {
+            let mut job = self.storage.get_job(job_id).await?.ok_or_else(not_found)?;
+            let current = job
+                .current_task
+                .as_ref()
+                .filter(|task| job.status == JobStatus::WaitingForWorker && Some(task.task_id) == task_id);
+            let Some(task) = current.cloned() else {
+                tracing::info!(%job_id, task_id = body.task_id.as_deref(), worker_id, "stale or duplicate result ignored");
+                return Ok(ResultAck::Ignored);
+            };
+            if task.worker_id.as_deref() != Some(worker_id) {
+                return Err(OrchestratorError::Forbidden(format!(
+                    "task {} was not given to worker {worker_id}",
+                    task.task_id
+                )));
+            }
+            let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
+            let applied = match follow_up {
+                Applied::Store(follow_up) => self.storage.update_job(&mut job, follow_up).await?,
+                Applied::Stored(applied) => applied,
+            };
+            if applied {
+                self.storage.add_in_flight(worker_id, -1).await?;
+                tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
+                return Ok(ack);
+            }
+        }
+        tracing::warn!(%job_id, "job kept changing while a result was applied; result ignored");
+        Ok(ResultAck::Ignored)
+    }
+
+    /// Changes `job` as `result` demands and says what the storage update must
+    /// set in motion.
+    async fn apply(
+        &self,
+        job: &mut Job,
+        task: &TaskRecord,
+        result: &WorkerResult,
+    ) -> OrchestratorResult<(ResultAck, Applied)> {
+        let status = result.status.as_deref().unwrap_or("success");
+        match status {
+            "failure" => {
+                let code = result.error.as_ref().and_then(|e| e.code()).unwrap_or(TRANSIENT_ERROR);
+                let message = result.error.as_ref().map_or("no error details provided", |e| e.message());
+                let applied = match code {
+                    PERMANENT_ERROR => {
+                        job.end(JobStatus::Quarantined, Some(format!("Task failed with permanent error: {message}")));
+                        Applied::Store(FollowUp::None)
+                    }
+                    INVALID_INPUT_ERROR => {
+                        job.end(JobStatus::Failed, Some(format!("Task failed due to invalid input: {message}")));
+                        Applied::Store(FollowUp::None)
+                    }
+                    // TRANSIENT_ERROR, and any code this orchestrator does not know.
+                    _ if task.retries < self.config.job_max_retries => {
+                        tracing::warn!(
+                            job_id = %job.id, task_id = %task.task_id, code, message,
+                            retry = task.retries + 1, "task failed; dispatching it again"
+                        );
+                        let spec = TaskSpec {
+                            task_type: task.task_type.clone(),
+                            params: task.params.clone(),
+                            transitions: task.transitions.clone(),
+                            priority: task.priority,
+                        };
+                        Applied::Stored(self.dispatch(job, spec, task.retries + 1).await?)
+                    }
+                    _ => {
+                        let message =
+                            format!("Task {} failed after {} retries: {message}", task.task_type, task.retries);
+                        job.end(JobStatus::Quarantined, Some(message));
+                        Applied::Store(FollowUp::None)
+                    }
+                };
+                Ok((ResultAck::Failure, applied))
+            }
+            "cancelled" => {
+                let follow_up = match task.transitions.get("cancelled") {
+                    Some(next) => self.move_on(job, next.clone(), result.data.as_ref()),
+                    None => {
+                        job.end(JobStatus::Cancelled, Some("task was cancelled by the worker".into()));
+                        FollowUp::None
+                    }
+                };
+                Ok((ResultAck::Cancelled, Applied::Store(follow_up)))
+            }
+            other => {
+                let follow_up = match task.transitions.get(other) {
+                    Some(next) => self.move_on(job, next.clone(), result.data.as_ref()),
+                    None => {
+                        job.end(JobStatus::Failed, Some(format!("Worker returned unhandled status: {other}")));
+                        FollowUp::None
+                    }
+                };
+                Ok((ResultAck::Success, Applied::Store(follow_up)))
+            }
+        }
+    }
+
+    /// Merges the result's data and moves the job to `state`.
+    fn move_on(&self, job: &mut Job, state: String, data: Option<&Value>) -> FollowUp {
+        match data {
+            Some(Value::Object(data)) => job.merge_history(data.clone()),
+            None | Some(Value::Null) => {}
+            Some(_) => tracing::warn!(job_id = %job.id, "result data is not a JSON object; not merged"),
+        }
+        let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
+            job.end(JobStatus::Failed, Some(format!("blueprint {:?} is not loaded", job.blueprint_name)));
+            return FollowUp::None;
+        };
+        if self.enter_state(&blueprint, job, state) { FollowUp::Enqueue } else { FollowUp::None }
+    }
+}
+
+/// Whether the job still has to be stored, or a re-dispatch already did.
+enum Applied {
+    Store(FollowUp),
+    Stored(bool),
+}

@@ -1,0 +1,14 @@
+//! The one `bindgen!` over `wit/`: every other module takes its WIT types from here.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "blueprint",
+    // Handler calls run asynchronously so that a CPU deadline can yield to
+    // the executor instead of pinning a runtime thread.
+    exports: { default: async },
+});
+
+pub use avtomatika::blueprint::types;
+
+// The `types` interface has no functions; its host trait is empty.
+impl types::Host for super::sandbox::Sandbox {}

@@ -1,0 +1,3 @@
+//! The capabilities the host grants to blueprints, one module per WIT interface.
+
+pub mod log;

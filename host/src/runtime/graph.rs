@@ -1,0 +1,270 @@
+//! A blueprint's state graph as `describe` declared it, validated once at load
+//! time, and the checks every handler outcome must pass against it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::bindings::types;
+
+/// How a job ends when it enters an end state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndKind {
+    Finished,
+    Failed,
+}
+
+/// One state of the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateNode {
+    pub end: Option<EndKind>,
+    pub transitions: BTreeSet<String>,
+}
+
+/// A validated blueprint description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    pub name: String,
+    /// `POST` path creating jobs of this blueprint, e.g. `/api/v1/jobs/hello`.
+    pub endpoint: Option<String>,
+    pub start: String,
+    pub states: BTreeMap<String, StateNode>,
+}
+
+/// A task a handler asked to dispatch, checked against the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub task_type: String,
+    pub params: Value,
+    pub transitions: BTreeMap<String, String>,
+    pub priority: i32,
+}
+
+/// What a handler decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    GoTo(String),
+    Dispatch(TaskSpec),
+    Fail(String),
+}
+
+/// A handler's checked answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub step: Step,
+    pub history_update: Option<Map<String, Value>>,
+}
+
+impl Graph {
+    /// Validates what `describe` returned. The error says what is wrong in
+    /// terms of the blueprint's own names.
+    pub fn from_info(info: types::BlueprintInfo) -> Result<Self, String> {
+        if info.name.trim().is_empty() {
+            return Err("the blueprint's name is empty".into());
+        }
+        let endpoint = match (info.api_version, info.api_endpoint) {
+            (_, None) => None,
+            (version, Some(endpoint)) => {
+                let endpoint = endpoint.trim_matches('/');
+                if endpoint.is_empty() || endpoint.contains(['{', '}', '*', '?', '#', ' ']) {
+                    return Err(format!("api-endpoint {endpoint:?} is not a plain path"));
+                }
+                match version.as_deref().map(|v| v.trim_matches('/')) {
+                    Some(version) if !version.is_empty() => Some(format!("/api/{version}/{endpoint}")),
+                    _ => Some(format!("/api/{endpoint}")),
+                }
+            }
+        };
+
+        let mut states = BTreeMap::new();
+        let mut starts = Vec::new();
+        for state in &info.states {
+            if state.name.is_empty() {
+                return Err("a state has an empty name".into());
+            }
+            if state.start {
+                starts.push(state.name.clone());
+            }
+            let end = state.end.map(|kind| match kind {
+                types::TerminalStatus::Finished => EndKind::Finished,
+                types::TerminalStatus::Failed => EndKind::Failed,
+            });
+            if end.is_some() && !state.transitions.is_empty() {
+                return Err(format!("end state {:?} declares transitions, but end states run no handler", state.name));
+            }
+            let node = StateNode { end, transitions: state.transitions.iter().cloned().collect() };
+            if states.insert(state.name.clone(), node).is_some() {
+                return Err(format!("state {:?} is declared twice", state.name));
+            }
+        }
+        let start = match starts.as_slice() {
+            [start] => start.clone(),
+            [] => return Err("no state is marked as the start state".into()),
+            several => return Err(format!("several start states: {}", several.join(", "))),
+        };
+        if states[&start].end.is_some() {
+            return Err(format!("start state {start:?} is also an end state"));
+        }
+        for (name, node) in &states {
+            if let Some(unknown) = node.transitions.iter().find(|t| !states.contains_key(*t)) {
+                return Err(format!("state {name:?} has a transition to unknown state {unknown:?}"));
+            }
+        }
+        Ok(Self { name: info.name, endpoint, start, states })
+    }
+
+    /// The end kind of `state`, or `None` for a state that runs a handler.
+    pub fn end_of(&self, state: &str) -> Option<EndKind> {
+        self.states.get(state).and_then(|node| node.end)
+    }
+
+    /// Checks a handler's answer in `state` and parses its JSON documents.
+    pub fn check_outcome(&self, state: &str, outcome: types::Outcome) -> Result<Outcome, String> {
+        let allowed = &self
+            .states
+            .get(state)
+            .ok_or_else(|| format!("state {state:?} is not declared by the blueprint"))?
+            .transitions;
+        let reachable = |target: &str| -> Result<(), String> {
+            if allowed.contains(target) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the handler of state {state:?} moved to {target:?}, which is not among its declared transitions"
+                ))
+            }
+        };
+        let history_update =
+            outcome.state_history_update.map(|text| json_object(&text, "state-history-update")).transpose()?;
+        let step = match outcome.action {
+            types::Action::GoTo(target) => {
+                reachable(&target)?;
+                Step::GoTo(target)
+            }
+            types::Action::Fail(message) => Step::Fail(message),
+            types::Action::DispatchTask(task) => {
+                if task.task_type.is_empty() {
+                    return Err("dispatched a task with an empty task type".into());
+                }
+                let mut transitions = BTreeMap::new();
+                for t in task.transitions {
+                    reachable(&t.state)?;
+                    transitions.insert(t.status, t.state);
+                }
+                Step::Dispatch(TaskSpec {
+                    task_type: task.task_type,
+                    params: Value::Object(json_object(&task.params, "task params")?),
+                    transitions,
+                    priority: task.priority,
+                })
+            }
+        };
+        Ok(Outcome { step, history_update })
+    }
+}
+
+fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!("{what} must be a JSON object, got {}", kind(&other))),
+        Err(e) => Err(format!("{what} is not valid JSON: {e}")),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use types::{Action, BlueprintInfo, StateInfo, TerminalStatus};
+
+    fn state(name: &str, start: bool, end: Option<TerminalStatus>, to: &[&str]) -> StateInfo {
+        StateInfo { name: name.into(), start, end, transitions: to.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn hello() -> BlueprintInfo {
+        BlueprintInfo {
+            name: "hello".into(),
+            api_version: Some("v1".into()),
+            api_endpoint: Some("/jobs/hello".into()),
+            states: vec![
+                state("start", true, None, &["finished", "failed"]),
+                state("finished", false, Some(TerminalStatus::Finished), &[]),
+                state("failed", false, Some(TerminalStatus::Failed), &[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_valid_graph_is_accepted() {
+        let graph = Graph::from_info(hello()).unwrap();
+        assert_eq!(graph.start, "start");
+        assert_eq!(graph.endpoint.as_deref(), Some("/api/v1/jobs/hello"));
+        assert_eq!(graph.end_of("finished"), Some(EndKind::Finished));
+        assert_eq!(graph.end_of("failed"), Some(EndKind::Failed));
+        assert_eq!(graph.end_of("start"), None);
+    }
+
+    #[test]
+    fn broken_graphs_are_refused_with_the_reason() {
+        type Mutation = Box<dyn Fn(&mut BlueprintInfo)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|i| i.states[0].start = false), "no state is marked as the start"),
+            (Box::new(|i| i.states[1].start = true), "several start states"),
+            (Box::new(|i| i.states[0].transitions.push("nowhere".into())), "unknown state \"nowhere\""),
+            (Box::new(|i| i.states.push(state("start", false, None, &[]))), "declared twice"),
+            (Box::new(|i| i.states[1].transitions.push("start".into())), "end states run no handler"),
+            (Box::new(|i| i.name = " ".into()), "name is empty"),
+            (Box::new(|i| i.api_endpoint = Some("/jobs/{id}".into())), "not a plain path"),
+        ];
+        for (mutate, expected) in cases {
+            let mut info = hello();
+            mutate(&mut info);
+            let err = Graph::from_info(info).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+
+    #[test]
+    fn outcomes_must_follow_declared_transitions_and_carry_objects() {
+        let graph = Graph::from_info(hello()).unwrap();
+        let go = |to: &str| types::Outcome { action: Action::GoTo(to.into()), state_history_update: None };
+        assert_eq!(graph.check_outcome("start", go("finished")).unwrap().step, Step::GoTo("finished".into()));
+        assert!(graph.check_outcome("start", go("start")).unwrap_err().contains("not among its declared"));
+
+        let with_history = |h: &str| types::Outcome { state_history_update: Some(h.into()), ..go("finished") };
+        assert!(graph.check_outcome("start", with_history("[1]")).unwrap_err().contains("an array"));
+        assert!(graph.check_outcome("start", with_history("{")).unwrap_err().contains("not valid JSON"));
+        let ok = graph.check_outcome("start", with_history(r#"{"a":1}"#)).unwrap();
+        assert_eq!(ok.history_update.unwrap()["a"], 1);
+
+        let dispatch = |params: &str, to: &str| types::Outcome {
+            action: Action::DispatchTask(types::Task {
+                task_type: "greet".into(),
+                params: params.into(),
+                transitions: vec![types::Transition { status: "success".into(), state: to.into() }],
+                priority: 3,
+            }),
+            state_history_update: None,
+        };
+        match graph.check_outcome("start", dispatch(r#"{"name":"Ada"}"#, "finished")).unwrap().step {
+            Step::Dispatch(task) => {
+                assert_eq!(task.params["name"], "Ada");
+                assert_eq!(task.transitions["success"], "finished");
+                assert_eq!(task.priority, 3);
+            }
+            other => panic!("unexpected step {other:?}"),
+        }
+        assert!(graph.check_outcome("start", dispatch("{}", "start")).is_err());
+        assert!(graph.check_outcome("start", dispatch("7", "finished")).unwrap_err().contains("task params"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The per-call store data and the limits a handler call runs under.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+/// The data of one handler call's store: one field per granted capability,
+/// plus the WASI context the guest's standard library links against.
+pub struct Sandbox {
+    /// Name of the blueprint being called (for logs).
+    pub blueprint: Arc<str>,
+    /// The job the call runs for; unset during `describe`.
+    pub job_id: Option<String>,
+    pub limits: MemoryLimit,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Sandbox {
+    pub fn new(blueprint: Arc<str>, job_id: Option<String>, memory_bytes: usize) -> Self {
+        // No preopened directories, environment, arguments or network (the
+        // builder's defaults); stdio goes nowhere; clocks are frozen so a
+        // handler's answer depends only on its input.
+        let wasi = WasiCtx::builder().wall_clock(FrozenClock).monotonic_clock(FrozenClock).build();
+        Self { blueprint, job_id, limits: MemoryLimit::new(memory_bytes), wasi, table: ResourceTable::new() }
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A clock that always reads zero: blueprints get no real time unless a
+/// capability grants it.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The error a call fails with when it outgrows its memory limit.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its memory limit of {} MiB", .limit_bytes >> 20)]
+pub struct MemoryLimitExceeded {
+    pub limit_bytes: usize,
+}
+
+/// The error a call fails with when it runs past its CPU deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its CPU time limit of {} ms", .limit.as_millis())]
+pub struct DeadlineExceeded {
+    pub limit: Duration,
+}
+
+/// Caps linear memory growth, trapping (rather than failing `memory.grow`)
+/// so the cause reaches the job's error message instead of a guest abort.
+pub struct MemoryLimit {
+    limit_bytes: usize,
+}
+
+impl MemoryLimit {
+    fn new(limit_bytes: usize) -> Self {
+        Self { limit_bytes }
+    }
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        if desired > self.limit_bytes {
+            return Err(MemoryLimitExceeded { limit_bytes: self.limit_bytes }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        // Tables hold function references; a blueprint has no business with
+        // more than a few thousand.
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,274 @@
+//! In-process storage: the default when no Redis is configured.
+//!
+//! Not durable: everything is lost when the process stops. Jobs are kept as
+//! JSON bytes (as Redis keeps them), which holds a finished job in a few hundred
+//! bytes and makes every read a private copy that no other task can mutate.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, mpsc};
+
+use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
+use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+
+/// The in-memory backend.
+pub struct MemoryStorage {
+    jobs: Mutex<HashMap<JobId, StoredJob>>,
+    queue_tx: mpsc::UnboundedSender<JobId>,
+    queue_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<JobId>>,
+    parked: Mutex<HashMap<String, VecDeque<JobId>>>,
+    tasks: Mutex<HashMap<String, TaskQueue>>,
+    workers: Mutex<HashMap<String, LiveWorker>>,
+}
+
+struct StoredJob {
+    version: u64,
+    bytes: Box<[u8]>,
+}
+
+struct LiveWorker {
+    info: WorkerInfo,
+    expires: Instant,
+}
+
+impl LiveWorker {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+#[derive(Default)]
+struct TaskQueue {
+    heap: BinaryHeap<QueuedTask>,
+    /// Wakes one waiting poll per pushed task; a push with no waiter leaves a
+    /// permit, so a poll arriving just after it does not sleep.
+    notify: Arc<Notify>,
+    seq: u64,
+}
+
+struct QueuedTask {
+    priority: i32,
+    seq: u64,
+    payload: TaskPayload,
+}
+
+impl Ord for QueuedTask {
+    /// Higher priority first; FIFO within one priority.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for QueuedTask {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for QueuedTask {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for QueuedTask {}
+
+/// A poisoned lock only means another thread panicked mid-update of plain
+/// maps; the data is still usable, so carry on rather than cascade the panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn encode(job: &Job) -> StorageResult<Box<[u8]>> {
+    serde_json::to_vec(job)
+        .map(Vec::into_boxed_slice)
+        .map_err(|e| StorageError::Corrupt(format!("job {}: {e}", job.id)))
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        Self {
+            jobs: Mutex::default(),
+            queue_tx,
+            queue_rx: tokio::sync::Mutex::new(queue_rx),
+            parked: Mutex::default(),
+            tasks: Mutex::default(),
+            workers: Mutex::default(),
+        }
+    }
+
+    fn enqueue(&self, id: JobId) {
+        // The receiver lives as long as `self`, so sending cannot fail.
+        let _ = self.queue_tx.send(id);
+    }
+
+    fn push_task(&self, worker_id: &str, task: TaskPayload) {
+        let notify = {
+            let mut tasks = lock(&self.tasks);
+            let queue = tasks.entry(worker_id.to_owned()).or_default();
+            queue.seq += 1;
+            let seq = queue.seq;
+            queue.heap.push(QueuedTask { priority: task.priority, seq, payload: task });
+            queue.notify.clone()
+        };
+        notify.notify_one();
+        if let Some(worker) = lock(&self.workers).get_mut(worker_id) {
+            worker.info.in_flight += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn create_job(&self, job: &Job) -> StorageResult<()> {
+        let bytes = encode(job)?;
+        lock(&self.jobs).insert(job.id, StoredJob { version: job.version, bytes });
+        self.enqueue(job.id);
+        Ok(())
+    }
+
+    async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>> {
+        let jobs = lock(&self.jobs);
+        let Some(stored) = jobs.get(&id) else { return Ok(None) };
+        serde_json::from_slice(&stored.bytes).map(Some).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}")))
+    }
+
+    async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool> {
+        let expected = job.version;
+        job.version += 1;
+        job.updated_at = chrono::Utc::now();
+        let bytes = match encode(job) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                job.version = expected;
+                return Err(e);
+            }
+        };
+        {
+            let mut jobs = lock(&self.jobs);
+            match jobs.get_mut(&job.id) {
+                Some(stored) if stored.version == expected => {
+                    *stored = StoredJob { version: job.version, bytes };
+                }
+                _ => {
+                    job.version = expected;
+                    return Ok(false);
+                }
+            }
+        }
+        match follow_up {
+            FollowUp::None => {}
+            FollowUp::Enqueue => self.enqueue(job.id),
+            FollowUp::PushTask { worker_id, task } => self.push_task(&worker_id, task),
+            FollowUp::Park { task_type } => lock(&self.parked).entry(task_type).or_default().push_back(job.id),
+        }
+        Ok(true)
+    }
+
+    async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
+        let mut rx = self.queue_rx.lock().await;
+        match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(job_id)) => Ok(Some(JobTicket { job_id, receipt: None })),
+            // The sender lives in `self`: a closed channel cannot happen, and a
+            // timeout simply means the queue stayed empty.
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    async fn ack_job(&self, _ticket: JobTicket) -> StorageResult<()> {
+        Ok(())
+    }
+
+    async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>> {
+        let mut parked = lock(&self.parked);
+        let Some(queue) = parked.get_mut(task_type) else { return Ok(Vec::new()) };
+        let taken: Vec<JobId> = queue.drain(..max.min(queue.len())).collect();
+        if queue.is_empty() {
+            parked.remove(task_type);
+        }
+        Ok(taken)
+    }
+
+    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notify = {
+                let mut tasks = lock(&self.tasks);
+                let queue = tasks.entry(worker_id.to_owned()).or_default();
+                if let Some(task) = queue.heap.pop() {
+                    return Ok(Some(task.payload));
+                }
+                queue.notify.clone()
+            };
+            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
+        let expires = Instant::now() + ttl;
+        let mut workers = lock(&self.workers);
+        // Tasks already queued for this worker still count after a re-registration.
+        let in_flight = workers.get(&worker.worker_id).map_or(0, |w| w.info.in_flight);
+        let info = WorkerInfo { in_flight, ..worker };
+        workers.insert(info.worker_id.clone(), LiveWorker { info, expires });
+        Ok(())
+    }
+
+    async fn refresh_worker(
+        &self,
+        worker_id: &str,
+        patch: Option<WorkerPatch>,
+        ttl: Duration,
+    ) -> StorageResult<Option<WorkerInfo>> {
+        let now = Instant::now();
+        let mut workers = lock(&self.workers);
+        let Some(worker) = workers.get_mut(worker_id) else { return Ok(None) };
+        if !worker.is_live(now) {
+            workers.remove(worker_id);
+            return Ok(None);
+        }
+        worker.expires = now + ttl;
+        if let Some(patch) = patch {
+            worker.info.apply(patch);
+        }
+        Ok(Some(worker.info.clone()))
+    }
+
+    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
+        let now = Instant::now();
+        Ok(lock(&self.workers)
+            .values()
+            .filter(|w| w.is_live(now) && w.info.supported_tasks.iter().any(|t| t == task_type))
+            .map(|w| WorkerLoad {
+                worker_id: w.info.worker_id.clone(),
+                idle: w.info.is_idle(),
+                in_flight: w.info.in_flight,
+            })
+            .collect())
+    }
+
+    async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>> {
+        let now = Instant::now();
+        Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
+    }
+
+    async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()> {
+        if let Some(worker) = lock(&self.workers).get_mut(worker_id) {
+            worker.info.in_flight = worker.info.in_flight.saturating_add_signed(delta);
+        }
+        Ok(())
+    }
+}

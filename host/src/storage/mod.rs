@@ -1,0 +1,106 @@
+//! Where the orchestrator's state lives: jobs, the job queue, per-worker task
+//! queues and the worker registry.
+//!
+//! [`Storage`] is the seam between the orchestration logic and a backend
+//! (memory by default, Redis for production). Every method is one atomic step
+//! for its backend: a job update and what must follow it (enqueueing the job,
+//! queueing its task for a worker) land together or not at all, so a crash
+//! between the two cannot strand a job.
+
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+
+pub use memory::MemoryStorage;
+
+/// A storage failure: the backend could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What a job update sets in motion, applied atomically with it.
+#[derive(Debug, Clone)]
+pub enum FollowUp {
+    /// Nothing: the job waits or has ended.
+    None,
+    /// Queue the job for the executor (its current state's handler runs next).
+    Enqueue,
+    /// Queue a task for a worker, waking one of its waiting polls, and count
+    /// it among the worker's tasks in flight.
+    PushTask { worker_id: String, task: TaskPayload },
+    /// No live worker takes this task type yet: hold the job until one registers.
+    Park { task_type: String },
+}
+
+/// What dispatch needs to know of a worker to choose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub worker_id: String,
+    pub idle: bool,
+    pub in_flight: u32,
+}
+
+/// A dequeued job id, to be acknowledged once its step is recorded.
+#[derive(Debug)]
+pub struct JobTicket {
+    pub job_id: JobId,
+    /// Backend-specific receipt (a stream entry id for Redis).
+    pub receipt: Option<String>,
+}
+
+/// The orchestrator's state. Object-safe: the server holds an `Arc<dyn Storage>`.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Stores a new job and queues it for the executor.
+    async fn create_job(&self, job: &Job) -> StorageResult<()>;
+
+    async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>>;
+
+    /// Replaces the stored job if it is still at `job.version`, then applies
+    /// `follow_up`. On success `job.version` is bumped and `true` returned;
+    /// `false` means someone else updated the job first and nothing changed.
+    async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool>;
+
+    /// Waits for the next queued job; `None` when `timeout` passes first.
+    async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>>;
+
+    /// Confirms that the step a ticket asked for has been recorded.
+    async fn ack_job(&self, ticket: JobTicket) -> StorageResult<()>;
+
+    /// Takes up to `max` jobs parked for lack of a worker taking `task_type`.
+    async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>>;
+
+    /// Waits up to `timeout` for a task queued for `worker_id`, highest priority first.
+    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>>;
+
+    /// Adds or replaces a worker; it is live for `ttl`.
+    async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()>;
+
+    /// Renews a worker's liveness and applies `patch`; `None` for an unknown
+    /// or expired worker.
+    async fn refresh_worker(
+        &self,
+        worker_id: &str,
+        patch: Option<WorkerPatch>,
+        ttl: Duration,
+    ) -> StorageResult<Option<WorkerInfo>>;
+
+    /// The load of every live worker whose `supported_tasks` contains `task_type`.
+    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>>;
+
+    /// Every live worker.
+    async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;
+
+    /// Adjusts a worker's count of tasks in flight (never below zero).
+    async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;
+}

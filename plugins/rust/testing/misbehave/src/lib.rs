@@ -1,0 +1,66 @@
+//! `misbehave`: a blueprint that breaks the rules on request, for the host's
+//! sandbox tests.
+//!
+//! The start handler does what `initial_data.mode` asks:
+//!
+//! - `"loop"`: spins forever (the CPU time limit must stop it);
+//! - `"bomb"`: allocates without bound (the memory limit must stop it);
+//! - `"trap"`: panics, which aborts the instance with a wasm trap;
+//! - `"error"`: returns a handler error;
+//! - `"undeclared"`: moves to `nowhere`, a transition `describe` never declared;
+//! - anything else, or no mode: moves to `finished` with `{"ok": true}` in the
+//!   history, so a test can check that a healthy call still works.
+
+use std::hint::black_box;
+
+use avtomatika_blueprint::{Blueprint, Describe, Job, Next, State, json};
+
+const MIB: usize = 1 << 20;
+
+struct Misbehave;
+
+impl Blueprint for Misbehave {
+    fn describe() -> Describe {
+        Describe::new("misbehave")
+            .endpoint("v1", "/jobs/misbehave")
+            .state(State::start("start").to(["finished", "failed"]))
+            .state(State::finished("finished"))
+            .state(State::failed("failed"))
+    }
+
+    fn handle(job: Job) -> Result<Next, String> {
+        if job.state() != "start" {
+            return Err(format!("misbehave has no handler for state {}", job.state()));
+        }
+        match job.initial_data()["mode"].as_str() {
+            Some("loop") => spin(),
+            Some("bomb") => hoard(),
+            Some("trap") => panic!("misbehave: deliberate panic"),
+            Some("error") => Err("misbehave: deliberate handler error".to_string()),
+            Some("undeclared") => Ok(Next::go_to("nowhere")),
+            _ => Ok(Next::go_to("finished").with_history(json!({ "ok": true }))),
+        }
+    }
+}
+
+/// Never returns. `black_box` hides the counter from the optimizer, so the
+/// loop stays real work rather than a single idle branch it could reason about.
+fn spin() -> ! {
+    let mut count: u64 = 0;
+    loop {
+        count = black_box(count.wrapping_add(1));
+    }
+}
+
+/// Never returns. The bytes are non-zero so every page is written (fresh
+/// memory is already zero, so zeroed vectors might never touch it), and each
+/// block goes through `black_box` so none of the allocations can be elided.
+fn hoard() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(black_box(vec![0xA5; MIB]));
+        black_box(&blocks);
+    }
+}
+
+avtomatika_blueprint::export!(Misbehave);
