@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use avtomatika::blueprint::types;
+pub use self::avtomatika::blueprint::types;
 
 // The `types` interface has no functions; its host trait is empty.
 impl types::Host for super::sandbox::Sandbox {}
