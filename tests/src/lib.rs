@@ -1,1 +1,195 @@
+//! Test harness: the real server, started in-process on an ephemeral port and
+//! driven over HTTP, plus a minimal worker speaking the worker API.
 
+use std::time::{Duration, Instant};
+
+use avtomatika::App;
+use avtomatika::config::Config;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use avtomatika::config;
+
+pub const CLIENT_TOKEN: &str = "test-client-token";
+pub const WORKER_TOKEN: &str = "test-worker-token";
+
+/// A config for tests: loopback, ephemeral port, test tokens, short polls.
+pub fn test_config() -> Config {
+    Config {
+        api_host: "127.0.0.1".into(),
+        api_port: 0,
+        client_token: CLIENT_TOKEN.into(),
+        global_worker_token: WORKER_TOKEN.into(),
+        worker_poll_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// A running server. Stopped when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// The server with the built-in example blueprints.
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let app = App::new(config).await.expect("server starts");
+        let listener = app.bind().await.expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local address");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.serve(listener, shutdown.clone()));
+        Self { base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle: Some(handle) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// `POST /api/v1/jobs/{endpoint}` with the client token; returns the job id.
+    pub async fn create_job(&self, path: &str, body: Value) -> String {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("X-Avtomatika-Token", CLIENT_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("create request");
+        assert_eq!(response.status(), 202, "create {path}: {:?}", response.text().await);
+        let body: Value = response.json().await.expect("create answer is JSON");
+        assert_eq!(body["status"], "accepted");
+        body["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    pub async fn job(&self, job_id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/jobs/{job_id}")))
+            .header("X-Avtomatika-Token", CLIENT_TOKEN)
+            .send()
+            .await
+            .expect("job request");
+        assert_eq!(response.status(), 200, "get job {job_id}");
+        response.json().await.expect("job is JSON")
+    }
+
+    /// Polls the job until `done` holds or `timeout` passes; returns the last state.
+    pub async fn wait_for(&self, job_id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(job_id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} did not get there in {timeout:?}: {job:#}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for the job's status to become `status`.
+    pub async fn wait_for_status(&self, job_id: &str, status: &str) -> Value {
+        self.wait_for(job_id, Duration::from_secs(20), |job| job["status"] == status).await
+    }
+
+    /// A worker client with the global worker token.
+    pub fn worker(&self, worker_id: &str) -> TestWorker<'_> {
+        TestWorker { server: self, worker_id: worker_id.to_owned() }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A worker written in the test: registers, polls and posts results.
+pub struct TestWorker<'a> {
+    server: &'a TestServer,
+    pub worker_id: String,
+}
+
+impl TestWorker<'_> {
+    pub async fn register(&self, tasks: &[&str]) {
+        let response = self
+            .server
+            .http
+            .post(self.server.url("/_worker/workers/register"))
+            .header("X-Worker-Token", WORKER_TOKEN)
+            .json(&json!({
+                "worker_id": self.worker_id,
+                "worker_type": "test",
+                "supported_tasks": tasks,
+                "max_concurrent_tasks": 10,
+            }))
+            .send()
+            .await
+            .expect("register request");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// One long-poll: the task, or `None` on 204.
+    pub async fn poll(&self) -> Option<Value> {
+        let response = self
+            .server
+            .http
+            .get(self.server.url(&format!("/_worker/workers/{}/tasks/next", self.worker_id)))
+            .header("X-Worker-Token", WORKER_TOKEN)
+            .send()
+            .await
+            .expect("poll request");
+        match response.status().as_u16() {
+            200 => Some(response.json().await.expect("task is JSON")),
+            204 => None,
+            other => panic!("poll answered {other}: {:?}", response.text().await),
+        }
+    }
+
+    /// Polls until a task arrives (up to `timeout`).
+    pub async fn next_task(&self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(task) = self.poll().await {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "worker {} got no task in {timeout:?}", self.worker_id);
+        }
+    }
+
+    /// Posts `result` for `task`; returns the HTTP status and body.
+    pub async fn post_result(&self, task: &Value, result: Value) -> (u16, Value) {
+        let body = json!({
+            "job_id": task["job_id"],
+            "task_id": task["task_id"],
+            "worker_id": self.worker_id,
+            "result": result,
+        });
+        let response = self
+            .server
+            .http
+            .post(self.server.url("/_worker/tasks/result"))
+            .header("X-Worker-Token", WORKER_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("result request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
