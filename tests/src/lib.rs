@@ -193,3 +193,105 @@ impl TestWorker<'_> {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 }
+
+/// An HTTP answer reduced to what tests look at.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    pub text: String,
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = response.text().await.expect("response body");
+        Self { status, content_type, text }
+    }
+
+    /// The body as JSON; panics with the body when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts the spec's error format: `status`, a JSON content type and a
+    /// `{"error": "<non-empty string>"}` body. Returns the message.
+    pub fn assert_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "unexpected status: {self:?}");
+        assert!(
+            self.content_type.as_deref().is_some_and(|t| t.starts_with("application/json")),
+            "an error must be JSON: {self:?}"
+        );
+        let message = self.json()["error"].as_str().map(str::to_owned);
+        match message {
+            Some(message) if !message.is_empty() => message,
+            _ => panic!("an error body must be {{\"error\": \"…\"}}: {self:?}"),
+        }
+    }
+}
+
+/// Which token header a raw request carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Client(&'a str),
+    Worker(&'a str),
+}
+
+impl TestServer {
+    /// Sends `method path` with `auth` and, when given, a raw body sent as
+    /// `application/json`.
+    pub async fn send(&self, method: reqwest::Method, path: &str, auth: Auth<'_>, body: Option<&str>) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        request = match auth {
+            Auth::None => request,
+            Auth::Client(token) => request.header("X-Avtomatika-Token", token),
+            Auth::Worker(token) => request.header("X-Worker-Token", token),
+        };
+        if let Some(body) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_owned());
+        }
+        Answer::read(request.send().await.expect("request is sent")).await
+    }
+
+    /// `GET /api/v1/jobs/{id}` with the client token, as raw text.
+    pub async fn job_text(&self, job_id: &str) -> String {
+        let answer =
+            self.send(reqwest::Method::GET, &format!("/api/v1/jobs/{job_id}"), Auth::Client(CLIENT_TOKEN), None).await;
+        assert_eq!(answer.status, 200, "get job {job_id}: {answer:?}");
+        answer.text
+    }
+}
+
+impl TestWorker<'_> {
+    /// `PATCH /_worker/workers/{id}` with `body` (none: an empty ping).
+    pub async fn heartbeat(&self, body: Option<Value>) -> Answer {
+        let body = body.map(|b| b.to_string());
+        self.server
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/_worker/workers/{}", self.worker_id),
+                Auth::Worker(WORKER_TOKEN),
+                body.as_deref(),
+            )
+            .await
+    }
+
+    /// Posts an arbitrary result body (ids and all) with the worker token.
+    pub async fn post_result_body(&self, body: Value) -> Answer {
+        self.server
+            .send(reqwest::Method::POST, "/_worker/tasks/result", Auth::Worker(WORKER_TOKEN), Some(&body.to_string()))
+            .await
+    }
+
+    /// Asserts that no task is queued: a poll answers 204. It waits out the
+    /// server's poll timeout, so keep that short where this is used.
+    pub async fn assert_no_task(&self) {
+        if let Some(task) = self.poll().await {
+            panic!("worker {} was given a task it should not get: {task:#}", self.worker_id);
+        }
+    }
+}

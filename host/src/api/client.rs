@@ -1,6 +1,6 @@
 //! `/api/…`: the client API (client token).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ClientAuth, body_bytes, parse_json};
+use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use crate::model::Job;
 
 pub fn routes() -> Router<AppState> {
@@ -18,7 +18,7 @@ pub fn routes() -> Router<AppState> {
 async fn get_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
-    Path(job_id): Path<String>,
+    ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.orchestrator.job_for(&client, &job_id).await?))
 }

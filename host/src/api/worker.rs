@@ -1,7 +1,6 @@
 //! `/_worker/…`: the worker API (worker token).
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, WorkerAuth, parse_json};
+use super::extract::{ApiBody, ApiJson, ApiPath, WorkerAuth, parse_json};
 use crate::model::{WorkerPatch, WorkerRegistration, WorkerResultBody};
 use crate::orchestrator::Heartbeat;
 
@@ -35,8 +34,8 @@ async fn register(
 async fn heartbeat(
     State(state): State<AppState>,
     WorkerAuth(identity): WorkerAuth,
-    Path(worker_id): Path<String>,
-    body: Bytes,
+    ApiPath(worker_id): ApiPath<String>,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
     let patch = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -60,7 +59,7 @@ async fn heartbeat(
 async fn next_task(
     State(state): State<AppState>,
     WorkerAuth(identity): WorkerAuth,
-    Path(worker_id): Path<String>,
+    ApiPath(worker_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let task = tokio::select! {
         task = state.orchestrator.next_task(&identity, &worker_id) => task?,

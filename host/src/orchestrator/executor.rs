@@ -99,7 +99,7 @@ impl Orchestrator {
 
     /// Runs one handler call and applies its outcome. `true` when the job
     /// moved to another state whose handler should run next.
-    async fn step(&self, blueprint: &Blueprint, job: &mut Job) -> OrchestratorResult<bool> {
+    async fn step(&self, blueprint: &Arc<Blueprint>, job: &mut Job) -> OrchestratorResult<bool> {
         let started = Instant::now();
         let outcome = self.runtime.handle(blueprint, self.context(job)).await;
         let elapsed_us = started.elapsed().as_micros() as u64;

@@ -1,0 +1,284 @@
+//! Deliberately broken blueprint components through the real server: handlers
+//! that spin, hoard memory, trap, fail or break their graph end up quarantined
+//! with the cause while the server keeps serving, and components that cannot
+//! be loaded stop the server from starting, naming the file and the reason.
+//!
+//! Every plugin of `plugins/rust/testing/` must have a test here of its name
+//! (a function or module); `foreach_testing_plugin!` below fails to compile otherwise.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use avtomatika::App;
+use avtomatika_tests::config::{Config, PluginLimits};
+use avtomatika_tests::{TestServer, test_config};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+avtomatika_plugins::foreach_testing_plugin!(assert_test_exists);
+
+/// A fresh directory holding `files`: (file name in the directory, source path).
+fn blueprints_dir(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (name, source) in files {
+        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
+    }
+    dir
+}
+
+fn config_for(dir: &Path) -> Config {
+    Config {
+        blueprints_dir: Some(dir.to_owned()),
+        job_max_retries: 1,
+        plugin_limits: PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(200) },
+        worker_poll_timeout: Duration::from_secs(1),
+        executor_max_concurrent_jobs: 16,
+        ..test_config()
+    }
+}
+
+/// `App::new` on `files` must fail; returns the error's text.
+async fn load_error(dir: &Path) -> String {
+    match App::new(config_for(dir)).await {
+        Ok(_) => panic!("the server started with the blueprints in {}", dir.display()),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn assert_mentions(error: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(error.contains(needle), "{error:?} should mention {needle:?}");
+    }
+}
+
+mod misbehave {
+    use super::*;
+
+    const MISBEHAVE: &str = "/api/v1/jobs/misbehave";
+
+    /// A server with `misbehave` and `hello`, per `config_for`.
+    pub(super) async fn server_with(adjust: impl FnOnce(&mut Config)) -> (TestServer, TempDir) {
+        let dir = blueprints_dir(&[
+            ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
+            ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+        ]);
+        let mut config = config_for(dir.path());
+        adjust(&mut config);
+        (TestServer::start_with(config).await, dir)
+    }
+
+    /// Runs a `mode` job to its end and returns the job.
+    async fn run(mode: &str) -> Value {
+        let (server, _dir) = server_with(|_| {}).await;
+        let job_id = server.create_job(MISBEHAVE, json!({"mode": mode})).await;
+        let job = server
+            .wait_for(&job_id, Duration::from_secs(20), |j| {
+                !matches!(j["status"].as_str(), Some("pending" | "running"))
+            })
+            .await;
+        server.stop().await;
+        job
+    }
+
+    /// Runs a `mode` job and checks it was quarantined after 1 + `job_max_retries`
+    /// (= 2) attempts with an error naming `cause`.
+    async fn quarantined(mode: &str, cause: &[&str]) -> String {
+        let job = run(mode).await;
+        assert_eq!(job["status"], "quarantined", "mode {mode}: {job:#}");
+        assert_eq!(job["current_state"], "start", "{job:#}");
+        let message = job["error_message"].as_str().unwrap_or_else(|| panic!("no error_message: {job:#}")).to_owned();
+        assert_mentions(&message, cause);
+        assert!(message.contains("2 times"), "mode {mode}: 2 attempts (1 + JOB_MAX_RETRIES) expected: {message:?}");
+        message
+    }
+
+    #[tokio::test]
+    async fn a_spinning_handler_is_stopped_by_the_cpu_time_limit() {
+        let started = Instant::now();
+        quarantined("loop", &["CPU time limit", "200 ms"]).await;
+        // Two attempts of 200 ms each at least.
+        assert!(started.elapsed() >= Duration::from_millis(400), "took only {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_hoarding_handler_is_stopped_by_the_memory_limit() {
+        quarantined("bomb", &["memory limit", "16 MiB"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_traps() {
+        quarantined("trap", &["trapped"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_handler_error_is_reported() {
+        quarantined("error", &["handler returned an error", "misbehave: deliberate handler error"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_move_to_an_undeclared_state_is_refused() {
+        quarantined("undeclared", &["not among its declared transitions", "nowhere"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_healthy_call_finishes() {
+        let job = run("ok").await;
+        assert_eq!(job["status"], "finished", "{job:#}");
+        assert_eq!(job["current_state"], "finished", "{job:#}");
+        assert_eq!(job["state_history"], json!({"ok": true}), "{job:#}");
+        assert!(job.get("error_message").is_none_or(Value::is_null), "{job:#}");
+    }
+
+    /// More spinning handlers than runtime threads: requests are still answered
+    /// promptly, and a hello job goes through a worker, start to finish, before
+    /// any of the spinning handlers is stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_keeps_serving_while_handlers_spin() {
+        let limit = Duration::from_secs(3);
+        let (server, _dir) = server_with(|c| {
+            c.plugin_limits.timeout = limit;
+            c.job_max_retries = 0;
+        })
+        .await;
+        let worker = server.worker("w-busy");
+        worker.register(&["greet"]).await;
+
+        let started = Instant::now();
+        let mut spinning = Vec::new();
+        for _ in 0..4 {
+            spinning.push(server.create_job(MISBEHAVE, json!({"mode": "loop"})).await);
+        }
+
+        // A request that does no work at all: without spinning handlers it is
+        // answered in about a millisecond.
+        let mut latencies = Vec::new();
+        for _ in 0..5 {
+            let sent = Instant::now();
+            let answer = server.send(reqwest::Method::GET, "/_public/status", avtomatika_tests::Auth::None, None).await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            latencies.push(sent.elapsed());
+        }
+        let slowest = latencies.iter().max().copied().unwrap_or_default();
+        assert!(
+            slowest < Duration::from_millis(100),
+            "GET /_public/status took up to {slowest:?} while handlers spin ({latencies:?})"
+        );
+
+        let job_id = server.create_job("/api/v1/jobs/hello", json!({"name": "Ada"})).await;
+        let task = worker.next_task(limit).await;
+        assert_eq!(task["job_id"], job_id.as_str());
+        let (status, _) = worker.post_result(&task, json!({"data": {"greeting": "Hi"}})).await;
+        assert_eq!(status, 200);
+        server.wait_for(&job_id, limit, |j| j["status"] == "finished").await;
+        let served_in = started.elapsed();
+        assert!(served_in < limit, "the hello job took {served_in:?}, as long as the spinning handlers");
+        for id in &spinning {
+            let job = server.job(id).await;
+            assert_eq!(job["status"], "pending", "the spinning handler should still run: {job:#}");
+        }
+
+        // …and they were running all along: each is stopped about `limit` after it was created.
+        for id in &spinning {
+            let job = server.wait_for(id, limit * 3, |j| j["status"] == "quarantined").await;
+            assert_mentions(job["error_message"].as_str().unwrap_or_default(), &["CPU time limit"]);
+        }
+        let stopped_in = started.elapsed();
+        assert!(stopped_in < limit * 2, "the spinning handlers were stopped only after {stopped_in:?}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn two_starts() {
+    let dir = blueprints_dir(&[
+        ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+        ("two_starts.wasm", avtomatika_plugins::TWO_STARTS_COMPONENT),
+    ]);
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["two_starts.wasm", "several start states", "first", "second"]);
+}
+
+#[tokio::test]
+async fn bad_transition() {
+    let dir = blueprints_dir(&[("bad_transition.wasm", avtomatika_plugins::BAD_TRANSITION_COMPONENT)]);
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["bad_transition.wasm", "unknown state", "missing"]);
+}
+
+#[tokio::test]
+async fn wrong_world() {
+    let dir = blueprints_dir(&[("wrong_world.wasm", avtomatika_plugins::WRONG_WORLD_COMPONENT)]);
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["wrong_world.wasm", "does not implement", "blueprint"]);
+}
+
+#[tokio::test]
+async fn garbage_is_not_a_component() {
+    let dir = blueprints_dir(&[("hello.wasm", avtomatika_plugins::HELLO_COMPONENT)]);
+    std::fs::write(dir.path().join("junk.wasm"), b"\x00asm but not really, just junk bytes").unwrap();
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["junk.wasm", "not a valid WebAssembly component"]);
+}
+
+#[tokio::test]
+async fn a_core_module_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest valid core module: magic and version 1.
+    std::fs::write(dir.path().join("core.wasm"), b"\x00asm\x01\x00\x00\x00").unwrap();
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["core.wasm", "not a valid WebAssembly component"]);
+}
+
+#[tokio::test]
+async fn the_same_blueprint_twice_is_refused() {
+    let dir = blueprints_dir(&[
+        ("first_hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+        ("second_hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+    ]);
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &["first_hello.wasm", "second_hello.wasm", "hello", "already used"]);
+}
+
+#[tokio::test]
+async fn a_directory_without_components_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.txt"), "not a blueprint").unwrap();
+    std::fs::create_dir(dir.path().join("nested.wasm")).unwrap();
+    let error = load_error(dir.path()).await;
+    assert_mentions(&error, &[&dir.path().display().to_string(), "no *.wasm"]);
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("does-not-exist");
+    let error = load_error(&missing).await;
+    assert_mentions(&error, &[&missing.display().to_string()]);
+}
+
+#[tokio::test]
+async fn a_directory_of_good_blueprints_serves_them() {
+    let dir = blueprints_dir(&[
+        ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+        ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
+    ]);
+    let server = TestServer::start_with(config_for(dir.path())).await;
+    // Only what the directory holds is loaded: `pipeline` is a built-in example, not here.
+    let answer = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/jobs/pipeline",
+            avtomatika_tests::Auth::Client(avtomatika_tests::CLIENT_TOKEN),
+            Some("{}"),
+        )
+        .await;
+    assert!(matches!(answer.status, 404 | 405), "{answer:?}");
+    server.create_job("/api/v1/jobs/hello", json!({"name": "Ada"})).await;
+    server.stop().await;
+}
