@@ -84,7 +84,13 @@ impl Conn {
         Self { sender, host: addr.to_owned() }
     }
 
-    async fn send(&mut self, method: Method, path: &str, token: (&str, &str), body: Option<String>) -> (StatusCode, Bytes) {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: (&str, &str),
+        body: Option<String>,
+    ) -> (StatusCode, Bytes) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -167,8 +173,9 @@ async fn client_loop(addr: String, interval: Duration, until: Instant, done: Arc
     let body = r#"{"name":"Ada"}"#.to_owned();
     while Instant::now() < until {
         let started = Instant::now();
-        let (status, answer) =
-            conn.send(Method::POST, "/api/v1/jobs/hello", ("X-Avtomatika-Token", CLIENT_TOKEN), Some(body.clone())).await;
+        let (status, answer) = conn
+            .send(Method::POST, "/api/v1/jobs/hello", ("X-Avtomatika-Token", CLIENT_TOKEN), Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "job accepted");
         let answer: Value = serde_json::from_slice(&answer).expect("create JSON");
         let path = format!("/api/v1/jobs/{}", answer["job_id"].as_str().expect("job_id"));
@@ -219,7 +226,8 @@ async fn run(options: Options) {
     let mut worker_tasks = Vec::new();
     for w in 0..options.workers {
         let worker_id = format!("bench-worker-{w}");
-        let body = serde_json::json!({"worker_id": worker_id, "supported_tasks": ["greet"], "max_concurrent_tasks": 10});
+        let body =
+            serde_json::json!({"worker_id": worker_id, "supported_tasks": ["greet"], "max_concurrent_tasks": 10});
         let (status, _) = register
             .send(Method::POST, "/_worker/workers/register", ("X-Worker-Token", WORKER_TOKEN), Some(body.to_string()))
             .await;

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{Trap, UpdateDeadline};
 
 pub use bindings::types;
@@ -133,12 +133,15 @@ impl Runtime {
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(4))
             .max_memory_size(limits.memory_bytes)
-            // Measured (benches/plugin_call.rs): zeroing resident pages with
-            // memset on every drop costs more than letting the kernel drop
-            // them, for the ~1 MiB a Rust component touches (p50 39 µs with
-            // 1 MiB resident, 29 µs with 128 KiB, 27 µs with none).
-            .linear_memory_keep_resident(0)
-            .table_keep_resident(0);
+            // Reset used slots in place: PAGEMAP_SCAN finds the pages a call
+            // dirtied and only those are restored, so neither `madvise` (whose
+            // TLB shootdowns cost every core) nor fresh page faults are paid
+            // per call. Kernels without the ioctl fall back to madvise.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(1 << 20)
+            .async_stack_keep_resident(256 << 10)
+            .decommit_batch_size(16);
 
         let mut config = EngineConfig::new();
         config
