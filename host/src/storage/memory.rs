@@ -272,3 +272,123 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn job() -> Job {
+        Job::new("hello".into(), "default".into(), "start".into(), json!({}), None)
+    }
+
+    fn task(job_id: JobId, priority: i32) -> TaskPayload {
+        TaskPayload {
+            job_id,
+            task_id: Uuid::new_v4(),
+            task_type: "greet".into(),
+            params: json!({}),
+            priority,
+            tracing_context: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_are_refused_from_a_stale_version() {
+        let storage = MemoryStorage::new();
+        let mut first = job();
+        storage.create_job(&first).await.unwrap();
+        let mut second = storage.get_job(first.id).await.unwrap().unwrap();
+
+        first.current_state = "a".into();
+        assert!(storage.update_job(&mut first, FollowUp::None).await.unwrap());
+        assert_eq!(first.version, 1);
+
+        second.current_state = "b".into();
+        assert!(!storage.update_job(&mut second, FollowUp::None).await.unwrap());
+        assert_eq!(second.version, 0, "a refused update leaves the caller's version alone");
+        assert_eq!(storage.get_job(first.id).await.unwrap().unwrap().current_state, "a");
+    }
+
+    #[tokio::test]
+    async fn created_and_enqueued_jobs_come_out_of_the_queue() {
+        let storage = MemoryStorage::new();
+        let mut job = job();
+        storage.create_job(&job).await.unwrap();
+        assert_eq!(storage.next_job(Duration::from_millis(10)).await.unwrap().unwrap().job_id, job.id);
+        assert!(storage.next_job(Duration::from_millis(10)).await.unwrap().is_none());
+        storage.update_job(&mut job, FollowUp::Enqueue).await.unwrap();
+        assert_eq!(storage.next_job(Duration::from_millis(10)).await.unwrap().unwrap().job_id, job.id);
+    }
+
+    #[tokio::test]
+    async fn tasks_pop_by_priority_then_in_order() {
+        let storage = MemoryStorage::new();
+        let id = Uuid::new_v4();
+        let (low, high, high_later) = (task(id, 0), task(id, 5), task(id, 5));
+        for t in [&low, &high, &high_later] {
+            storage.push_task("w", t.clone());
+        }
+        let pop = || storage.pop_task("w", Duration::from_millis(10));
+        assert_eq!(pop().await.unwrap().unwrap().task_id, high.task_id);
+        assert_eq!(pop().await.unwrap().unwrap().task_id, high_later.task_id);
+        assert_eq!(pop().await.unwrap().unwrap().task_id, low.task_id);
+        assert!(pop().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_poll_wakes_when_a_task_is_queued() {
+        let storage = Arc::new(MemoryStorage::new());
+        let waiting = {
+            let storage = storage.clone();
+            tokio::spawn(async move { storage.pop_task("w", Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let queued = task(Uuid::new_v4(), 0);
+        let mut job = job();
+        storage.create_job(&job).await.unwrap();
+        let follow_up = FollowUp::PushTask { worker_id: "w".into(), task: queued.clone() };
+        storage.update_job(&mut job, follow_up).await.unwrap();
+        let popped = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+        assert_eq!(popped.unwrap().task_id, queued.task_id);
+    }
+
+    #[tokio::test]
+    async fn workers_expire_and_carry_their_load() {
+        let storage = MemoryStorage::new();
+        let reg = serde_json::from_value(json!({"worker_id": "w", "supported_tasks": ["greet"]})).unwrap();
+        storage
+            .register_worker(WorkerInfo::from_registration("w".into(), reg), Duration::from_millis(50))
+            .await
+            .unwrap();
+        storage.add_in_flight("w", 2).await.unwrap();
+        let candidates = storage.candidates_for("greet").await.unwrap();
+        assert_eq!(candidates, vec![WorkerLoad { worker_id: "w".into(), idle: true, in_flight: 2 }]);
+        assert!(storage.candidates_for("other").await.unwrap().is_empty());
+        storage.add_in_flight("w", -5).await.unwrap();
+        assert_eq!(storage.candidates_for("greet").await.unwrap()[0].in_flight, 0);
+
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(storage.candidates_for("greet").await.unwrap().is_empty(), "expired workers get no tasks");
+        assert!(storage.refresh_worker("w", None, Duration::from_secs(1)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn parked_jobs_are_taken_in_batches() {
+        let storage = MemoryStorage::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut job = job();
+            storage.create_job(&job).await.unwrap();
+            storage.update_job(&mut job, FollowUp::Park { task_type: "greet".into() }).await.unwrap();
+            ids.push(job.id);
+        }
+        assert_eq!(storage.take_parked("greet", 2).await.unwrap(), ids[..2]);
+        assert_eq!(storage.take_parked("greet", 2).await.unwrap(), ids[2..]);
+        assert!(storage.take_parked("greet", 2).await.unwrap().is_empty());
+    }
+}
