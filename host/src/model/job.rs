@@ -87,8 +87,9 @@ pub struct TaskRecord {
     pub dispatched_at: DateTime<Utc>,
 }
 
-/// One run of a blueprint. Serialised as is for storage and for `GET /api/v1/jobs/{id}`,
-/// so it never holds a secret.
+/// One run of a blueprint. Serialised as is for `GET /api/v1/jobs/{id}`, so it
+/// never holds a secret, and positionally (MessagePack) for storage, so no
+/// field is ever skipped: every field is always written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
@@ -100,12 +101,9 @@ pub struct Job {
     pub initial_data: Value,
     pub state_history: Map<String, Value>,
     pub webhook_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_message: Option<String>,
     /// Failed handler calls in the current state; reset when the state changes.
-    #[serde(default)]
     pub handler_failures: u32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub current_task: Option<TaskRecord>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -115,6 +113,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The compact storage form: MessagePack with fields by position.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(self).map_err(|e| format!("job {}: {e}", self.id))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
     pub fn new(
         blueprint_name: String,
         client: String,
@@ -157,6 +164,21 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_storage_form_round_trips_and_is_compact() {
+        let mut job =
+            Job::new("hello".into(), "default".into(), "start".into(), serde_json::json!({"name": "Ada"}), None);
+        job.merge_history(
+            serde_json::json!({"greeting": "Hello, Ada", "n": [1, 2.5, null, true]}).as_object().unwrap().clone(),
+        );
+        job.error_message = Some("boom".into());
+        let bytes = job.encode().unwrap();
+        assert_eq!(Job::decode(&bytes).unwrap(), job);
+        let json = serde_json::to_vec(&job).unwrap();
+        assert!(bytes.len() * 2 < json.len(), "{} bytes vs {} as JSON", bytes.len(), json.len());
+        assert!(Job::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
 
     #[test]
     fn status_wire_names_round_trip() {

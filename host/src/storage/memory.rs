@@ -1,8 +1,9 @@
 //! In-process storage: the default when no Redis is configured.
 //!
-//! Not durable: everything is lost when the process stops. Jobs are kept as
-//! JSON bytes (as Redis keeps them), which holds a finished job in a few hundred
-//! bytes and makes every read a private copy that no other task can mutate.
+//! Not durable: everything is lost when the process stops. Jobs are kept in
+//! their compact storage encoding (as Redis keeps them): a finished job takes
+//! a few hundred bytes, and every read is a private copy no other task can
+//! mutate.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -84,9 +85,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn encode(job: &Job) -> StorageResult<Box<[u8]>> {
-    serde_json::to_vec(job)
-        .map(Vec::into_boxed_slice)
-        .map_err(|e| StorageError::Corrupt(format!("job {}: {e}", job.id)))
+    job.encode().map(Vec::into_boxed_slice).map_err(StorageError::Corrupt)
 }
 
 impl Default for MemoryStorage {
@@ -141,7 +140,7 @@ impl Storage for MemoryStorage {
     async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>> {
         let jobs = lock(&self.jobs);
         let Some(stored) = jobs.get(&id) else { return Ok(None) };
-        serde_json::from_slice(&stored.bytes).map(Some).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}")))
+        Job::decode(&stored.bytes).map(Some).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}")))
     }
 
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool> {
