@@ -17,9 +17,9 @@ pub type JobId = Uuid;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum JobStatus {
-    /// Queued for the executor: the current state's handler runs next.
+    /// Created and queued; no handler has run yet.
     Pending,
-    /// A handler is running.
+    /// Under way between waits: a handler runs or is queued to run next.
     Running,
     /// A task was dispatched; the job waits for the worker's result.
     WaitingForWorker,
@@ -47,6 +47,11 @@ impl JobStatus {
             Self::Error => "error",
             Self::Quarantined => "quarantined",
         }
+    }
+
+    /// Whether the executor runs the current state's handler.
+    pub fn is_runnable(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
     }
 
     /// Terminal statuses never change again.

@@ -78,7 +78,7 @@ impl Orchestrator {
             return Ok(());
         };
         for _ in 0..MAX_STEPS_PER_TURN {
-            if job.status != JobStatus::Pending {
+            if !job.status.is_runnable() {
                 // Already handled (a duplicate or redelivered queue entry).
                 return Ok(());
             }
@@ -149,8 +149,8 @@ impl Orchestrator {
         }
     }
 
-    /// Moves `job` to `state`: an end state ends it, any other makes it
-    /// pending. Returns whether a handler runs next. The caller stores the job.
+    /// Moves `job` to `state`: an end state ends it, any other keeps it
+    /// `running`. Returns whether a handler runs next. The caller stores the job.
     pub(super) fn enter_state(&self, blueprint: &Blueprint, job: &mut Job, state: String) -> bool {
         let end = blueprint.graph.end_of(&state);
         job.current_state = state;
@@ -168,7 +168,7 @@ impl Orchestrator {
                 false
             }
             None => {
-                job.status = JobStatus::Pending;
+                job.status = JobStatus::Running;
                 true
             }
         }
