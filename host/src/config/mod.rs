@@ -1,6 +1,9 @@
-//! Server settings from the environment (`spec/configuration.md`), with the
-//! spec's defaults. A value that does not parse stops start-up with an error
-//! naming the variable.
+//! Server settings (`spec/configuration.md`): environment variables here,
+//! with the spec's defaults, and the TOML files in submodules. A value that
+//! does not parse stops start-up with an error naming the variable, or the
+//! file, section and field.
+
+pub mod file;
 
 use std::path::PathBuf;
 use std::str::FromStr;

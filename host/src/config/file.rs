@@ -1,0 +1,217 @@
+//! Reading the TOML configuration files: syntax errors with line and column,
+//! and field errors naming the file, the section and the field.
+//!
+//! Files are parsed into plain tables and checked field by field rather than
+//! through `Deserialize`, so that every message can say exactly where the
+//! problem is — and so that no message ever quotes a value (tokens live here).
+
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+use toml::Table;
+
+/// A configuration file that cannot be used, and where exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct FileError {
+    pub file: String,
+    pub section: Option<String>,
+    pub field: Option<String>,
+    /// 1-based line and column, for syntax errors.
+    pub position: Option<(usize, usize)>,
+    pub problem: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        if let Some(section) = &self.section {
+            write!(f, ": section [{section}]")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+/// Reads and parses one TOML file into its top-level table.
+pub fn read_table(path: &Path) -> Result<Table, FileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        file: file.clone(),
+        section: None,
+        field: None,
+        position: None,
+        problem: format!("cannot read the file: {e}"),
+    })?;
+    parse_table(&file, &text)
+}
+
+/// Parses TOML text; `file` names it in errors.
+pub fn parse_table(file: &str, text: &str) -> Result<Table, FileError> {
+    text.parse::<Table>().map_err(|e| FileError {
+        file: file.to_owned(),
+        section: None,
+        field: None,
+        position: e.span().map(|span| line_column(text, span.start)),
+        // The message only: toml's full rendering quotes the offending line,
+        // which may hold a token.
+        problem: format!("TOML syntax error: {}", e.message().trim_end()),
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// One `[section]` of a file, with helpers that produce located errors.
+#[derive(Debug)]
+pub struct Section<'a> {
+    pub file: &'a str,
+    pub name: &'a str,
+    pub table: &'a Table,
+}
+
+impl<'a> Section<'a> {
+    /// Every top-level entry of `root` as a section; a top-level key that is
+    /// not a table is an error.
+    pub fn all(file: &'a str, root: &'a Table) -> Result<Vec<Section<'a>>, FileError> {
+        root.iter()
+            .map(|(name, value)| match value {
+                toml::Value::Table(table) => Ok(Section { file, name, table }),
+                other => Err(FileError {
+                    file: file.to_owned(),
+                    section: None,
+                    field: Some(name.clone()),
+                    position: None,
+                    problem: format!("expected a [section] (table), found {}", other.type_str()),
+                }),
+            })
+            .collect()
+    }
+
+    pub fn error(&self, field: Option<&str>, problem: impl Into<String>) -> FileError {
+        FileError {
+            file: self.file.to_owned(),
+            section: Some(self.name.to_owned()),
+            field: field.map(str::to_owned),
+            position: None,
+            problem: problem.into(),
+        }
+    }
+
+    fn wrong_type(&self, field: &str, expected: &str, found: &toml::Value) -> FileError {
+        self.error(Some(field), format!("expected {expected}, found {}", found.type_str()))
+    }
+
+    /// A mandatory, non-empty string.
+    pub fn required_str(&self, field: &str) -> Result<&'a str, FileError> {
+        match self.optional_str(field)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            Some(_) => Err(self.error(Some(field), "must not be empty")),
+            None => Err(self.error(Some(field), "missing mandatory field")),
+        }
+    }
+
+    pub fn optional_str(&self, field: &str) -> Result<Option<&'a str>, FileError> {
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.wrong_type(field, "a string", other)),
+        }
+    }
+
+    pub fn optional_int(&self, field: &str) -> Result<Option<i64>, FileError> {
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Integer(i)) => Ok(Some(*i)),
+            Some(other) => Err(self.wrong_type(field, "an integer", other)),
+        }
+    }
+
+    pub fn optional_array(&self, field: &str) -> Result<Option<&'a Vec<toml::Value>>, FileError> {
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Array(a)) => Ok(Some(a)),
+            Some(other) => Err(self.wrong_type(field, "an array", other)),
+        }
+    }
+
+    pub fn optional_table(&self, field: &str) -> Result<Option<&'a Table>, FileError> {
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(Some(t)),
+            Some(other) => Err(self.wrong_type(field, "a table", other)),
+        }
+    }
+
+    /// Fails on any field not in `known`: a typo must not pass silently.
+    pub fn only(&self, known: &[&str]) -> Result<(), FileError> {
+        match self.table.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => {
+                Err(self.error(Some(unknown), format!("unknown field; expected one of: {}", known.join(", "))))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// A TOML value as JSON (dates become their TOML text form).
+pub fn to_json(value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        toml::Value::Table(table) => Value::Object(table_to_json(table)),
+    }
+}
+
+pub fn table_to_json(table: &Table) -> Map<String, Value> {
+    table.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_have_a_position_and_never_quote_the_line() {
+        let text = "[a]\ntoken = \"s3cret\"\n[b\ntoken = 1\n";
+        let err = parse_table("clients.toml", text).unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3));
+        let shown = err.to_string();
+        assert!(shown.starts_with("clients.toml:3:"), "{shown}");
+        assert!(!shown.contains("s3cret"));
+    }
+
+    #[test]
+    fn field_errors_name_section_and_field() {
+        let root = parse_table("w.toml", "[gpu-1]\ntoken = 5\n").unwrap();
+        let sections = Section::all("w.toml", &root).unwrap();
+        let err = sections[0].required_str("token").unwrap_err();
+        assert_eq!(err.to_string(), "w.toml: section [gpu-1], field `token`: expected a string, found integer");
+        let err = sections[0].required_str("missing").unwrap_err();
+        assert!(err.to_string().ends_with("field `missing`: missing mandatory field"));
+        let root = parse_table("w.toml", "stray = 1\n").unwrap();
+        assert!(Section::all("w.toml", &root).unwrap_err().to_string().contains("expected a [section]"));
+    }
+
+    #[test]
+    fn toml_becomes_json() {
+        let root =
+            parse_table("c.toml", "[c]\nlanguages = [\"en\", \"de\"]\nn = 1.5\nflag = true\n[c.nested]\nx = 1\n")
+                .unwrap();
+        let json = to_json(&root["c"]);
+        assert_eq!(json, serde_json::json!({"languages": ["en", "de"], "n": 1.5, "flag": true, "nested": {"x": 1}}));
+    }
+}
