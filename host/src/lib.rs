@@ -21,20 +21,79 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
-use crate::config::Config;
+use crate::auth::{Credentials, is_default, worker_token_hashes};
+use crate::config::clients::{self, ClientConfig};
+use crate::config::file::FileError;
+use crate::config::schedules::{self, Schedule};
+use crate::config::workers::{self, WorkerTokenConfig};
+use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
-use crate::storage::MemoryStorage;
+use crate::storage::{MemoryStorage, Storage, StorageError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Blueprint(#[from] LoadError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot set up storage: {0}")]
+    Storage(#[from] StorageError),
     #[error("cannot set up the WebAssembly runtime: {0}")]
     Runtime(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+}
+
+/// Everything start-up reads and checks — the configuration files and the
+/// blueprints — before anything listens. `avtomatika check-config` stops here.
+pub struct Setup {
+    pub config: Config,
+    pub runtime: Runtime,
+    pub clients: Option<Vec<ClientConfig>>,
+    pub workers: Option<Vec<WorkerTokenConfig>>,
+    pub schedules: Vec<Schedule>,
+}
+
+impl Setup {
+    /// Loads and validates the files named by `config` and compiles the blueprints.
+    pub async fn load(config: Config) -> Result<Self, StartError> {
+        let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
+        let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
+        let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs)
+            .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+        let sources = match &config.blueprints_dir {
+            Some(dir) => Source::read_dir(dir)?,
+            None => Source::examples(),
+        };
+        runtime.load(sources).await?;
+        let schedules = match &config.schedules_config_path {
+            Some(path) => {
+                let schedules = schedules::load(path)?;
+                let file = path.display().to_string();
+                schedules::check_blueprints(&schedules, &file, |name| runtime.blueprint(name).is_some())?;
+                schedules
+            }
+            None => Vec::new(),
+        };
+        Ok(Self { config, runtime, clients, workers, schedules })
+    }
+
+    /// What was loaded, for logs and `check-config`.
+    pub fn summary(&self) -> String {
+        let mut blueprints: Vec<&str> = self.runtime.blueprints().map(|b| b.name()).collect();
+        blueprints.sort_unstable();
+        format!(
+            "{} blueprint(s) [{}], {} client(s){}, {} worker token(s), {} schedule(s)",
+            blueprints.len(),
+            blueprints.join(", "),
+            self.clients.as_ref().map_or(1, Vec::len),
+            if self.clients.is_some() { "" } else { " (CLIENT_TOKEN)" },
+            self.workers.as_ref().map_or(0, Vec::len),
+            self.schedules.len(),
+        )
+    }
 }
 
 /// A configured server, ready to serve.
@@ -43,15 +102,13 @@ pub struct App {
 }
 
 impl App {
-    /// Compiles and validates the blueprints and sets up storage.
+    /// Loads everything (see [`Setup::load`]) and sets up storage.
     pub async fn new(config: Config) -> Result<Self, StartError> {
-        let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs)
-            .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
-        let sources = match &config.blueprints_dir {
-            Some(dir) => Source::read_dir(dir)?,
-            None => Source::examples(),
-        };
-        runtime.load(sources).await?;
+        Self::from_setup(Setup::load(config).await?).await
+    }
+
+    pub async fn from_setup(setup: Setup) -> Result<Self, StartError> {
+        let Setup { config, runtime, clients, workers, schedules: _ } = setup;
         for blueprint in runtime.blueprints() {
             tracing::info!(
                 blueprint = blueprint.name(),
@@ -60,8 +117,12 @@ impl App {
                 "blueprint loaded"
             );
         }
-        let storage = Arc::new(MemoryStorage::new());
-        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime)) })
+        warn_about_default_tokens(&config, clients.is_some());
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
+        storage.replace_worker_tokens(tokens).await?;
+        let credentials = Credentials::new(&config, clients);
+        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials)) })
     }
 
     /// Binds the configured `API_HOST:API_PORT`.
@@ -83,5 +144,19 @@ impl App {
             tracing::error!(error = %e, "executor stopped abnormally");
         }
         served
+    }
+}
+
+/// The documented default tokens are public knowledge: say so loudly.
+fn warn_about_default_tokens(config: &Config, has_clients_file: bool) {
+    if !has_clients_file && is_default(&config.client_token, DEFAULT_CLIENT_TOKEN) {
+        tracing::warn!(
+            "CLIENT_TOKEN is the documented default: anyone can create jobs. Set CLIENT_TOKEN or CLIENTS_CONFIG_PATH."
+        );
+    }
+    if is_default(&config.global_worker_token, DEFAULT_WORKER_TOKEN) {
+        tracing::warn!(
+            "GLOBAL_WORKER_TOKEN is the documented default: anyone can act as a worker. Set GLOBAL_WORKER_TOKEN."
+        );
     }
 }

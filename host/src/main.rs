@@ -1,10 +1,14 @@
-//! The `avtomatika` server binary: configuration from the environment, then serve
-//! until Ctrl-C or SIGTERM.
+//! The `avtomatika` server binary.
+//!
+//! - `avtomatika`: configuration from the environment, then serve until
+//!   Ctrl-C or SIGTERM.
+//! - `avtomatika check-config`: load and validate the environment, the
+//!   configuration files and the blueprints, then exit 0 (all good) or 1.
 
 use std::process::ExitCode;
 
-use avtomatika::App;
 use avtomatika::config::Config;
+use avtomatika::{App, Setup};
 use tokio_util::sync::CancellationToken;
 
 // The request path allocates many small, short-lived objects across threads;
@@ -13,21 +17,52 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const USAGE: &str = "usage: avtomatika [check-config]\n\
+    \n  (no argument)   run the server, configured by environment variables\
+    \n  check-config    validate the environment, clients/workers/schedules files and blueprints, then exit";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => false,
+        ["check-config"] => true,
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("avtomatika: configuration error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
-    avtomatika::logging::init(config.log_level, config.log_format);
+    avtomatika::logging::init(config.log_level, config.log_format, config.tz);
 
-    let app = match App::new(config).await {
+    let setup = match Setup::load(config).await {
+        Ok(setup) => setup,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration error");
+            eprintln!("avtomatika: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if check_only {
+        println!("configuration OK: {}", setup.summary());
+        return ExitCode::SUCCESS;
+    }
+    tracing::info!(summary = setup.summary(), "configuration loaded");
+
+    let app = match App::from_setup(setup).await {
         Ok(app) => app,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
             eprintln!("avtomatika: cannot start: {e}");
             return ExitCode::from(1);
         }

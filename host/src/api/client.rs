@@ -2,7 +2,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -12,7 +12,18 @@ use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use crate::model::Job;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/{job_id}", get(get_job))
+    Router::new()
+        .route("/api/v1/jobs/{job_id}", get(get_job))
+        .route("/api/v1/admin/reload-workers", post(reload_workers))
+}
+
+async fn reload_workers(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+) -> Result<Json<Value>, ApiError> {
+    let workers = state.orchestrator.reload_workers().await?;
+    tracing::info!(client = %client.name, workers, "worker configs reloaded on request");
+    Ok(Json(json!({ "status": "worker_configs_reloaded" })))
 }
 
 async fn get_job(

@@ -17,6 +17,10 @@ pub enum ApiError {
     #[error("missing or invalid {0} header")]
     Unauthorized(&'static str),
     #[error("{0}")]
+    InvalidWorkerToken(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -35,7 +39,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidWorkerToken(_) => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -61,6 +66,8 @@ impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
         match error {
             OrchestratorError::BadRequest(m) => Self::BadRequest(m),
+            OrchestratorError::Unauthorized(m) => Self::InvalidWorkerToken(m),
+            OrchestratorError::QuotaExceeded(m) => Self::TooManyRequests(m),
             OrchestratorError::Forbidden(m) => Self::Forbidden(m),
             OrchestratorError::NotFound(m) => Self::NotFound(m),
             OrchestratorError::Storage(e @ StorageError::Unavailable(_)) => Self::Unavailable(e),

@@ -23,17 +23,17 @@ pub fn routes() -> Router<AppState> {
 
 async fn register(
     State(state): State<AppState>,
-    WorkerAuth(identity): WorkerAuth,
+    WorkerAuth(token): WorkerAuth,
     ApiJson(registration): ApiJson<WorkerRegistration>,
 ) -> Result<Json<Value>, ApiError> {
-    state.orchestrator.register_worker(&identity, registration).await?;
+    state.orchestrator.register_worker(&token, registration).await?;
     Ok(Json(json!({ "status": "registered" })))
 }
 
 /// An empty body (or `{}`) is a ping; a JSON object updates the worker.
 async fn heartbeat(
     State(state): State<AppState>,
-    WorkerAuth(identity): WorkerAuth,
+    WorkerAuth(token): WorkerAuth,
     ApiPath(worker_id): ApiPath<String>,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
@@ -50,7 +50,7 @@ async fn heartbeat(
             _ => return Err(ApiError::BadRequest("a worker update must be a JSON object".into())),
         }
     };
-    Ok(match state.orchestrator.heartbeat(&identity, &worker_id, patch).await? {
+    Ok(match state.orchestrator.heartbeat(&token, &worker_id, patch).await? {
         Heartbeat::Refreshed => Json(json!({ "status": "ttl_refreshed" })).into_response(),
         Heartbeat::Updated(worker) => Json(worker).into_response(),
     })
@@ -58,11 +58,11 @@ async fn heartbeat(
 
 async fn next_task(
     State(state): State<AppState>,
-    WorkerAuth(identity): WorkerAuth,
+    WorkerAuth(token): WorkerAuth,
     ApiPath(worker_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let task = tokio::select! {
-        task = state.orchestrator.next_task(&identity, &worker_id) => task?,
+        task = state.orchestrator.next_task(&token, &worker_id) => task?,
         () = state.shutdown.cancelled() => None,
     };
     Ok(match task {
@@ -73,9 +73,9 @@ async fn next_task(
 
 async fn result(
     State(state): State<AppState>,
-    WorkerAuth(identity): WorkerAuth,
+    WorkerAuth(token): WorkerAuth,
     ApiJson(body): ApiJson<WorkerResultBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let ack = state.orchestrator.accept_result(&identity, body).await?;
+    let ack = state.orchestrator.accept_result(&token, body).await?;
     Ok(Json(json!({ "status": ack.as_str() })))
 }

@@ -3,11 +3,17 @@
 //! does not parse stops start-up with an error naming the variable, or the
 //! file, section and field.
 
+pub mod clients;
 pub mod file;
+pub mod schedules;
+pub mod workers;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use chrono_tz::Tz;
 
 /// A setting that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +21,34 @@ use std::time::Duration;
 pub struct ConfigError {
     pub variable: &'static str,
     pub problem: String,
+}
+
+/// A value that must never be shown: `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Log verbosity (`LOG_LEVEL`).
@@ -48,6 +82,31 @@ impl Default for PluginLimits {
     }
 }
 
+/// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`); unset means memory storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub db: u32,
+}
+
+/// The job history database (`HISTORY_DATABASE_URI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryDatabase {
+    /// `sqlite:///path/to/db`: the file path.
+    Sqlite(PathBuf),
+    /// `postgresql://…` or `postgres://…`, kept whole for the driver.
+    Postgres(Secret),
+}
+
+/// S3 payload offloading; set only when endpoint and both keys are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub endpoint_url: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+}
+
 /// Everything the server reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,10 +114,22 @@ pub struct Config {
     pub api_host: String,
     /// `API_PORT`, default 8080.
     pub api_port: u16,
+    /// `INSTANCE_ID`, default the host name: this instance's name among several.
+    pub instance_id: String,
+    /// `REDIS_HOST` (+ `REDIS_PORT` 6379, `REDIS_DB` 0); unset: memory storage.
+    pub redis: Option<RedisConfig>,
     /// `CLIENT_TOKEN`: the token of the one client when no `clients.toml` is used.
-    pub client_token: String,
+    pub client_token: Secret,
     /// `GLOBAL_WORKER_TOKEN`: the token of every worker without its own.
-    pub global_worker_token: String,
+    pub global_worker_token: Secret,
+    /// `CLIENTS_CONFIG_PATH`: `clients.toml`.
+    pub clients_config_path: Option<PathBuf>,
+    /// `WORKERS_CONFIG_PATH`: `workers.toml`.
+    pub workers_config_path: Option<PathBuf>,
+    /// `SCHEDULES_CONFIG_PATH`: `schedules.toml`.
+    pub schedules_config_path: Option<PathBuf>,
+    /// `TZ` (`UTC`): schedules, log timestamps, history output, quota months.
+    pub tz: Tz,
     /// `WORKER_TIMEOUT_SECONDS` (300): the longest a task may stay unanswered.
     pub worker_timeout: Duration,
     /// `WORKER_POLL_TIMEOUT_SECONDS` (30): how long a task poll waits before a 204.
@@ -69,8 +140,22 @@ pub struct Config {
     /// `JOB_MAX_RETRIES` (3): retries of a transient task failure or of a
     /// failing handler before the job is quarantined.
     pub job_max_retries: u32,
+    /// `WATCHER_INTERVAL_SECONDS` (20): how often timed-out tasks are looked for.
+    pub watcher_interval: Duration,
     /// `EXECUTOR_MAX_CONCURRENT_JOBS` (100): handler steps run at once.
     pub executor_max_concurrent_jobs: usize,
+    /// `HISTORY_DATABASE_URI`; unset: no job history.
+    pub history_database: Option<HistoryDatabase>,
+    /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`: all or none.
+    pub s3: Option<S3Config>,
+    /// `S3_DEFAULT_BUCKET` (`avtomatika-payloads`).
+    pub s3_default_bucket: String,
+    /// `S3_REGION` (`us-east-1`).
+    pub s3_region: String,
+    /// `S3_MAX_CONCURRENCY` (100): concurrent S3 operations, all jobs together.
+    pub s3_max_concurrency: usize,
+    /// `TASK_FILES_DIR` (`/tmp/avtomatika-payloads`).
+    pub task_files_dir: PathBuf,
     /// `LOG_LEVEL` (`INFO`).
     pub log_level: LogLevel,
     /// `LOG_FORMAT` (`json`).
@@ -84,18 +169,35 @@ pub struct Config {
     pub max_request_body_bytes: usize,
 }
 
+/// The documented default tokens: fine on a laptop, never in production.
+pub const DEFAULT_CLIENT_TOKEN: &str = "secure-orchestrator-token";
+pub const DEFAULT_WORKER_TOKEN: &str = "secure-worker-token";
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             api_host: "0.0.0.0".to_owned(),
             api_port: 8080,
-            client_token: "secure-orchestrator-token".to_owned(),
-            global_worker_token: "secure-worker-token".to_owned(),
+            instance_id: "avtomatika".to_owned(),
+            redis: None,
+            client_token: DEFAULT_CLIENT_TOKEN.into(),
+            global_worker_token: DEFAULT_WORKER_TOKEN.into(),
+            clients_config_path: None,
+            workers_config_path: None,
+            schedules_config_path: None,
+            tz: Tz::UTC,
             worker_timeout: Duration::from_secs(300),
             worker_poll_timeout: Duration::from_secs(30),
             worker_health_check_interval: Duration::from_secs(60),
             job_max_retries: 3,
+            watcher_interval: Duration::from_secs(20),
             executor_max_concurrent_jobs: 100,
+            history_database: None,
+            s3: None,
+            s3_default_bucket: "avtomatika-payloads".to_owned(),
+            s3_region: "us-east-1".to_owned(),
+            s3_max_concurrency: 100,
+            task_files_dir: PathBuf::from("/tmp/avtomatika-payloads"),
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
             blueprints_dir: None,
@@ -115,21 +217,49 @@ impl Config {
     /// Empty values count as unset, as in the spec's defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env { lookup: &lookup };
-        let defaults = Self::default();
+        let d = Self::default();
         Ok(Self {
-            api_host: env.string("API_HOST").unwrap_or(defaults.api_host),
-            api_port: env.parse("API_PORT", "a port number (0-65535)")?.unwrap_or(defaults.api_port),
-            client_token: env.string("CLIENT_TOKEN").unwrap_or(defaults.client_token),
-            global_worker_token: env.string("GLOBAL_WORKER_TOKEN").unwrap_or(defaults.global_worker_token),
-            worker_timeout: env.seconds("WORKER_TIMEOUT_SECONDS")?.unwrap_or(defaults.worker_timeout),
-            worker_poll_timeout: env.seconds("WORKER_POLL_TIMEOUT_SECONDS")?.unwrap_or(defaults.worker_poll_timeout),
+            api_host: env.string("API_HOST").unwrap_or(d.api_host),
+            api_port: env.parse("API_PORT", "a port number (0-65535)")?.unwrap_or(d.api_port),
+            instance_id: env.string("INSTANCE_ID").unwrap_or_else(|| {
+                gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or(d.instance_id)
+            }),
+            redis: match env.string("REDIS_HOST") {
+                None => None,
+                Some(host) => Some(RedisConfig {
+                    host,
+                    port: env.parse("REDIS_PORT", "a port number (0-65535)")?.unwrap_or(6379),
+                    db: env.parse("REDIS_DB", "a database index ≥ 0")?.unwrap_or(0),
+                }),
+            },
+            client_token: env.string("CLIENT_TOKEN").map(Secret::from).unwrap_or(d.client_token),
+            global_worker_token: env.string("GLOBAL_WORKER_TOKEN").map(Secret::from).unwrap_or(d.global_worker_token),
+            clients_config_path: env.string("CLIENTS_CONFIG_PATH").map(PathBuf::from),
+            workers_config_path: env.string("WORKERS_CONFIG_PATH").map(PathBuf::from),
+            schedules_config_path: env.string("SCHEDULES_CONFIG_PATH").map(PathBuf::from),
+            tz: match env.string("TZ") {
+                None => d.tz,
+                Some(name) => name
+                    .trim()
+                    .parse::<Tz>()
+                    .map_err(|_| env.invalid("TZ", &name, "an IANA time zone name such as UTC or Europe/Moscow"))?,
+            },
+            worker_timeout: env.seconds("WORKER_TIMEOUT_SECONDS")?.unwrap_or(d.worker_timeout),
+            worker_poll_timeout: env.seconds("WORKER_POLL_TIMEOUT_SECONDS")?.unwrap_or(d.worker_poll_timeout),
             worker_health_check_interval: env
                 .seconds("WORKER_HEALTH_CHECK_INTERVAL_SECONDS")?
-                .unwrap_or(defaults.worker_health_check_interval),
-            job_max_retries: env.parse("JOB_MAX_RETRIES", "a whole number ≥ 0")?.unwrap_or(defaults.job_max_retries),
+                .unwrap_or(d.worker_health_check_interval),
+            job_max_retries: env.parse("JOB_MAX_RETRIES", "a whole number ≥ 0")?.unwrap_or(d.job_max_retries),
+            watcher_interval: env.seconds("WATCHER_INTERVAL_SECONDS")?.unwrap_or(d.watcher_interval),
             executor_max_concurrent_jobs: env
                 .positive("EXECUTOR_MAX_CONCURRENT_JOBS")?
-                .unwrap_or(defaults.executor_max_concurrent_jobs),
+                .unwrap_or(d.executor_max_concurrent_jobs),
+            history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
+            s3: s3(&env)?,
+            s3_default_bucket: env.string("S3_DEFAULT_BUCKET").unwrap_or(d.s3_default_bucket),
+            s3_region: env.string("S3_REGION").unwrap_or(d.s3_region),
+            s3_max_concurrency: env.positive("S3_MAX_CONCURRENCY")?.unwrap_or(d.s3_max_concurrency),
+            task_files_dir: env.string("TASK_FILES_DIR").map(PathBuf::from).unwrap_or(d.task_files_dir),
             log_level: match env.string("LOG_LEVEL").map(|v| v.to_ascii_uppercase()).as_deref() {
                 None | Some("INFO") => LogLevel::Info,
                 Some("DEBUG") => LogLevel::Debug,
@@ -149,14 +279,14 @@ impl Config {
                         variable: "PLUGIN_MEMORY_LIMIT_MB",
                         problem: format!("{mb} MiB is more than this machine can address"),
                     })?,
-                    None => defaults.plugin_limits.memory_bytes,
+                    None => d.plugin_limits.memory_bytes,
                 },
                 timeout: env
                     .positive("PLUGIN_TIMEOUT_MS")?
                     .map(Duration::from_millis)
-                    .unwrap_or(defaults.plugin_limits.timeout),
+                    .unwrap_or(d.plugin_limits.timeout),
             },
-            max_request_body_bytes: env.positive("MAX_REQUEST_BODY_BYTES")?.unwrap_or(defaults.max_request_body_bytes),
+            max_request_body_bytes: env.positive("MAX_REQUEST_BODY_BYTES")?.unwrap_or(d.max_request_body_bytes),
         })
     }
 
@@ -164,6 +294,67 @@ impl Config {
     pub fn worker_ttl(&self) -> Duration {
         self.worker_health_check_interval * 2
     }
+}
+
+fn history_database<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+    uri: &str,
+) -> Result<HistoryDatabase, ConfigError> {
+    const VARIABLE: &str = "HISTORY_DATABASE_URI";
+    // Never echo the URI: a PostgreSQL URI carries a password.
+    let invalid = |problem: &str| ConfigError { variable: VARIABLE, problem: problem.to_owned() };
+    let parsed = url::Url::parse(uri.trim()).map_err(|e| invalid(&format!("not a valid URI ({e})")))?;
+    match parsed.scheme() {
+        "sqlite" => {
+            // sqlite:///abs/path (empty host) or sqlite://relative/path
+            let path = uri.trim().trim_start_matches("sqlite://");
+            if path.is_empty() {
+                return Err(invalid("sqlite URI names no file; expected sqlite:///path/to/db"));
+            }
+            Ok(HistoryDatabase::Sqlite(PathBuf::from(path)))
+        }
+        "postgres" | "postgresql" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(invalid("postgresql URI names no host"));
+            }
+            let _ = env;
+            Ok(HistoryDatabase::Postgres(Secret::from(uri.trim())))
+        }
+        other => Err(invalid(&format!("unsupported scheme {other:?}; expected sqlite:// or postgresql://"))),
+    }
+}
+
+fn s3<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<S3Config>, ConfigError> {
+    let endpoint = env.string("S3_ENDPOINT_URL");
+    let access = env.string("S3_ACCESS_KEY");
+    let secret = env.string("S3_SECRET_KEY");
+    let (endpoint, access, secret) = match (endpoint, access, secret) {
+        (None, None, None) => return Ok(None),
+        (Some(e), Some(a), Some(s)) => (e, a, s),
+        (e, a, _) => {
+            let missing = if e.is_none() {
+                "S3_ENDPOINT_URL"
+            } else if a.is_none() {
+                "S3_ACCESS_KEY"
+            } else {
+                "S3_SECRET_KEY"
+            };
+            return Err(ConfigError {
+                variable: missing,
+                problem: "must be set too: S3 needs S3_ENDPOINT_URL, S3_ACCESS_KEY and S3_SECRET_KEY together".into(),
+            });
+        }
+    };
+    let url = url::Url::parse(endpoint.trim())
+        .map_err(|e| ConfigError { variable: "S3_ENDPOINT_URL", problem: format!("not a valid URL ({e})") })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(env.invalid("S3_ENDPOINT_URL", url.scheme(), "an http:// or https:// URL"));
+    }
+    Ok(Some(S3Config {
+        endpoint_url: endpoint.trim().to_owned(),
+        access_key: access.into(),
+        secret_key: secret.into(),
+    }))
 }
 
 struct Env<'a, F> {
@@ -212,8 +403,14 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = config(&[]).unwrap();
         assert_eq!(c.api_port, 8080);
-        assert_eq!(c.client_token, "secure-orchestrator-token");
-        assert_eq!(c.global_worker_token, "secure-worker-token");
+        assert_eq!(c.client_token.expose(), "secure-orchestrator-token");
+        assert_eq!(c.global_worker_token.expose(), "secure-worker-token");
+        assert_eq!(c.tz, Tz::UTC);
+        assert_eq!(c.redis, None);
+        assert_eq!(c.watcher_interval, Duration::from_secs(20));
+        assert_eq!(c.s3_default_bucket, "avtomatika-payloads");
+        assert_eq!(c.s3_max_concurrency, 100);
+        assert!(!c.instance_id.is_empty());
         assert_eq!(c.worker_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.worker_ttl(), Duration::from_secs(120));
         assert_eq!(c.job_max_retries, 3);
@@ -241,7 +438,54 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.plugin_limits.memory_bytes, 16 << 20);
         assert_eq!(c.plugin_limits.timeout, Duration::from_millis(250));
-        assert_eq!(c.client_token, "secure-orchestrator-token");
+        assert_eq!(c.client_token.expose(), "secure-orchestrator-token");
+    }
+
+    #[test]
+    fn every_documented_variable_is_read() {
+        let c = config(&[
+            ("REDIS_HOST", "redis.local"),
+            ("REDIS_DB", "3"),
+            ("INSTANCE_ID", "node-7"),
+            ("TZ", "Europe/Moscow"),
+            ("WATCHER_INTERVAL_SECONDS", "5"),
+            ("HISTORY_DATABASE_URI", "sqlite:///var/lib/avtomatika/history.db"),
+            ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("S3_ACCESS_KEY", "ak"),
+            ("S3_SECRET_KEY", "sk"),
+            ("S3_MAX_CONCURRENCY", "8"),
+            ("TASK_FILES_DIR", "/data/tasks"),
+            ("CLIENTS_CONFIG_PATH", "/etc/avtomatika/clients.toml"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis, Some(RedisConfig { host: "redis.local".into(), port: 6379, db: 3 }));
+        assert_eq!(c.instance_id, "node-7");
+        assert_eq!(c.tz, chrono_tz::Europe::Moscow);
+        assert_eq!(c.watcher_interval, Duration::from_secs(5));
+        assert_eq!(c.history_database, Some(HistoryDatabase::Sqlite("/var/lib/avtomatika/history.db".into())));
+        assert_eq!(c.s3.as_ref().map(|s| s.endpoint_url.as_str()), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.s3_max_concurrency, 8);
+        assert_eq!(c.task_files_dir, PathBuf::from("/data/tasks"));
+        assert_eq!(c.clients_config_path, Some(PathBuf::from("/etc/avtomatika/clients.toml")));
+        let pg = config(&[("HISTORY_DATABASE_URI", "postgresql://u:pw@127.0.0.1:5432/db")]).unwrap();
+        assert!(matches!(pg.history_database, Some(HistoryDatabase::Postgres(_))));
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let c = config(&[
+            ("CLIENT_TOKEN", "client-s3cret"),
+            ("GLOBAL_WORKER_TOKEN", "worker-s3cret"),
+            ("HISTORY_DATABASE_URI", "postgresql://u:db-s3cret@h/db"),
+            ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("S3_ACCESS_KEY", "ak-s3cret"),
+            ("S3_SECRET_KEY", "sk-s3cret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let err = config(&[("HISTORY_DATABASE_URI", "mysql://u:db-s3cret@h/db")]).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]
@@ -253,10 +497,21 @@ mod tests {
             ("WORKER_POLL_TIMEOUT_SECONDS", "-1"),
             ("LOG_FORMAT", "xml"),
             ("PLUGIN_TIMEOUT_MS", "1.5"),
+            ("TZ", "Mars/Olympus"),
+            ("REDIS_PORT", "x"),
+            ("WATCHER_INTERVAL_SECONDS", "0"),
+            ("HISTORY_DATABASE_URI", "mysql://h/db"),
+            ("HISTORY_DATABASE_URI", "not a uri"),
+            ("S3_ACCESS_KEY", "only-this"),
+            ("S3_MAX_CONCURRENCY", "0"),
         ] {
-            let err = config(&[(var, value)]).unwrap_err();
-            assert_eq!(err.variable, var);
-            assert!(err.to_string().starts_with(&format!("environment variable {var}:")), "{err}");
+            let vars: &[(&str, &str)] =
+                if var == "REDIS_PORT" { &[("REDIS_HOST", "h"), (var, value)] } else { &[(var, value)] };
+            let err = config(vars).unwrap_err();
+            let expected = if var == "S3_ACCESS_KEY" { "S3_ENDPOINT_URL" } else { var };
+            assert_eq!(err.variable, expected, "{err}");
         }
+        let err = config(&[("API_PORT", "http")]).unwrap_err();
+        assert!(err.to_string().starts_with("environment variable API_PORT: invalid value \"http\""), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
@@ -20,6 +21,7 @@ impl Orchestrator {
         body: Value,
     ) -> OrchestratorResult<JobId> {
         let (initial_data, webhook_url) = split_create_body(body)?;
+        self.charge_quota(client).await?;
         let job = Job::new(
             blueprint.name().to_owned(),
             client.name.clone(),
@@ -41,6 +43,22 @@ impl Orchestrator {
             Some(job) if job.client == client.name => Ok(job),
             _ => Err(not_found()),
         }
+    }
+}
+
+impl Orchestrator {
+    /// Counts one job creation against the client's monthly quota, if it has one.
+    async fn charge_quota(&self, client: &Client) -> OrchestratorResult<()> {
+        let Some(limit) = client.monthly_attempts else { return Ok(()) };
+        let period = Utc::now().with_timezone(&self.config.tz).format("%Y-%m").to_string();
+        if self.storage.take_quota(&client.name, &period, limit).await? {
+            return Ok(());
+        }
+        tracing::info!(client = %client.name, period, limit, "job refused: monthly quota used up");
+        Err(OrchestratorError::QuotaExceeded(format!(
+            "monthly quota of {limit} job creations is used up for {period}; it resets at the start of next month ({})",
+            self.config.tz
+        )))
     }
 }
 

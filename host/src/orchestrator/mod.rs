@@ -8,6 +8,8 @@ mod jobs;
 mod results;
 mod workers;
 
+pub use workers::RELOAD_WITHOUT_PATH;
+
 use std::sync::Arc;
 
 use crate::auth::Credentials;
@@ -23,6 +25,10 @@ pub use workers::Heartbeat;
 pub enum OrchestratorError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -42,8 +48,7 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    pub fn new(config: Config, storage: Arc<dyn Storage>, runtime: Runtime) -> Self {
-        let credentials = Credentials::from_config(&config);
+    pub fn new(config: Config, storage: Arc<dyn Storage>, runtime: Runtime, credentials: Credentials) -> Self {
         Self { config, storage, runtime, credentials }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
-use crate::auth::WorkerIdentity;
+use crate::auth::WorkerToken;
 use crate::model::{Job, JobId, JobStatus, TaskRecord, WorkerResult, WorkerResultBody};
 use crate::runtime::TaskSpec;
 use crate::storage::FollowUp;
@@ -39,20 +39,13 @@ const PERMANENT_ERROR: &str = "PERMANENT_ERROR";
 const INVALID_INPUT_ERROR: &str = "INVALID_INPUT_ERROR";
 
 impl Orchestrator {
-    /// Applies a result posted by a worker holding `identity`.
-    pub async fn accept_result(
-        &self,
-        identity: &WorkerIdentity,
-        body: WorkerResultBody,
-    ) -> OrchestratorResult<ResultAck> {
+    /// Applies a result posted by a worker holding `token`.
+    pub async fn accept_result(&self, token: &WorkerToken, body: WorkerResultBody) -> OrchestratorResult<ResultAck> {
+        let claimed = body.worker_id.as_deref().filter(|id| !id.is_empty());
+        let worker_id = self.authorize_worker(token, claimed).await?;
+        let worker_id = worker_id.as_str();
         let (Some(job_id), Some(task_id)) = (body.job_id.as_deref(), body.task_id.as_deref()) else {
             return Err(OrchestratorError::BadRequest("job_id and task_id are required".into()));
-        };
-        let worker_id = match (identity, body.worker_id.as_deref()) {
-            (WorkerIdentity::Global, Some(worker_id)) => worker_id,
-            (WorkerIdentity::Global, None) => {
-                return Err(OrchestratorError::BadRequest("worker_id is required".into()));
-            }
         };
         let not_found = || OrchestratorError::NotFound(format!("job {job_id} not found"));
         let job_id: JobId = job_id.parse().map_err(|_| not_found())?;

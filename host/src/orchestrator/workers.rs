@@ -1,8 +1,12 @@
 //! The worker registry as workers use it: registration, heartbeats, task polls.
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
-use crate::auth::WorkerIdentity;
+use crate::auth::{WorkerToken, same, worker_token_hashes};
+use crate::config::workers;
 use crate::model::{TaskPayload, WorkerInfo, WorkerPatch, WorkerRegistration};
+
+/// The answer to a reload when no `workers.toml` is configured.
+pub const RELOAD_WITHOUT_PATH: &str = "WORKERS_CONFIG_PATH is not set, cannot reload worker configs";
 
 /// What a heartbeat did.
 #[derive(Debug)]
@@ -16,13 +20,11 @@ pub enum Heartbeat {
 impl Orchestrator {
     pub async fn register_worker(
         &self,
-        identity: &WorkerIdentity,
+        token: &WorkerToken,
         registration: WorkerRegistration,
     ) -> OrchestratorResult<()> {
-        let Some(worker_id) = registration.worker_id.clone().filter(|id| !id.is_empty()) else {
-            return Err(OrchestratorError::BadRequest("Missing required field: worker_id".into()));
-        };
-        self.check_acts_as(identity, &worker_id)?;
+        let claimed = registration.worker_id.as_deref().filter(|id| !id.is_empty());
+        let worker_id = self.authorize_worker(token, claimed).await?;
         let worker = WorkerInfo::from_registration(worker_id.clone(), registration);
         let task_types = worker.supported_tasks.clone();
         self.storage.register_worker(worker, self.config.worker_ttl()).await?;
@@ -33,11 +35,11 @@ impl Orchestrator {
     /// Renews `worker_id`'s liveness and applies `patch` when given.
     pub async fn heartbeat(
         &self,
-        identity: &WorkerIdentity,
+        token: &WorkerToken,
         worker_id: &str,
         patch: Option<WorkerPatch>,
     ) -> OrchestratorResult<Heartbeat> {
-        self.check_acts_as(identity, worker_id)?;
+        self.authorize_worker(token, Some(worker_id)).await?;
         let is_ping = patch.is_none();
         let worker = self
             .storage
@@ -54,12 +56,8 @@ impl Orchestrator {
     }
 
     /// Waits up to the poll timeout for a task queued for `worker_id`.
-    pub async fn next_task(
-        &self,
-        identity: &WorkerIdentity,
-        worker_id: &str,
-    ) -> OrchestratorResult<Option<TaskPayload>> {
-        self.check_acts_as(identity, worker_id)?;
+    pub async fn next_task(&self, token: &WorkerToken, worker_id: &str) -> OrchestratorResult<Option<TaskPayload>> {
+        self.authorize_worker(token, Some(worker_id)).await?;
         let task = self.storage.pop_task(worker_id, self.config.worker_poll_timeout).await?;
         if let Some(task) = &task {
             tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
@@ -67,10 +65,43 @@ impl Orchestrator {
         Ok(task)
     }
 
-    /// Whether a caller holding `identity` may act as `worker_id`.
-    fn check_acts_as(&self, identity: &WorkerIdentity, _worker_id: &str) -> OrchestratorResult<()> {
-        match identity {
-            WorkerIdentity::Global => Ok(()),
+    /// The worker a request holding `token` acts as. A worker with its own
+    /// token (`workers.toml`) must present it, the global token never lets it
+    /// in; any other worker id needs the global token. Without a claimed id
+    /// the worker is known from its own token alone.
+    pub async fn authorize_worker(&self, token: &WorkerToken, claimed: Option<&str>) -> OrchestratorResult<String> {
+        let Some(worker_id) = claimed else {
+            if let Some(worker_id) = self.storage.worker_for_token(&token.0).await? {
+                return Ok(worker_id);
+            }
+            return Err(if self.credentials.is_global_worker(token) {
+                OrchestratorError::BadRequest("worker_id is required".into())
+            } else {
+                OrchestratorError::Unauthorized("invalid worker token".into())
+            });
+        };
+        let allowed = match self.storage.worker_token(worker_id).await? {
+            Some(own) => same(&own, &token.0),
+            None => self.credentials.is_global_worker(token),
+        };
+        if allowed {
+            Ok(worker_id.to_owned())
+        } else {
+            tracing::warn!(worker_id, "worker token rejected");
+            Err(OrchestratorError::Unauthorized(format!("invalid token for worker {worker_id}")))
         }
+    }
+
+    /// Re-reads `workers.toml` and swaps in its token digests; on any error
+    /// the tokens in force stay as they were.
+    pub async fn reload_workers(&self) -> OrchestratorResult<usize> {
+        let Some(path) = &self.config.workers_config_path else {
+            return Err(OrchestratorError::BadRequest(RELOAD_WITHOUT_PATH.into()));
+        };
+        let workers = workers::load(path).map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
+        let count = workers.len();
+        self.storage.replace_worker_tokens(worker_token_hashes(&workers)).await?;
+        tracing::info!(workers = count, "worker tokens reloaded");
+        Ok(count)
     }
 }

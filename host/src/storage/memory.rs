@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc};
 
 use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
+use crate::auth::TokenHash;
 use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The in-memory backend.
@@ -24,6 +25,16 @@ pub struct MemoryStorage {
     parked: Mutex<HashMap<String, VecDeque<JobId>>>,
     tasks: Mutex<HashMap<String, TaskQueue>>,
     workers: Mutex<HashMap<String, LiveWorker>>,
+    /// Swapped whole, so a reload is atomic for readers.
+    worker_tokens: Mutex<Arc<WorkerTokens>>,
+    /// Client → (period, attempts counted in it).
+    quotas: Mutex<HashMap<String, (String, u64)>>,
+}
+
+#[derive(Default)]
+struct WorkerTokens {
+    by_id: HashMap<String, TokenHash>,
+    by_hash: HashMap<TokenHash, String>,
 }
 
 struct StoredJob {
@@ -104,6 +115,8 @@ impl MemoryStorage {
             parked: Mutex::default(),
             tasks: Mutex::default(),
             workers: Mutex::default(),
+            worker_tokens: Mutex::default(),
+            quotas: Mutex::default(),
         }
     }
 
@@ -269,6 +282,35 @@ impl Storage for MemoryStorage {
             worker.info.in_flight = worker.info.in_flight.saturating_add_signed(delta);
         }
         Ok(())
+    }
+
+    async fn replace_worker_tokens(&self, tokens: HashMap<String, TokenHash>) -> StorageResult<()> {
+        let by_hash = tokens.iter().map(|(id, hash)| (*hash, id.clone())).collect();
+        *lock(&self.worker_tokens) = Arc::new(WorkerTokens { by_id: tokens, by_hash });
+        Ok(())
+    }
+
+    async fn worker_token(&self, worker_id: &str) -> StorageResult<Option<TokenHash>> {
+        Ok(lock(&self.worker_tokens).by_id.get(worker_id).copied())
+    }
+
+    async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
+        Ok(lock(&self.worker_tokens).by_hash.get(hash).cloned())
+    }
+
+    async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
+        let mut quotas = lock(&self.quotas);
+        let (counted_period, used) = quotas.entry(client.to_owned()).or_insert_with(|| (period.to_owned(), 0));
+        if counted_period != period {
+            // A new month: the old count no longer matters.
+            *counted_period = period.to_owned();
+            *used = 0;
+        }
+        if *used >= limit {
+            return Ok(false);
+        }
+        *used += 1;
+        Ok(true)
     }
 }
 

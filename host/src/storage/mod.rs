@@ -1,5 +1,5 @@
 //! Where the orchestrator's state lives: jobs, the job queue, per-worker task
-//! queues and the worker registry.
+//! queues, the worker registry, worker token digests and client quotas.
 //!
 //! [`Storage`] is the seam between the orchestration logic and a backend
 //! (memory by default, Redis for production). Every method is one atomic step
@@ -9,10 +9,12 @@
 
 mod memory;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::auth::TokenHash;
 use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
 
 pub use memory::MemoryStorage;
@@ -103,4 +105,19 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Adjusts a worker's count of tasks in flight (never below zero).
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;
+
+    /// Replaces every individual worker token digest at once (start-up and
+    /// `reload-workers`): a request sees either the old set or the new one.
+    async fn replace_worker_tokens(&self, tokens: HashMap<String, TokenHash>) -> StorageResult<()>;
+
+    /// The token digest of `worker_id`, if it has its own token.
+    async fn worker_token(&self, worker_id: &str) -> StorageResult<Option<TokenHash>>;
+
+    /// The worker whose own token has digest `hash`.
+    async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>>;
+
+    /// Counts one use of `client`'s quota for `period` (e.g. `2026-11`) if
+    /// fewer than `limit` were counted; `false` when the quota is used up.
+    /// Check and count are one atomic step.
+    async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool>;
 }

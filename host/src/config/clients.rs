@@ -1,0 +1,128 @@
+//! `clients.toml` (`CLIENTS_CONFIG_PATH`): the API clients, one `[section]` each.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+use toml::Table;
+
+use super::Secret;
+use super::file::{FileError, Section, read_table, to_json};
+
+/// One client as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// The section name: the client's id in job records and logs.
+    pub name: String,
+    pub token: Secret,
+    pub plan: Option<String>,
+    /// Job creations allowed per calendar month (in `TZ`); unset: unlimited.
+    pub monthly_attempts: Option<u64>,
+    /// Every other field, as JSON: the blueprint sees it as `client.params`.
+    pub params: Map<String, Value>,
+}
+
+pub fn load(path: &Path) -> Result<Vec<ClientConfig>, FileError> {
+    from_table(&path.display().to_string(), &read_table(path)?)
+}
+
+pub fn from_table(file: &str, root: &Table) -> Result<Vec<ClientConfig>, FileError> {
+    let mut clients = Vec::new();
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for section in Section::all(file, root)? {
+        let token = section.required_str("token")?;
+        if let Some(other) = owners.insert(token, section.name) {
+            // Two clients with one token could not be told apart.
+            return Err(section.error(Some("token"), format!("the same token as client [{other}]")));
+        }
+        let monthly_attempts = match section.optional_int("monthly_attempts")? {
+            Some(n) if n < 0 => return Err(section.error(Some("monthly_attempts"), "must be 0 or more")),
+            Some(n) => Some(n as u64),
+            None => None,
+        };
+        let params = section
+            .table
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "token" | "plan" | "monthly_attempts"))
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect();
+        clients.push(ClientConfig {
+            name: section.name.to_owned(),
+            token: token.into(),
+            plan: section.optional_str("plan")?.map(str::to_owned),
+            monthly_attempts,
+            params,
+        });
+    }
+    if clients.is_empty() {
+        return Err(FileError {
+            file: file.to_owned(),
+            section: None,
+            field: None,
+            position: None,
+            problem: "defines no clients: nobody could use the API".into(),
+        });
+    }
+    Ok(clients)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::file::parse_table;
+
+    fn load_str(text: &str) -> Result<Vec<ClientConfig>, FileError> {
+        from_table("clients.toml", &parse_table("clients.toml", text)?)
+    }
+
+    #[test]
+    fn the_spec_example_loads() {
+        let clients = load_str(
+            r#"
+            [client_premium_user]
+            token = "sec_vip_token_123"
+            plan = "premium"
+            monthly_attempts = 100000
+            languages = ["en", "de", "fr"]
+            priority_support = true
+
+            [client_free_user]
+            token = "sec_free_token_456"
+            plan = "free"
+            monthly_attempts = 100
+            languages = ["en"]
+            "#,
+        )
+        .unwrap();
+        let premium = clients.iter().find(|c| c.name == "client_premium_user").unwrap();
+        assert_eq!(premium.token.expose(), "sec_vip_token_123");
+        assert_eq!(premium.plan.as_deref(), Some("premium"));
+        assert_eq!(premium.monthly_attempts, Some(100_000));
+        assert_eq!(
+            Value::Object(premium.params.clone()),
+            json!({"languages": ["en", "de", "fr"], "priority_support": true})
+        );
+    }
+
+    #[test]
+    fn bad_clients_are_refused_with_their_place() {
+        for (text, section, field, problem) in [
+            ("[a]\nplan = \"x\"\n", "a", "token", "missing mandatory field"),
+            ("[a]\ntoken = 1\n", "a", "token", "expected a string"),
+            ("[a]\ntoken = \"\"\n", "a", "token", "must not be empty"),
+            ("[a]\ntoken = \"t\"\nplan = 2\n", "a", "plan", "expected a string"),
+            ("[a]\ntoken = \"t\"\nmonthly_attempts = \"10\"\n", "a", "monthly_attempts", "expected an integer"),
+            ("[a]\ntoken = \"t\"\nmonthly_attempts = -1\n", "a", "monthly_attempts", "0 or more"),
+            ("[a]\ntoken = \"t\"\n[b]\ntoken = \"t\"\n", "b", "token", "same token as client [a]"),
+        ] {
+            let err = load_str(text).unwrap_err();
+            assert_eq!(err.section.as_deref(), Some(section), "{err}");
+            assert_eq!(err.field.as_deref(), Some(field), "{err}");
+            assert!(err.problem.contains(problem), "{err}");
+            assert!(!err.to_string().contains("\"t\""), "values are never quoted: {err}");
+        }
+        assert!(load_str("").unwrap_err().problem.contains("no clients"));
+    }
+}
