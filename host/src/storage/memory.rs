@@ -419,6 +419,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn quotas_count_per_client_and_restart_each_period() {
+        let storage = MemoryStorage::new();
+        for _ in 0..3 {
+            assert!(storage.take_quota("acme", "2026-11", 3).await.unwrap());
+        }
+        assert!(!storage.take_quota("acme", "2026-11", 3).await.unwrap());
+        assert!(storage.take_quota("other", "2026-11", 3).await.unwrap(), "quotas are per client");
+        assert!(storage.take_quota("acme", "2026-12", 3).await.unwrap(), "a new month starts afresh");
+        assert!(!storage.take_quota("zero", "2026-12", 0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn concurrent_quota_takes_accept_exactly_the_limit() {
+        let storage = Arc::new(MemoryStorage::new());
+        let takes: Vec<_> = (0..64)
+            .map(|_| {
+                let storage = storage.clone();
+                tokio::spawn(async move { storage.take_quota("acme", "2026-11", 17).await.unwrap() })
+            })
+            .collect();
+        let mut accepted = 0;
+        for take in takes {
+            accepted += usize::from(take.await.unwrap());
+        }
+        assert_eq!(accepted, 17);
+    }
+
+    #[tokio::test]
+    async fn worker_tokens_are_swapped_whole() {
+        let storage = MemoryStorage::new();
+        let one = crate::auth::hash("one");
+        let two = crate::auth::hash("two");
+        storage.replace_worker_tokens(HashMap::from([("w1".to_owned(), one)])).await.unwrap();
+        assert_eq!(storage.worker_token("w1").await.unwrap(), Some(one));
+        assert_eq!(storage.worker_for_token(&one).await.unwrap().as_deref(), Some("w1"));
+        storage.replace_worker_tokens(HashMap::from([("w2".to_owned(), two)])).await.unwrap();
+        assert_eq!(storage.worker_token("w1").await.unwrap(), None);
+        assert_eq!(storage.worker_for_token(&one).await.unwrap(), None);
+        assert_eq!(storage.worker_for_token(&two).await.unwrap().as_deref(), Some("w2"));
+    }
+
+    #[tokio::test]
     async fn parked_jobs_are_taken_in_batches() {
         let storage = MemoryStorage::new();
         let mut ids = Vec::new();

@@ -8,8 +8,9 @@
 //! - `"trap"`: panics, which aborts the instance with a wasm trap;
 //! - `"error"`: returns a handler error;
 //! - `"undeclared"`: moves to `nowhere`, a transition `describe` never declared;
-//! - anything else, or no mode: moves to `finished` with `{"ok": true}` in the
-//!   history, so a test can check that a healthy call still works.
+//! - anything else, or no mode: moves to `finished` with `{"ok": true}` and
+//!   the job's client (`name`, `plan`, `params`) in the history, so a test can
+//!   check that a healthy call still works and what the handler was told.
 
 use std::hint::black_box;
 
@@ -38,7 +39,13 @@ impl Blueprint for Misbehave {
             Some("trap") => panic!("misbehave: deliberate panic"),
             Some("error") => Err("misbehave: deliberate handler error".to_string()),
             Some("undeclared") => Ok(Next::go_to("nowhere")),
-            _ => Ok(Next::go_to("finished").with_history(json!({ "ok": true }))),
+            _ => {
+                let client = job.client();
+                Ok(Next::go_to("finished").with_history(json!({
+                    "ok": true,
+                    "client": { "name": client.name, "plan": client.plan, "params": client.params },
+                })))
+            }
         }
     }
 }
