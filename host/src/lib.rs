@@ -60,6 +60,7 @@ impl Setup {
     /// Loads and validates the files named by `config` and compiles the blueprints.
     pub async fn load(config: Config) -> Result<Self, StartError> {
         let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
+        warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
         let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs)
             .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
@@ -117,7 +118,6 @@ impl App {
                 "blueprint loaded"
             );
         }
-        warn_about_default_tokens(&config, clients.is_some());
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;

@@ -2,6 +2,7 @@
 //! timestamps in the configured `TZ`.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use chrono::{SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -33,8 +34,11 @@ pub fn init(level: LogLevel, format: LogFormat, tz: Tz) {
     // the server's own; DEBUG means this server's debug records.
     let directives = format!("{level},wasmtime=info,cranelift_codegen=info,hyper=info,hyper_util=info");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_timer(ZonedTime(tz)).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(ZonedTime(tz))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     // try_init: a second call (tests start several servers) keeps the first.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -49,7 +49,6 @@ async fn main() -> ExitCode {
     let setup = match Setup::load(config).await {
         Ok(setup) => setup,
         Err(e) => {
-            tracing::error!(error = %e, "configuration error");
             eprintln!("avtomatika: configuration error: {e}");
             return ExitCode::from(1);
         }

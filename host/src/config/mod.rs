@@ -224,13 +224,12 @@ impl Config {
             instance_id: env.string("INSTANCE_ID").unwrap_or_else(|| {
                 gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or(d.instance_id)
             }),
-            redis: match env.string("REDIS_HOST") {
-                None => None,
-                Some(host) => Some(RedisConfig {
-                    host,
-                    port: env.parse("REDIS_PORT", "a port number (0-65535)")?.unwrap_or(6379),
-                    db: env.parse("REDIS_DB", "a database index ≥ 0")?.unwrap_or(0),
-                }),
+            redis: {
+                // Checked even without REDIS_HOST: a typo must not wait for
+                // the day Redis is switched on.
+                let port = env.parse("REDIS_PORT", "a port number (0-65535)")?.unwrap_or(6379);
+                let db = env.parse("REDIS_DB", "a database index ≥ 0")?.unwrap_or(0);
+                env.string("REDIS_HOST").map(|host| RedisConfig { host, port, db })
             },
             client_token: env.string("CLIENT_TOKEN").map(Secret::from).unwrap_or(d.client_token),
             global_worker_token: env.string("GLOBAL_WORKER_TOKEN").map(Secret::from).unwrap_or(d.global_worker_token),

@@ -1,6 +1,7 @@
 //! `workers.toml` (`WORKERS_CONFIG_PATH`): individual worker tokens, one
 //! `[section]` per `worker_id`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use toml::Table;
@@ -22,17 +23,23 @@ pub fn load(path: &Path) -> Result<Vec<WorkerTokenConfig>, FileError> {
 }
 
 pub fn from_table(file: &str, root: &Table) -> Result<Vec<WorkerTokenConfig>, FileError> {
-    Section::all(file, root)?
-        .into_iter()
-        .map(|section| {
-            section.only(&["token", "description"])?;
-            Ok(WorkerTokenConfig {
-                worker_id: section.name.to_owned(),
-                token: section.required_str("token")?.into(),
-                description: section.optional_str("description")?.map(str::to_owned),
-            })
-        })
-        .collect()
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut workers = Vec::new();
+    for section in Section::all(file, root)? {
+        section.only(&["token", "description"])?;
+        let token = section.required_str("token")?;
+        if let Some(other) = owners.insert(token, section.name) {
+            // A shared token would let either worker act as the other, and a
+            // request without a worker id could not be attributed.
+            return Err(section.error(Some("token"), format!("the same token as worker [{other}]")));
+        }
+        workers.push(WorkerTokenConfig {
+            worker_id: section.name.to_owned(),
+            token: token.into(),
+            description: section.optional_str("description")?.map(str::to_owned),
+        });
+    }
+    Ok(workers)
 }
 
 #[cfg(test)]
@@ -62,6 +69,7 @@ mod tests {
             ("[w]\ntoken = [\"a\"]\n", "token", "expected a string"),
             ("[w]\ntoken = \"t\"\ndescription = 3\n", "description", "expected a string"),
             ("[w]\ntoken = \"t\"\ntokn = \"t\"\n", "tokn", "unknown field"),
+            ("[v]\ntoken = \"t\"\n[w]\ntoken = \"t\"\n", "token", "same token as worker [v]"),
         ] {
             let err = load_str(text).unwrap_err();
             assert_eq!((err.section.as_deref(), err.field.as_deref()), (Some("w"), Some(field)), "{err}");

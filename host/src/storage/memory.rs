@@ -301,8 +301,10 @@ impl Storage for MemoryStorage {
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
         let mut quotas = lock(&self.quotas);
         let (counted_period, used) = quotas.entry(client.to_owned()).or_insert_with(|| (period.to_owned(), 0));
-        if counted_period != period {
-            // A new month: the old count no longer matters.
+        // Periods ("YYYY-MM") order as text. A new one restarts the count; a
+        // request still carrying the previous one (it straddled the month
+        // boundary) counts against the current period rather than resetting it.
+        if period > counted_period.as_str() {
             *counted_period = period.to_owned();
             *used = 0;
         }
@@ -427,6 +429,9 @@ mod tests {
         assert!(!storage.take_quota("acme", "2026-11", 3).await.unwrap());
         assert!(storage.take_quota("other", "2026-11", 3).await.unwrap(), "quotas are per client");
         assert!(storage.take_quota("acme", "2026-12", 3).await.unwrap(), "a new month starts afresh");
+        assert!(storage.take_quota("acme", "2026-11", 3).await.unwrap(), "a late request counts in the new month");
+        assert!(storage.take_quota("acme", "2026-12", 3).await.unwrap());
+        assert!(!storage.take_quota("acme", "2026-12", 3).await.unwrap());
         assert!(!storage.take_quota("zero", "2026-12", 0).await.unwrap());
     }
 
