@@ -29,7 +29,10 @@ use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
-use crate::storage::{MemoryStorage, Storage, StorageError};
+use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
+
+/// The prefix of every key this server writes to Redis.
+pub const REDIS_PREFIX: &str = "avtomatika";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +121,15 @@ impl App {
                 "blueprint loaded"
             );
         }
-        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let storage: Arc<dyn Storage> = match &config.redis {
+            Some(redis) => {
+                let storage =
+                    RedisStorage::connect(redis, REDIS_PREFIX, &config.instance_id, config.job_retention).await?;
+                tracing::info!(host = %redis.host, port = redis.port, db = redis.db, instance = %config.instance_id, "using Redis storage");
+                Arc::new(storage)
+            }
+            None => Arc::new(MemoryStorage::new().with_retention(config.job_retention)),
+        };
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);

@@ -144,6 +144,8 @@ pub struct Config {
     pub watcher_interval: Duration,
     /// `EXECUTOR_MAX_CONCURRENT_JOBS` (100): handler steps run at once.
     pub executor_max_concurrent_jobs: usize,
+    /// `JOB_RETENTION_SECONDS` (86400): how long a job is kept once it ended.
+    pub job_retention: Duration,
     /// `HISTORY_DATABASE_URI`; unset: no job history.
     pub history_database: Option<HistoryDatabase>,
     /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`: all or none.
@@ -192,6 +194,7 @@ impl Default for Config {
             job_max_retries: 3,
             watcher_interval: Duration::from_secs(20),
             executor_max_concurrent_jobs: 100,
+            job_retention: Duration::from_secs(86_400),
             history_database: None,
             s3: None,
             s3_default_bucket: "avtomatika-payloads".to_owned(),
@@ -253,6 +256,7 @@ impl Config {
             executor_max_concurrent_jobs: env
                 .positive("EXECUTOR_MAX_CONCURRENT_JOBS")?
                 .unwrap_or(d.executor_max_concurrent_jobs),
+            job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
             history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
             s3: s3(&env)?,
             s3_default_bucket: env.string("S3_DEFAULT_BUCKET").unwrap_or(d.s3_default_bucket),

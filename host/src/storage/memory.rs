@@ -29,6 +29,10 @@ pub struct MemoryStorage {
     worker_tokens: Mutex<Arc<WorkerTokens>>,
     /// Client → (period, attempts counted in it).
     quotas: Mutex<HashMap<String, (String, u64)>>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+    /// How long ended jobs are kept, and the ended jobs in the order they ended.
+    retention: Duration,
+    ended: Mutex<VecDeque<(Instant, JobId)>>,
 }
 
 #[derive(Default)]
@@ -117,6 +121,37 @@ impl MemoryStorage {
             workers: Mutex::default(),
             worker_tokens: Mutex::default(),
             quotas: Mutex::default(),
+            locks: Mutex::default(),
+            retention: Duration::from_secs(86_400),
+            ended: Mutex::default(),
+        }
+    }
+
+    /// Keeps ended jobs for `retention` (default one day), then forgets them.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Records that `id` ended and forgets jobs whose retention ran out.
+    fn ended(&self, id: JobId) {
+        let now = Instant::now();
+        let mut ended = lock(&self.ended);
+        ended.push_back((now + self.retention, id));
+        let mut expired = Vec::new();
+        while let Some((at, _)) = ended.front()
+            && *at <= now
+        {
+            if let Some((_, id)) = ended.pop_front() {
+                expired.push(id);
+            }
+        }
+        drop(ended);
+        if !expired.is_empty() {
+            let mut jobs = lock(&self.jobs);
+            for id in expired {
+                jobs.remove(&id);
+            }
         }
     }
 
@@ -178,6 +213,9 @@ impl Storage for MemoryStorage {
                     return Ok(false);
                 }
             }
+        }
+        if job.status.is_terminal() {
+            self.ended(job.id);
         }
         match follow_up {
             FollowUp::None => {}
@@ -296,6 +334,29 @@ impl Storage for MemoryStorage {
 
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
         Ok(lock(&self.worker_tokens).by_hash.get(hash).cloned())
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StorageResult<bool> {
+        let now = Instant::now();
+        let mut locks = lock(&self.locks);
+        match locks.get(name) {
+            Some((holder, until)) if holder != owner && *until > now => Ok(false),
+            _ => {
+                locks.insert(name.to_owned(), (owner.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool> {
+        let mut locks = lock(&self.locks);
+        match locks.get(name) {
+            Some((holder, until)) if holder == owner && *until > Instant::now() => {
+                locks.remove(name);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {

@@ -8,6 +8,7 @@
 //! between the two cannot strand a job.
 
 mod memory;
+mod redis;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::auth::TokenHash;
 use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
 
 pub use memory::MemoryStorage;
+pub use redis::RedisStorage;
 
 /// A storage failure: the backend could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]
@@ -120,4 +122,12 @@ pub trait Storage: Send + Sync + 'static {
     /// fewer than `limit` were counted; `false` when the quota is used up.
     /// Check and count are one atomic step.
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool>;
+
+    /// Takes the lock `name` for `owner` for `ttl`, unless another owner holds
+    /// it; taking a lock one already holds renews it. For loops that must run
+    /// on one instance at a time.
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StorageResult<bool>;
+
+    /// Releases `name` if `owner` still holds it.
+    async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool>;
 }

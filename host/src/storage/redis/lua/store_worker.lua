@@ -1,0 +1,39 @@
+-- Registers a worker, or (refresh mode) updates a live one, keeping the
+-- task-type index and the liveness index in step with its record.
+-- Returns the worker's in-flight count, or -1 in refresh mode when the
+-- worker is unknown or its liveness lapsed (it is then removed).
+-- KEYS[1] worker hash      KEYS[2] liveness zset (worker id -> expiry ms)
+-- ARGV[1] worker id        ARGV[2] worker record (JSON)   ARGV[3] status
+-- ARGV[4] ttl in ms        ARGV[5] task-type set key prefix
+-- ARGV[6] mode: register | refresh
+-- ARGV[7..] supported task types
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local id = ARGV[1]
+local old = redis.call('HGET', KEYS[1], 'tasks')
+if ARGV[6] == 'refresh' then
+  local expiry = redis.call('ZSCORE', KEYS[2], id)
+  if not old or not expiry or tonumber(expiry) <= now then
+    if old then
+      for _, task in ipairs(cjson.decode(old)) do redis.call('SREM', ARGV[5] .. task, id) end
+    end
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[2], id)
+    return -1
+  end
+end
+if old then
+  for _, task in ipairs(cjson.decode(old)) do redis.call('SREM', ARGV[5] .. task, id) end
+end
+local tasks = {}
+for i = 7, #ARGV do
+  tasks[#tasks + 1] = ARGV[i]
+  redis.call('SADD', ARGV[5] .. ARGV[i], id)
+end
+-- cjson encodes an empty table as an object; keep the field a JSON array.
+local encoded = '[]'
+if #tasks > 0 then encoded = cjson.encode(tasks) end
+redis.call('HSET', KEYS[1], 'info', ARGV[2], 'status', ARGV[3], 'tasks', encoded)
+redis.call('HSETNX', KEYS[1], 'in_flight', 0)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), id)
+return tonumber(redis.call('HGET', KEYS[1], 'in_flight'))

@@ -1,0 +1,37 @@
+-- Replaces a job if it is still at the expected version, then applies the
+-- follow-up that must land with it. Returns 1 when applied, 0 when the job
+-- changed meanwhile (nothing is written then).
+-- KEYS[1] job hash
+-- KEYS[2] follow-up target: job queue stream (enqueue), worker task zset
+--         (push) or parked list (park); unused otherwise
+-- KEYS[3] task sequence counter (push)
+-- KEYS[4] worker hash (push)
+-- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
+-- ARGV[3] follow-up: none | enqueue | push | park
+-- ARGV[4] job id (enqueue, park) or encoded task payload (push)
+-- ARGV[5] task score: -priority (push)
+-- ARGV[6] wake-up channel (push)   ARGV[7] worker id (push)
+-- ARGV[8] retention in ms for a job that has ended; 0 keeps it
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
+if tonumber(ARGV[8]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
+local kind = ARGV[3]
+if kind == 'enqueue' then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[4])
+elseif kind == 'park' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+elseif kind == 'push' then
+  -- Equal scores pop in member order: a zero-padded sequence number first
+  -- keeps one priority first-in, first-out.
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[2], ARGV[5], string.format('%020d', seq) .. ARGV[4])
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('HINCRBY', KEYS[4], 'in_flight', 1)
+  end
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+return 1

@@ -1,0 +1,744 @@
+//! Redis storage: the production backend, shared by every instance.
+//!
+//! Each multi-key change is one Lua script (in `lua/`, each listing its KEYS
+//! and ARGV), so a job update and what follows from it land atomically and
+//! two instances racing on one job cannot both win. Jobs are queued on a
+//! Redis Stream read through a consumer group, one consumer per instance;
+//! entries a dead instance left unacknowledged are claimed by the others.
+//! Long-polls wait on a per-instance pub/sub subscription that announces
+//! every task pushed for a worker, on whichever instance it was created.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script, Value as RedisValue};
+use tokio::sync::Notify;
+
+use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
+use crate::auth::TokenHash;
+use crate::config::RedisConfig;
+use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+
+/// The executors' consumer group on the job stream.
+const GROUP: &str = "executors";
+/// An unacknowledged job entry idle this long belongs to a dead instance.
+const CLAIM_IDLE: Duration = Duration::from_secs(10);
+/// How often an instance looks for such entries.
+const CLAIM_EVERY: Duration = Duration::from_secs(2);
+/// Job entries read per stream round trip.
+const READ_BATCH: usize = 32;
+/// A waiting long-poll re-checks its queue this often even without a
+/// wake-up, covering messages lost while the subscription reconnected.
+const WAKE_SAFETY_NET: Duration = Duration::from_secs(5);
+/// Quota counters outlive their month by a few days, then go.
+const QUOTA_TTL_SECS: u64 = 40 * 86_400;
+
+struct Scripts {
+    create_job: Script,
+    update_job: Script,
+    store_worker: Script,
+    ping_worker: Script,
+    candidates: Script,
+    live_workers: Script,
+    add_in_flight: Script,
+    replace_tokens: Script,
+    take_quota: Script,
+    release_lock: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            create_job: Script::new(include_str!("lua/create_job.lua")),
+            update_job: Script::new(include_str!("lua/update_job.lua")),
+            store_worker: Script::new(include_str!("lua/store_worker.lua")),
+            ping_worker: Script::new(include_str!("lua/ping_worker.lua")),
+            candidates: Script::new(include_str!("lua/candidates.lua")),
+            live_workers: Script::new(include_str!("lua/live_workers.lua")),
+            add_in_flight: Script::new(include_str!("lua/add_in_flight.lua")),
+            replace_tokens: Script::new(include_str!("lua/replace_tokens.lua")),
+            take_quota: Script::new(include_str!("lua/take_quota.lua")),
+            release_lock: Script::new(include_str!("lua/release_lock.lua")),
+        }
+    }
+}
+
+/// Key names under one prefix, so several deployments (or tests) can share a server.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn job(&self, id: JobId) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+    fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+    fn tasks(&self, worker_id: &str) -> String {
+        format!("{}:tasks:{worker_id}", self.prefix)
+    }
+    fn task_seq(&self) -> String {
+        format!("{}:taskseq", self.prefix)
+    }
+    fn wake(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+    fn worker(&self, worker_id: &str) -> String {
+        format!("{}:worker:{worker_id}", self.prefix)
+    }
+    fn worker_prefix(&self) -> String {
+        format!("{}:worker:", self.prefix)
+    }
+    fn live(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+    fn task_type(&self, task_type: &str) -> String {
+        format!("{}:tasktype:{task_type}", self.prefix)
+    }
+    fn task_type_prefix(&self) -> String {
+        format!("{}:tasktype:", self.prefix)
+    }
+    fn parked(&self, task_type: &str) -> String {
+        format!("{}:parked:{task_type}", self.prefix)
+    }
+    fn tokens_by_id(&self) -> String {
+        format!("{}:worker_tokens", self.prefix)
+    }
+    fn tokens_by_hash(&self) -> String {
+        format!("{}:worker_tokens_by_hash", self.prefix)
+    }
+    fn quota(&self, client: &str, period: &str) -> String {
+        format!("{}:quota:{client}:{period}", self.prefix)
+    }
+    fn lock(&self, name: &str) -> String {
+        format!("{}:lock:{name}", self.prefix)
+    }
+}
+
+/// Long-polls waiting on this instance, by worker id.
+#[derive(Default)]
+struct Waiters {
+    by_worker: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.by_worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn for_worker(&self, worker_id: &str) -> Arc<Notify> {
+        self.lock().entry(worker_id.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, worker_id: &str) {
+        if let Some(notify) = self.lock().get(worker_id) {
+            notify.notify_one();
+        }
+    }
+
+    /// Drops the entry once no poll holds it any more.
+    fn release(&self, worker_id: &str, notify: Arc<Notify>) {
+        let mut map = self.lock();
+        drop(notify);
+        if map.get(worker_id).is_some_and(|n| Arc::strong_count(n) == 1) {
+            map.remove(worker_id);
+        }
+    }
+}
+
+/// Job entries read from the stream but not yet handed to the executor.
+struct Reader {
+    conn: ConnectionManager,
+    buffered: VecDeque<(String, JobId)>,
+    last_claim: Instant,
+}
+
+/// The Redis backend.
+pub struct RedisStorage {
+    conn: ConnectionManager,
+    reader: tokio::sync::Mutex<Reader>,
+    keys: Keys,
+    scripts: Scripts,
+    consumer: String,
+    retention: Duration,
+    waiters: Arc<Waiters>,
+    subscriber: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisStorage {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+fn unavailable(error: RedisError) -> StorageError {
+    StorageError::Unavailable(format!("redis: {error}"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("redis: {what}"))
+}
+
+impl RedisStorage {
+    /// Connects, checks the server answers, and sets up the job stream's
+    /// consumer group. `prefix` namespaces every key; `consumer` names this
+    /// instance in the group (`INSTANCE_ID`).
+    pub async fn connect(
+        config: &RedisConfig,
+        prefix: &str,
+        consumer: &str,
+        retention: Duration,
+    ) -> StorageResult<Self> {
+        let url = format!("redis://{}:{}/{}", config.host, config.port, config.db);
+        let client = Client::open(url.as_str()).map_err(unavailable)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let reach = |e: RedisError| {
+            StorageError::Unavailable(format!(
+                "cannot reach Redis at {}:{} (db {}): {e}",
+                config.host, config.port, config.db
+            ))
+        };
+        let mut conn = client.get_connection_manager_with_config(manager_config.clone()).await.map_err(reach)?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(reach)?;
+        // Blocking stream reads get a connection of their own so they never
+        // hold up other commands.
+        let reader = client.get_connection_manager_with_config(manager_config).await.map_err(reach)?;
+
+        let keys = Keys { prefix: prefix.to_owned() };
+        let created: Result<(), RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+
+        let waiters = Arc::new(Waiters::default());
+        let subscriber = tokio::spawn(subscribe(client, keys.wake(), waiters.clone()));
+        Ok(Self {
+            conn,
+            reader: tokio::sync::Mutex::new(Reader {
+                conn: reader,
+                buffered: VecDeque::new(),
+                last_claim: Instant::now(),
+            }),
+            keys,
+            scripts: Scripts::load(),
+            consumer: consumer.to_owned(),
+            retention,
+            waiters,
+            subscriber,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Claims job entries another consumer left unacknowledged for too long.
+    async fn claim_abandoned(&self, reader: &mut Reader) -> StorageResult<()> {
+        let reply: RedisValue = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys.jobs())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(CLAIM_IDLE.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut reader.conn)
+            .await
+            .map_err(unavailable)?;
+        // [next-cursor, [[id, [field, value, ...]], ...], deleted-ids]
+        if let RedisValue::Array(parts) = reply
+            && let Some(entries) = parts.get(1)
+        {
+            let claimed = parse_entries(entries)?;
+            if !claimed.is_empty() {
+                tracing::warn!(count = claimed.len(), "claimed job entries abandoned by another instance");
+            }
+            reader.buffered.extend(claimed);
+        }
+        Ok(())
+    }
+}
+
+/// Listens for task wake-ups and reconnects when the subscription drops.
+async fn subscribe(client: Client, channel: String, waiters: Arc<Waiters>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        if let Ok(worker_id) = message.get_payload::<String>() {
+                            waiters.wake(&worker_id);
+                        }
+                    }
+                    tracing::warn!("Redis wake-up subscription ended; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to task wake-ups; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect for task wake-ups; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Stream entries `[[id, [field, value, ...]], ...]` as (entry id, job id).
+fn parse_entries(value: &RedisValue) -> StorageResult<Vec<(String, JobId)>> {
+    let RedisValue::Array(entries) = value else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let RedisValue::Array(parts) = entry else { continue };
+        let (Some(id), Some(RedisValue::Array(fields))) = (parts.first(), parts.get(1)) else { continue };
+        let id: String = redis::from_redis_value_ref(id).map_err(corrupt)?;
+        let mut job = None;
+        for pair in fields.chunks(2) {
+            if let [name, value] = pair
+                && redis::from_redis_value_ref::<String>(name).ok().as_deref() == Some("job")
+            {
+                let text: String = redis::from_redis_value_ref(value).map_err(corrupt)?;
+                job = Some(text.parse::<JobId>().map_err(|e| corrupt(format!("stream entry {id}: {e}")))?);
+            }
+        }
+        match job {
+            Some(job) => out.push((id, job)),
+            None => tracing::warn!(entry = %id, "job stream entry without a job id skipped"),
+        }
+    }
+    Ok(out)
+}
+
+fn encode_job(job: &Job) -> StorageResult<Vec<u8>> {
+    job.encode().map_err(StorageError::Corrupt)
+}
+
+fn worker_record(info: &WorkerInfo) -> StorageResult<String> {
+    serde_json::to_string(info).map_err(|e| corrupt(format!("worker {}: {e}", info.worker_id)))
+}
+
+fn hex(hash: &TokenHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<TokenHash> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[async_trait]
+impl Storage for RedisStorage {
+    async fn create_job(&self, job: &Job) -> StorageResult<()> {
+        let bytes = encode_job(job)?;
+        let _: i64 = self
+            .scripts
+            .create_job
+            .key(self.keys.job(job.id))
+            .key(self.keys.jobs())
+            .arg(job.version)
+            .arg(bytes)
+            .arg(job.id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>> {
+        let bytes: Option<Vec<u8>> = self.conn().hget(self.keys.job(id), "d").await.map_err(unavailable)?;
+        bytes.map(|b| Job::decode(&b).map_err(|e| corrupt(format!("job {id}: {e}")))).transpose()
+    }
+
+    async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool> {
+        let expected = job.version;
+        job.version += 1;
+        job.updated_at = chrono::Utc::now();
+        let bytes = match encode_job(job) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                job.version = expected;
+                return Err(e);
+            }
+        };
+        let retention_ms = if job.status.is_terminal() { self.retention.as_millis().max(1) as u64 } else { 0 };
+        let mut call = self.scripts.update_job.key(self.keys.job(job.id));
+        let (kind, target, payload, score, worker) = match &follow_up {
+            FollowUp::None => ("none", String::new(), Vec::new(), 0i64, String::new()),
+            FollowUp::Enqueue => ("enqueue", self.keys.jobs(), job.id.to_string().into_bytes(), 0, String::new()),
+            FollowUp::Park { task_type } => {
+                ("park", self.keys.parked(task_type), job.id.to_string().into_bytes(), 0, String::new())
+            }
+            FollowUp::PushTask { worker_id, task } => {
+                let payload = serde_json::to_vec(task).map_err(|e| corrupt(format!("task {}: {e}", task.task_id)))?;
+                ("push", self.keys.tasks(worker_id), payload, -i64::from(task.priority), worker_id.clone())
+            }
+        };
+        call.key(if target.is_empty() { self.keys.jobs() } else { target })
+            .key(self.keys.task_seq())
+            .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
+            .arg(expected)
+            .arg(bytes)
+            .arg(kind)
+            .arg(payload)
+            .arg(score)
+            .arg(self.keys.wake())
+            .arg(&worker)
+            .arg(retention_ms);
+        let applied: i64 = match call.invoke_async(&mut self.conn()).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                job.version = expected;
+                return Err(unavailable(e));
+            }
+        };
+        if applied == 0 {
+            job.version = expected;
+        }
+        Ok(applied == 1)
+    }
+
+    async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
+        let mut reader = self.reader.lock().await;
+        if reader.last_claim.elapsed() >= CLAIM_EVERY {
+            reader.last_claim = Instant::now();
+            self.claim_abandoned(&mut reader).await?;
+        }
+        if reader.buffered.is_empty() {
+            let reply: RedisValue = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(READ_BATCH)
+                .arg("BLOCK")
+                .arg(timeout.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(self.keys.jobs())
+                .arg(">")
+                .query_async(&mut reader.conn)
+                .await
+                .map_err(unavailable)?;
+            // [[stream, [[id, fields], ...]]] or nil on timeout
+            if let RedisValue::Array(streams) = reply {
+                for stream in streams {
+                    if let RedisValue::Array(parts) = stream
+                        && let Some(entries) = parts.get(1)
+                    {
+                        let entries = parse_entries(entries)?;
+                        reader.buffered.extend(entries);
+                    }
+                }
+            }
+        }
+        Ok(reader.buffered.pop_front().map(|(entry, job_id)| JobTicket { job_id, receipt: Some(entry) }))
+    }
+
+    async fn ack_job(&self, ticket: JobTicket) -> StorageResult<()> {
+        let Some(entry) = ticket.receipt else { return Ok(()) };
+        // Acknowledged entries are deleted too, so the stream only ever
+        // holds work that is queued or in progress.
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(self.keys.jobs())
+            .arg(GROUP)
+            .arg(&entry)
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.keys.jobs())
+            .arg(&entry)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>> {
+        let Some(count) = std::num::NonZeroUsize::new(max) else { return Ok(Vec::new()) };
+        let ids: Option<Vec<String>> =
+            self.conn().lpop(self.keys.parked(task_type), Some(count)).await.map_err(unavailable)?;
+        Ok(ids.unwrap_or_default().iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let notify = self.waiters.for_worker(worker_id);
+        let key = self.keys.tasks(worker_id);
+        let result = loop {
+            // Register interest before looking, so a push between the look
+            // and the wait still wakes this poll.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let popped: Vec<(Vec<u8>, f64)> = match self.conn().zpopmin(&key, 1).await {
+                Ok(popped) => popped,
+                Err(e) => break Err(unavailable(e)),
+            };
+            if let Some((member, _)) = popped.into_iter().next() {
+                break member
+                    .get(20..)
+                    .ok_or_else(|| corrupt("task entry too short"))
+                    .and_then(|payload| {
+                        serde_json::from_slice(payload).map_err(|e| corrupt(format!("task entry: {e}")))
+                    })
+                    .map(Some);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Ok(None);
+            }
+            let wait = (deadline - now).min(WAKE_SAFETY_NET);
+            let _ = tokio::time::timeout(wait, notified).await;
+        };
+        self.waiters.release(worker_id, notify);
+        result
+    }
+
+    async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
+        let record = worker_record(&worker)?;
+        let mut call = self.scripts.store_worker.key(self.keys.worker(&worker.worker_id));
+        call.key(self.keys.live())
+            .arg(&worker.worker_id)
+            .arg(record)
+            .arg(&worker.status)
+            .arg(ttl.as_millis() as u64)
+            .arg(self.keys.task_type_prefix())
+            .arg("register");
+        for task in &worker.supported_tasks {
+            call.arg(task);
+        }
+        let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn refresh_worker(
+        &self,
+        worker_id: &str,
+        patch: Option<WorkerPatch>,
+        ttl: Duration,
+    ) -> StorageResult<Option<WorkerInfo>> {
+        let ttl_ms = ttl.as_millis() as u64;
+        let Some(patch) = patch else {
+            let live: i64 = self
+                .scripts
+                .ping_worker
+                .key(self.keys.worker(worker_id))
+                .key(self.keys.live())
+                .arg(worker_id)
+                .arg(ttl_ms)
+                .arg(self.keys.task_type_prefix())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if live == 0 {
+                return Ok(None);
+            }
+            return self.worker_info(worker_id).await;
+        };
+        let Some(mut worker) = self.worker_info(worker_id).await? else { return Ok(None) };
+        worker.apply(patch);
+        let mut call = self.scripts.store_worker.key(self.keys.worker(worker_id));
+        call.key(self.keys.live())
+            .arg(worker_id)
+            .arg(worker_record(&worker)?)
+            .arg(&worker.status)
+            .arg(ttl_ms)
+            .arg(self.keys.task_type_prefix())
+            .arg("refresh");
+        for task in &worker.supported_tasks {
+            call.arg(task);
+        }
+        let in_flight: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        if in_flight < 0 {
+            return Ok(None);
+        }
+        worker.in_flight = u32::try_from(in_flight).unwrap_or(0);
+        Ok(Some(worker))
+    }
+
+    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
+        let flat: Vec<String> = self
+            .scripts
+            .candidates
+            .key(self.keys.task_type(task_type))
+            .key(self.keys.live())
+            .arg(self.keys.worker_prefix())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(flat
+            .chunks(3)
+            .filter_map(|c| match c {
+                [id, status, in_flight] => Some(WorkerLoad {
+                    worker_id: id.clone(),
+                    idle: status == "idle",
+                    in_flight: in_flight.parse().unwrap_or(0),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>> {
+        let flat: Vec<String> = self
+            .scripts
+            .live_workers
+            .key(self.keys.live())
+            .arg(self.keys.worker_prefix())
+            .arg(self.keys.task_type_prefix())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        flat.chunks(2)
+            .filter_map(|c| match c {
+                [record, in_flight] => Some((record, in_flight)),
+                _ => None,
+            })
+            .map(|(record, in_flight)| {
+                let mut info: WorkerInfo =
+                    serde_json::from_str(record).map_err(|e| corrupt(format!("worker record: {e}")))?;
+                info.in_flight = in_flight.parse().unwrap_or(0);
+                Ok(info)
+            })
+            .collect()
+    }
+
+    async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()> {
+        let _: i64 = self
+            .scripts
+            .add_in_flight
+            .key(self.keys.worker(worker_id))
+            .arg(delta)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn replace_worker_tokens(&self, tokens: HashMap<String, TokenHash>) -> StorageResult<()> {
+        let mut call = self.scripts.replace_tokens.key(self.keys.tokens_by_id());
+        call.key(self.keys.tokens_by_hash());
+        for (worker_id, hash) in &tokens {
+            call.arg(worker_id).arg(hex(hash));
+        }
+        let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn worker_token(&self, worker_id: &str) -> StorageResult<Option<TokenHash>> {
+        let hash: Option<String> = self.conn().hget(self.keys.tokens_by_id(), worker_id).await.map_err(unavailable)?;
+        Ok(hash.as_deref().and_then(unhex))
+    }
+
+    async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
+        self.conn().hget(self.keys.tokens_by_hash(), hex(hash)).await.map_err(unavailable)
+    }
+
+    async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
+        let taken: i64 = self
+            .scripts
+            .take_quota
+            .key(self.keys.quota(client, period))
+            .arg(limit)
+            .arg(QUOTA_TTL_SECS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StorageResult<bool> {
+        let key = self.keys.lock(name);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if taken.is_some() {
+            return Ok(true);
+        }
+        // Held already: renew it if it is ours.
+        let renewed: i64 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+        )
+        .key(&key)
+        .arg(owner)
+        .arg(ttl_ms)
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(unavailable)?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool> {
+        let released: i64 = self
+            .scripts
+            .release_lock
+            .key(self.keys.lock(name))
+            .arg(owner)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(released == 1)
+    }
+}
+
+impl RedisStorage {
+    async fn worker_info(&self, worker_id: &str) -> StorageResult<Option<WorkerInfo>> {
+        let (record, in_flight): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.keys.worker(worker_id))
+            .arg("info")
+            .arg("in_flight")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = record else { return Ok(None) };
+        let mut info: WorkerInfo =
+            serde_json::from_str(&record).map_err(|e| corrupt(format!("worker {worker_id}: {e}")))?;
+        info.in_flight = in_flight.unwrap_or(0);
+        Ok(Some(info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_digests_survive_hex() {
+        let hash = crate::auth::hash("token");
+        assert_eq!(unhex(&hex(&hash)), Some(hash));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(&"g".repeat(64)), None);
+    }
+}
