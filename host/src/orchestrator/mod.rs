@@ -5,6 +5,7 @@
 mod dispatch;
 mod executor;
 mod jobs;
+mod maintenance;
 mod results;
 mod workers;
 

@@ -315,6 +315,20 @@ impl Storage for MemoryStorage {
         Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
     }
 
+    async fn purge_expired_workers(&self) -> StorageResult<usize> {
+        let now = Instant::now();
+        let mut workers = lock(&self.workers);
+        let before = workers.len();
+        workers.retain(|_, w| w.is_live(now));
+        let purged = before - workers.len();
+        drop(workers);
+        if purged > 0 {
+            let live = lock(&self.workers);
+            lock(&self.tasks).retain(|id, queue| live.contains_key(id) || !queue.heap.is_empty());
+        }
+        Ok(purged)
+    }
+
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()> {
         if let Some(worker) = lock(&self.workers).get_mut(worker_id) {
             worker.info.in_flight = worker.info.in_flight.saturating_add_signed(delta);
@@ -524,6 +538,55 @@ mod tests {
         assert_eq!(storage.worker_token("w1").await.unwrap(), None);
         assert_eq!(storage.worker_for_token(&one).await.unwrap(), None);
         assert_eq!(storage.worker_for_token(&two).await.unwrap().as_deref(), Some("w2"));
+    }
+
+    #[tokio::test]
+    async fn expired_workers_are_purged_and_live_ones_kept() {
+        let storage = MemoryStorage::new();
+        for (id, ttl) in [("short", 30), ("long", 60_000)] {
+            let reg = serde_json::from_value(json!({"worker_id": id, "supported_tasks": ["greet"]})).unwrap();
+            storage
+                .register_worker(WorkerInfo::from_registration(id.into(), reg), Duration::from_millis(ttl))
+                .await
+                .unwrap();
+        }
+        assert_eq!(storage.purge_expired_workers().await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(storage.purge_expired_workers().await.unwrap(), 1);
+        let live: Vec<String> = storage.live_workers().await.unwrap().into_iter().map(|w| w.worker_id).collect();
+        assert_eq!(live, vec!["long".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn locks_belong_to_one_owner_until_released_or_expired() {
+        let storage = MemoryStorage::new();
+        let ttl = Duration::from_millis(50);
+        assert!(storage.try_lock("m", "a", ttl).await.unwrap());
+        assert!(storage.try_lock("m", "a", ttl).await.unwrap(), "the owner renews");
+        assert!(!storage.try_lock("m", "b", ttl).await.unwrap());
+        assert!(!storage.release_lock("m", "b").await.unwrap());
+        assert!(storage.release_lock("m", "a").await.unwrap());
+        assert!(storage.try_lock("m", "b", ttl).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(storage.try_lock("m", "a", ttl).await.unwrap(), "an expired lock is free");
+    }
+
+    #[tokio::test]
+    async fn ended_jobs_are_forgotten_after_their_retention() {
+        let storage = MemoryStorage::new().with_retention(Duration::from_millis(20));
+        let mut ended = job();
+        storage.create_job(&ended).await.unwrap();
+        ended.end(crate::model::JobStatus::Finished, None);
+        storage.update_job(&mut ended, FollowUp::None).await.unwrap();
+        assert!(storage.get_job(ended.id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Retention is enforced as later jobs end.
+        let mut later = job();
+        storage.create_job(&later).await.unwrap();
+        later.end(crate::model::JobStatus::Failed, None);
+        storage.update_job(&mut later, FollowUp::None).await.unwrap();
+        assert!(storage.get_job(ended.id).await.unwrap().is_none());
+        assert!(storage.get_job(later.id).await.unwrap().is_some());
     }
 
     #[tokio::test]

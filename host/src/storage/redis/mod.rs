@@ -44,6 +44,7 @@ struct Scripts {
     ping_worker: Script,
     candidates: Script,
     live_workers: Script,
+    purge_workers: Script,
     add_in_flight: Script,
     replace_tokens: Script,
     take_quota: Script,
@@ -59,6 +60,7 @@ impl Scripts {
             ping_worker: Script::new(include_str!("lua/ping_worker.lua")),
             candidates: Script::new(include_str!("lua/candidates.lua")),
             live_workers: Script::new(include_str!("lua/live_workers.lua")),
+            purge_workers: Script::new(include_str!("lua/purge_workers.lua")),
             add_in_flight: Script::new(include_str!("lua/add_in_flight.lua")),
             replace_tokens: Script::new(include_str!("lua/replace_tokens.lua")),
             take_quota: Script::new(include_str!("lua/take_quota.lua")),
@@ -610,7 +612,6 @@ impl Storage for RedisStorage {
             .live_workers
             .key(self.keys.live())
             .arg(self.keys.worker_prefix())
-            .arg(self.keys.task_type_prefix())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -626,6 +627,20 @@ impl Storage for RedisStorage {
                 Ok(info)
             })
             .collect()
+    }
+
+    async fn purge_expired_workers(&self) -> StorageResult<usize> {
+        let purged: i64 = self
+            .scripts
+            .purge_workers
+            .key(self.keys.live())
+            .arg(self.keys.worker_prefix())
+            .arg(self.keys.task_type_prefix())
+            .arg(self.keys.tasks(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(purged).unwrap_or(0))
     }
 
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()> {
