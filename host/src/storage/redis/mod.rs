@@ -114,8 +114,8 @@ impl Keys {
     fn tokens_by_hash(&self) -> String {
         format!("{}:worker_tokens_by_hash", self.prefix)
     }
-    fn quota(&self, client: &str, period: &str) -> String {
-        format!("{}:quota:{client}:{period}", self.prefix)
+    fn quota(&self, client: &str) -> String {
+        format!("{}:quota:{client}", self.prefix)
     }
     fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
@@ -231,7 +231,13 @@ impl RedisStorage {
         }
 
         let waiters = Arc::new(Waiters::default());
-        let subscriber = tokio::spawn(subscribe(client, keys.wake(), waiters.clone()));
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        let subscriber = tokio::spawn(subscribe(client, keys.wake(), waiters.clone(), ready));
+        // Polls that start before the subscription would rely on the safety
+        // net alone; wait for it briefly (it only fails if Redis just went away).
+        if tokio::time::timeout(Duration::from_secs(2), subscribed).await.is_err() {
+            tracing::warn!("task wake-up subscription not ready yet; long-polls re-check every {WAKE_SAFETY_NET:?}");
+        }
         Ok(Self {
             conn,
             reader: tokio::sync::Mutex::new(Reader {
@@ -280,13 +286,17 @@ impl RedisStorage {
 }
 
 /// Listens for task wake-ups and reconnects when the subscription drops.
-async fn subscribe(client: Client, channel: String, waiters: Arc<Waiters>) {
+async fn subscribe(client: Client, channel: String, waiters: Arc<Waiters>, ready: tokio::sync::oneshot::Sender<()>) {
+    let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
+                    }
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         if let Ok(worker_id) = message.get_payload::<String>() {
@@ -678,7 +688,8 @@ impl Storage for RedisStorage {
         let taken: i64 = self
             .scripts
             .take_quota
-            .key(self.keys.quota(client, period))
+            .key(self.keys.quota(client))
+            .arg(period)
             .arg(limit)
             .arg(QUOTA_TTL_SECS)
             .invoke_async(&mut self.conn())

@@ -1,0 +1,1007 @@
+//! Storage conformance: one set of cases, run unchanged against every
+//! [`Storage`] backend, so that each behaves exactly as the others.
+//!
+//! Every case is an `async fn(Arc<dyn Storage>)` in [`cases`] and gets a fresh,
+//! empty backend. [`conformance!`] turns the whole list into one `#[tokio::test]`
+//! per case inside a module named after the backend (`memory::…`, `redis::…`),
+//! so `cargo test -p avtomatika-tests --test storage redis::` runs one backend.
+//!
+//! The only sleeps wait for a TTL (or the ended-job retention) to run out.
+//! Timed checks otherwise assert a behaviour: an empty poll must wait out its
+//! timeout, a waiting poll must not return before something is queued and must
+//! wake promptly once it is.
+//!
+//! The Redis cases need a Redis at 127.0.0.1:6379 and fail without one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use avtomatika::auth::hash;
+use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
+use avtomatika::storage::{FollowUp, MemoryStorage, Storage, WorkerLoad};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Barrier, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use uuid::Uuid;
+
+/// How long a check that something is *not* there waits for it.
+const ABSENT: Duration = Duration::from_millis(100);
+/// The timeout of a call expected to return at once (something is there).
+const PRESENT: Duration = Duration::from_secs(2);
+/// The timeout of an empty poll whose duration is measured.
+const EMPTY_WAIT: Duration = Duration::from_millis(250);
+/// How late past its timeout an empty poll may return.
+const LATE: Duration = Duration::from_secs(2);
+/// The timeout of a poll that something queued later must wake.
+const LONG_POLL: Duration = Duration::from_secs(10);
+/// How soon a woken poll must return: well under [`LONG_POLL`].
+const WOKEN_WITHIN: Duration = Duration::from_secs(3);
+/// How long a poll on an empty queue must be seen still waiting before
+/// something is queued for it.
+const STILL_WAITING: Duration = Duration::from_millis(150);
+/// What an empty queue or parking lot holds.
+const NO_JOBS: Vec<JobId> = Vec::new();
+/// A worker or lock TTL that runs out during the case.
+const SHORT_TTL: Duration = Duration::from_millis(200);
+/// How long every backend under test keeps ended jobs.
+const RETENTION: Duration = SHORT_TTL;
+/// Long enough for [`SHORT_TTL`] (and [`RETENTION`]) to have run out.
+const EXPIRED: Duration = Duration::from_millis(450);
+/// A TTL that does not run out during the case.
+const LONG_TTL: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A fresh backend for one case, and what to do once the case has run.
+struct Backend {
+    storage: Arc<dyn Storage>,
+    /// Runs after the case, whether it passed or not (Redis: delete its keys).
+    cleanup: Option<Cleanup>,
+}
+
+impl From<Arc<dyn Storage>> for Backend {
+    fn from(storage: Arc<dyn Storage>) -> Self {
+        Self { storage, cleanup: None }
+    }
+}
+
+/// Runs `case` on its own task, so that the cleanup runs even when it panics,
+/// then re-raises the case's panic.
+async fn run<Fut>(backend: impl Into<Backend>, case: fn(Arc<dyn Storage>) -> Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Backend { storage, cleanup } = backend.into();
+    let outcome = tokio::spawn(case(storage)).await;
+    if let Some(cleanup) = cleanup {
+        cleanup.await;
+    }
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the case did not finish: {e}"),
+        }
+    }
+}
+
+/// `conformance!(backend_mod, make)`: a module `backend_mod` with one test per
+/// case, each on a backend from `make` (a future of an `Arc<dyn Storage>` or
+/// of a [`Backend`]). A case missing from this list is reported as dead code.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        conformance!(@cases $backend, $make,
+            job_round_trips_every_field,
+            updates_are_refused_from_a_stale_version,
+            refused_updates_apply_no_follow_up,
+            one_of_concurrent_updates_from_one_version_wins,
+            ended_jobs_are_forgotten_after_the_retention,
+            queued_jobs_come_out_in_order,
+            a_waiting_next_job_wakes_when_a_job_is_queued,
+            concurrent_next_job_calls_share_the_queue,
+            tasks_pop_for_their_worker_by_priority_then_in_order,
+            task_priorities_span_all_of_i32,
+            pop_on_an_empty_queue_waits_out_its_timeout,
+            a_waiting_pop_wakes_when_a_task_is_pushed,
+            each_pushed_task_wakes_one_waiting_pop,
+            pushed_tasks_count_in_flight,
+            parked_jobs_are_taken_in_order_in_batches_per_task_type,
+            registered_workers_are_candidates_for_their_task_types,
+            refresh_applies_a_patch,
+            in_flight_never_goes_below_zero,
+            expired_workers_are_forgotten,
+            refresh_sets_a_new_ttl,
+            re_registration_replaces_the_worker_but_keeps_its_in_flight,
+            purging_forgets_expired_workers_but_not_their_queued_tasks,
+            worker_tokens_are_replaced_as_a_whole,
+            quotas_count_per_client_and_period,
+            concurrent_quota_takes_accept_exactly_the_limit,
+            a_lock_is_exclusive_until_its_owner_releases_it,
+            a_lock_expires_after_its_ttl_unless_renewed,
+            one_of_concurrent_lockers_wins,
+        );
+    };
+    (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    run($make.await, cases::$case).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(memory, async { Arc::new(MemoryStorage::new().with_retention(RETENTION)) as Arc<dyn Storage> });
+
+// The Redis cases need a Redis at 127.0.0.1:6379 (`.ci/run` starts one) and
+// FAIL, not skip, when none answers. Each case has its own key prefix, so the
+// cases run in parallel on one Redis, and deletes `{prefix}:*` afterwards,
+// passed or failed.
+conformance!(redis, redis_backend::make());
+
+mod redis_backend {
+    use avtomatika::config::RedisConfig;
+    use avtomatika::storage::RedisStorage;
+
+    use super::*;
+
+    const HOST: &str = "127.0.0.1";
+    const PORT: u16 = 6379;
+    const DB: u32 = 0;
+
+    pub async fn make() -> Backend {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let storage = RedisStorage::connect(&config, &prefix, "test-instance", RETENTION)
+            .await
+            .unwrap_or_else(|e| panic!("the Redis conformance cases need Redis at {HOST}:{PORT}: {e}"));
+        Backend { storage: Arc::new(storage), cleanup: Some(Box::pin(delete_keys(prefix))) }
+    }
+
+    /// Deletes every key under `prefix` (SCAN + DEL). `::redis` is the crate;
+    /// `redis` is the module of Redis cases.
+    async fn delete_keys(prefix: String) {
+        let client = ::redis::Client::open(format!("redis://{HOST}:{PORT}/{DB}")).expect("a valid Redis URL");
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {HOST}:{PORT} to delete {prefix}:*: {e}"));
+        let pattern = format!("{prefix}:*");
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .expect("SCAN");
+            if !keys.is_empty() {
+                let _: u64 = ::redis::cmd("DEL").arg(&keys).query_async(&mut con).await.expect("DEL");
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// A fresh pending job with nothing optional set.
+fn plain_job() -> Job {
+    Job::new("hello".into(), "default".into(), "start".into(), json!({"name": "Ada"}), None)
+}
+
+/// A job with every field set to something other than its default.
+fn full_job() -> Job {
+    let mut job = Job::new(
+        "order-flow".into(),
+        "acme".into(),
+        "charge".into(),
+        json!({"order": {"id": 42, "items": ["a", "b"], "total": 19.99, "gift": false, "note": null}}),
+        Some("https://hooks.example.com/jobs?tenant=acme&x=1".into()),
+    );
+    job.status = JobStatus::WaitingForWorker;
+    job.merge_history(object(json!({
+        "validated": true,
+        "count": 3,
+        "negative": -7,
+        "big": u64::MAX,
+        "ratio": 0.25,
+        "whole_float": 1.0,
+        "nothing": null,
+        "greeting": "Grüße, 世界 ✓",
+        "nested": {"list": [1, 2.5, null, true, "x", {"deep": []}], "empty": {}},
+    })));
+    job.error_message = Some("previous attempt timed out — retrying".into());
+    job.handler_failures = 2;
+    job.current_task = Some(TaskRecord {
+        task_id: Uuid::new_v4(),
+        task_type: "charge-card".into(),
+        params: json!({"amount": 1999, "currency": "EUR", "split": [0.5, 0.25, 0.25]}),
+        priority: -3,
+        transitions: BTreeMap::from([
+            ("success".to_owned(), "ship".to_owned()),
+            ("failure".to_owned(), "refund".to_owned()),
+            ("needs_review".to_owned(), "review".to_owned()),
+        ]),
+        worker_id: Some("worker-7".into()),
+        retries: 1,
+        dispatched_at: job.created_at + chrono::TimeDelta::milliseconds(1234),
+    });
+    job.updated_at = job.created_at + chrono::TimeDelta::seconds(5);
+    job
+}
+
+fn task(job_id: JobId, priority: i32) -> TaskPayload {
+    TaskPayload {
+        job_id,
+        task_id: Uuid::new_v4(),
+        task_type: "greet".into(),
+        params: json!({"name": "Ada", "priority": priority, "tags": ["x", 1, null]}),
+        priority,
+        tracing_context: object(json!({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})),
+    }
+}
+
+fn worker(id: &str, task_types: &[&str]) -> WorkerInfo {
+    WorkerInfo {
+        worker_id: id.to_owned(),
+        worker_type: Some("cpu".into()),
+        supported_tasks: task_types.iter().map(|t| (*t).to_owned()).collect(),
+        max_concurrent_tasks: Some(4),
+        status: "idle".into(),
+        load: 0.0,
+        in_flight: 0,
+        extra: object(json!({"region": "eu", "labels": {"tier": 1}})),
+    }
+}
+
+fn push(worker_id: &str, task: &TaskPayload) -> FollowUp {
+    FollowUp::PushTask { worker_id: worker_id.to_owned(), task: task.clone() }
+}
+
+fn park(task_type: &str) -> FollowUp {
+    FollowUp::Park { task_type: task_type.to_owned() }
+}
+
+fn load(worker_id: &str, idle: bool, in_flight: u32) -> WorkerLoad {
+    WorkerLoad { worker_id: worker_id.to_owned(), idle, in_flight }
+}
+
+/// `candidates_for`, sorted by worker id (the trait promises no order).
+async fn candidates(s: &Arc<dyn Storage>, task_type: &str) -> Vec<WorkerLoad> {
+    let mut loads = s.candidates_for(task_type).await.unwrap();
+    loads.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+    loads
+}
+
+/// `live_workers`, sorted by worker id.
+async fn live(s: &Arc<dyn Storage>) -> Vec<WorkerInfo> {
+    let mut workers = s.live_workers().await.unwrap();
+    workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+    workers
+}
+
+async fn live_ids(s: &Arc<dyn Storage>) -> Vec<String> {
+    live(s).await.into_iter().map(|w| w.worker_id).collect()
+}
+
+/// The in-flight count of a worker taking `task_type`.
+async fn in_flight(s: &Arc<dyn Storage>, task_type: &str, worker_id: &str) -> u32 {
+    let loads = candidates(s, task_type).await;
+    loads
+        .iter()
+        .find(|l| l.worker_id == worker_id)
+        .unwrap_or_else(|| panic!("{worker_id} is not a candidate for {task_type}: {loads:?}"))
+        .in_flight
+}
+
+/// Takes (and acknowledges) everything queued for the executor, in order.
+async fn drain_queue(s: &Arc<dyn Storage>) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    while let Some(ticket) = s.next_job(ABSENT).await.unwrap() {
+        ids.push(ticket.job_id);
+        s.ack_job(ticket).await.unwrap();
+    }
+    ids
+}
+
+async fn created(s: &Arc<dyn Storage>) -> Job {
+    let job = plain_job();
+    s.create_job(&job).await.unwrap();
+    job
+}
+
+/// Starts `call` (a poll on an empty queue) on its own task and returns once
+/// it is waiting: it has been polled, and has still not returned after
+/// [`STILL_WAITING`] — returning early on an empty queue is a failure itself.
+async fn start_waiting<T, F>(call: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let (polled_tx, polled_rx) = oneshot::channel();
+    let mut handle = tokio::spawn(async move {
+        let mut call = std::pin::pin!(call);
+        let mut polled_tx = Some(polled_tx);
+        std::future::poll_fn(|cx| {
+            let poll = call.as_mut().poll(cx);
+            if let Some(tx) = polled_tx.take() {
+                let _ = tx.send(());
+            }
+            poll
+        })
+        .await
+    });
+    polled_rx.await.expect("the poll started");
+    assert!(timeout(STILL_WAITING, &mut handle).await.is_err(), "a poll on an empty queue returned at once");
+    handle
+}
+
+/// Awaits a poll started by [`start_waiting`] that something queued must have woken.
+async fn woken<T>(handle: JoinHandle<T>, what: &str) -> T {
+    let queued = Instant::now();
+    let outcome = timeout(WOKEN_WITHIN, handle)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still waiting {WOKEN_WITHIN:?} after something was queued"))
+        .expect("the poll's task");
+    assert!(queued.elapsed() < WOKEN_WITHIN);
+    outcome
+}
+
+/// Asserts that `elapsed`, the duration of an empty poll with `timeout`, is about `timeout`.
+fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
+    assert!(elapsed >= timeout * 4 / 5, "{what} gave up after {elapsed:?}, before its timeout of {timeout:?}");
+    assert!(elapsed < timeout + LATE, "{what} took {elapsed:?} with a timeout of {timeout:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    // ---- jobs ---------------------------------------------------------------
+
+    pub async fn job_round_trips_every_field(s: Arc<dyn Storage>) {
+        let full = full_job();
+        let plain = plain_job();
+        s.create_job(&full).await.unwrap();
+        s.create_job(&plain).await.unwrap();
+        assert_eq!(s.get_job(full.id).await.unwrap(), Some(full.clone()));
+        assert_eq!(s.get_job(plain.id).await.unwrap(), Some(plain.clone()));
+        assert_eq!(s.get_job(full.id).await.unwrap(), Some(full), "a read changes nothing");
+        assert_eq!(s.get_job(Uuid::new_v4()).await.unwrap(), None, "an unknown id");
+
+        // An update round-trips every field too, the bumped version included.
+        let mut updated = full_job();
+        s.create_job(&updated).await.unwrap();
+        updated.current_state = "ship".into();
+        updated.status = JobStatus::Running;
+        updated.current_task = None;
+        updated.error_message = None;
+        updated.webhook_url = None;
+        updated.merge_history(object(json!({"charged": {"amount": 1999}})));
+        assert!(s.update_job(&mut updated, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(updated.id).await.unwrap(), Some(updated));
+    }
+
+    pub async fn updates_are_refused_from_a_stale_version(s: Arc<dyn Storage>) {
+        let job = created(&s).await;
+        let mut a = s.get_job(job.id).await.unwrap().unwrap();
+        let mut b = a.clone();
+        assert_eq!(a.version, 0);
+
+        a.current_state = "a".into();
+        assert!(s.update_job(&mut a, FollowUp::None).await.unwrap());
+        assert_eq!(a.version, 1, "a stored update bumps the version by one");
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&a), "the caller's job is what was stored");
+
+        b.current_state = "b".into();
+        b.error_message = Some("lost".into());
+        assert!(!s.update_job(&mut b, FollowUp::None).await.unwrap(), "an update from version 0 after version 1");
+        assert_eq!(b.version, 0, "a refused update leaves the caller's version alone");
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&a), "a refused update changes nothing");
+
+        a.current_state = "a2".into();
+        assert!(s.update_job(&mut a, FollowUp::None).await.unwrap());
+        assert_eq!(a.version, 2);
+        b.version = 1;
+        assert!(!s.update_job(&mut b, FollowUp::None).await.unwrap(), "version 1 is stale too");
+        assert_eq!(b.version, 1);
+        let mut ahead = a.clone();
+        ahead.version = 7;
+        ahead.current_state = "ahead".into();
+        assert!(!s.update_job(&mut ahead, FollowUp::None).await.unwrap(), "a version the store never had");
+        assert_eq!(ahead.version, 7);
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&a));
+
+        let mut never_created = plain_job();
+        assert!(!s.update_job(&mut never_created, FollowUp::Enqueue).await.unwrap(), "a job never created");
+        assert_eq!(never_created.version, 0);
+        assert_eq!(s.get_job(never_created.id).await.unwrap(), None, "a refused update creates nothing");
+        assert_eq!(drain_queue(&s).await, vec![job.id], "only the creation queued the job");
+    }
+
+    pub async fn refused_updates_apply_no_follow_up(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["greet"]), LONG_TTL).await.unwrap();
+        let job = created(&s).await;
+        assert_eq!(drain_queue(&s).await, vec![job.id]);
+        let stale = s.get_job(job.id).await.unwrap().unwrap();
+        let mut current = stale.clone();
+        assert!(s.update_job(&mut current, FollowUp::None).await.unwrap());
+
+        let queued = task(job.id, 1);
+        for follow_up in [FollowUp::Enqueue, push("w", &queued), park("greet")] {
+            let mut stale = stale.clone();
+            assert!(!s.update_job(&mut stale, follow_up.clone()).await.unwrap(), "{follow_up:?}");
+        }
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "refused Enqueue");
+        assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None, "refused PushTask");
+        assert_eq!(candidates(&s, "greet").await, vec![load("w", true, 0)], "refused PushTask");
+        assert_eq!(s.take_parked("greet", 10).await.unwrap(), NO_JOBS, "refused Park");
+        assert_eq!(s.get_job(job.id).await.unwrap(), Some(current));
+    }
+
+    pub async fn one_of_concurrent_updates_from_one_version_wins(s: Arc<dyn Storage>) {
+        const WRITERS: usize = 16;
+        let job = created(&s).await;
+        let read = s.get_job(job.id).await.unwrap().unwrap();
+        let barrier = Arc::new(Barrier::new(WRITERS));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (s, barrier, mut job) = (s.clone(), barrier.clone(), read.clone());
+                tokio::spawn(async move {
+                    job.current_state = format!("writer-{i}");
+                    barrier.wait().await;
+                    let won = s.update_job(&mut job, FollowUp::Enqueue).await.unwrap();
+                    (won, job)
+                })
+            })
+            .collect();
+        let (mut winners, mut losers) = (Vec::new(), Vec::new());
+        for writer in writers {
+            let (won, job) = writer.await.unwrap();
+            if won { &mut winners } else { &mut losers }.push(job);
+        }
+        let states: Vec<&str> = winners.iter().map(|j| j.current_state.as_str()).collect();
+        assert_eq!(winners.len(), 1, "exactly one writer wins, not {states:?}");
+        assert_eq!(winners[0].version, 1);
+        assert!(losers.iter().all(|j| j.version == 0), "a loser's version is left alone");
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&winners[0]));
+        assert_eq!(drain_queue(&s).await, vec![job.id, job.id], "the creation's and the winner's Enqueue only");
+    }
+
+    pub async fn ended_jobs_are_forgotten_after_the_retention(s: Arc<dyn Storage>) {
+        let waiting = created(&s).await;
+        let mut first = created(&s).await;
+        first.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut first, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(first.id).await.unwrap().as_ref(), Some(&first), "an ended job is kept for a while");
+        tokio::time::sleep(EXPIRED).await;
+
+        // The memory backend forgets ended jobs as later ones end, so end one.
+        let mut later = created(&s).await;
+        later.end(JobStatus::Failed, Some("boom".into()));
+        assert!(s.update_job(&mut later, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(first.id).await.unwrap(), None, "ended more than the retention ago");
+        assert!(!s.update_job(&mut first, FollowUp::None).await.unwrap(), "a forgotten job cannot be updated");
+        assert_eq!(s.get_job(later.id).await.unwrap().as_ref(), Some(&later));
+        assert_eq!(s.get_job(waiting.id).await.unwrap(), Some(waiting), "jobs that have not ended are kept");
+    }
+
+    // ---- the job queue ------------------------------------------------------
+
+    pub async fn queued_jobs_come_out_in_order(s: Arc<dyn Storage>) {
+        let a = created(&s).await;
+        let b = created(&s).await;
+        let ticket = s.next_job(PRESENT).await.unwrap().expect("the first created job");
+        assert_eq!(ticket.job_id, a.id);
+        s.ack_job(ticket).await.unwrap();
+        let ticket = s.next_job(PRESENT).await.unwrap().expect("the second created job");
+        assert_eq!(ticket.job_id, b.id);
+        s.ack_job(ticket).await.unwrap();
+
+        let started = Instant::now();
+        assert!(s.next_job(EMPTY_WAIT).await.unwrap().is_none(), "acknowledged jobs do not come back");
+        assert_waited(started.elapsed(), EMPTY_WAIT, "next_job on an empty queue");
+
+        let mut a = s.get_job(a.id).await.unwrap().unwrap();
+        assert!(s.update_job(&mut a, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "FollowUp::None queues nothing");
+        assert!(s.update_job(&mut a, FollowUp::Enqueue).await.unwrap());
+        assert!(s.update_job(&mut a, FollowUp::Enqueue).await.unwrap());
+        let mut b = s.get_job(b.id).await.unwrap().unwrap();
+        assert!(s.update_job(&mut b, FollowUp::Enqueue).await.unwrap());
+        assert_eq!(drain_queue(&s).await, vec![a.id, a.id, b.id], "a job queued twice comes out twice");
+    }
+
+    pub async fn a_waiting_next_job_wakes_when_a_job_is_queued(s: Arc<dyn Storage>) {
+        let waiting = start_waiting({
+            let s = s.clone();
+            async move { s.next_job(LONG_POLL).await }
+        })
+        .await;
+        let job = created(&s).await;
+        let ticket = woken(waiting, "next_job").await.unwrap().expect("the created job");
+        assert_eq!(ticket.job_id, job.id);
+        s.ack_job(ticket).await.unwrap();
+
+        let mut job = s.get_job(job.id).await.unwrap().unwrap();
+        let waiting = start_waiting({
+            let s = s.clone();
+            async move { s.next_job(LONG_POLL).await }
+        })
+        .await;
+        assert!(s.update_job(&mut job, FollowUp::Enqueue).await.unwrap());
+        let ticket = woken(waiting, "next_job").await.unwrap().expect("the enqueued job");
+        assert_eq!(ticket.job_id, job.id);
+        s.ack_job(ticket).await.unwrap();
+    }
+
+    pub async fn concurrent_next_job_calls_share_the_queue(s: Arc<dyn Storage>) {
+        const JOBS: usize = 24;
+        const CONSUMERS: usize = 4;
+        let mut expected = Vec::new();
+        for _ in 0..JOBS {
+            expected.push(created(&s).await.id);
+        }
+        let consumers: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { drain_queue(&s).await })
+            })
+            .collect();
+        let mut taken = Vec::new();
+        for consumer in consumers {
+            taken.extend(consumer.await.unwrap());
+        }
+        taken.sort();
+        expected.sort();
+        assert_eq!(taken, expected, "every queued job is handed out exactly once");
+    }
+
+    // ---- worker task queues -------------------------------------------------
+
+    pub async fn tasks_pop_for_their_worker_by_priority_then_in_order(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w1", &["greet"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("w2", &["greet"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        let tasks: Vec<TaskPayload> = [0, 5, 5, 1, 0].into_iter().map(|p| task(job.id, p)).collect();
+        for t in &tasks {
+            assert!(s.update_job(&mut job, push("w1", t)).await.unwrap());
+        }
+        assert_eq!(s.pop_task("w2", ABSENT).await.unwrap(), None, "tasks go to their worker only");
+        assert_eq!(s.pop_task("unregistered", ABSENT).await.unwrap(), None);
+        for i in [1, 2, 3, 0, 4] {
+            let popped = s.pop_task("w1", PRESENT).await.unwrap();
+            assert_eq!(popped.as_ref(), Some(&tasks[i]), "expected task {i} (priority {})", tasks[i].priority);
+        }
+        assert_eq!(s.pop_task("w1", ABSENT).await.unwrap(), None);
+        assert_eq!(drain_queue(&s).await, vec![job.id], "PushTask does not queue the job itself");
+    }
+
+    pub async fn task_priorities_span_all_of_i32(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let priorities = [0, i32::MIN, -1, i32::MAX, 1, i32::MAX, i32::MIN, i32::MAX - 1, i32::MIN + 1];
+        let tasks: Vec<TaskPayload> = priorities.into_iter().map(|p| task(job.id, p)).collect();
+        for t in &tasks {
+            assert!(s.update_job(&mut job, push("w", t)).await.unwrap());
+        }
+        for i in [3, 5, 7, 4, 0, 2, 8, 1, 6] {
+            let popped = s.pop_task("w", PRESENT).await.unwrap();
+            assert_eq!(popped.as_ref(), Some(&tasks[i]), "expected task {i} (priority {})", tasks[i].priority);
+        }
+        assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None);
+    }
+
+    pub async fn pop_on_an_empty_queue_waits_out_its_timeout(s: Arc<dyn Storage>) {
+        let started = Instant::now();
+        assert_eq!(s.pop_task("w", EMPTY_WAIT).await.unwrap(), None);
+        assert_waited(started.elapsed(), EMPTY_WAIT, "pop_task on a queue never used");
+
+        let mut job = created(&s).await;
+        let queued = task(job.id, 0);
+        assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
+        assert_eq!(s.pop_task("w", PRESENT).await.unwrap(), Some(queued));
+        let started = Instant::now();
+        assert_eq!(s.pop_task("w", EMPTY_WAIT).await.unwrap(), None);
+        assert_waited(started.elapsed(), EMPTY_WAIT, "pop_task on an emptied queue");
+    }
+
+    pub async fn a_waiting_pop_wakes_when_a_task_is_pushed(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["greet"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        let waiting = start_waiting({
+            let s = s.clone();
+            async move { s.pop_task("w", LONG_POLL).await }
+        })
+        .await;
+        let queued = task(job.id, 3);
+        assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
+        assert_eq!(woken(waiting, "pop_task").await.unwrap(), Some(queued));
+        assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None, "the task was handed out once");
+    }
+
+    pub async fn each_pushed_task_wakes_one_waiting_pop(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let mut waiting = Vec::new();
+        for worker_id in ["w", "w", "other"] {
+            let s = s.clone();
+            waiting.push(start_waiting(async move { s.pop_task(worker_id, LONG_POLL).await }).await);
+        }
+        let other = waiting.pop().unwrap();
+        let (first, second) = (task(job.id, 0), task(job.id, 0));
+        assert!(s.update_job(&mut job, push("w", &first)).await.unwrap());
+        assert!(s.update_job(&mut job, push("w", &second)).await.unwrap());
+        let mut popped = Vec::new();
+        for poll in waiting {
+            popped.push(woken(poll, "pop_task").await.unwrap().expect("a task").task_id);
+        }
+        popped.sort();
+        let mut expected = vec![first.task_id, second.task_id];
+        expected.sort();
+        assert_eq!(popped, expected, "each of two waiting polls gets one of the two tasks");
+
+        let for_other = task(job.id, 0);
+        assert!(s.update_job(&mut job, push("other", &for_other)).await.unwrap());
+        assert_eq!(woken(other, "pop_task of another worker").await.unwrap(), Some(for_other));
+    }
+
+    pub async fn pushed_tasks_count_in_flight(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["greet"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("other", &["greet"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        for n in 1..=3 {
+            let queued = task(job.id, 0);
+            assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
+            assert_eq!(candidates(&s, "greet").await, vec![load("other", true, 0), load("w", true, n)]);
+        }
+        for _ in 0..3 {
+            assert!(s.pop_task("w", PRESENT).await.unwrap().is_some());
+        }
+        assert_eq!(in_flight(&s, "greet", "w").await, 3, "a popped task is still in flight until its result");
+        s.add_in_flight("w", -1).await.unwrap();
+        assert_eq!(candidates(&s, "greet").await, vec![load("other", true, 0), load("w", true, 2)]);
+    }
+
+    // ---- parked jobs --------------------------------------------------------
+
+    pub async fn parked_jobs_are_taken_in_order_in_batches_per_task_type(s: Arc<dyn Storage>) {
+        let mut jobs = Vec::new();
+        for task_type in ["a", "b", "a", "b", "a"] {
+            let mut job = created(&s).await;
+            assert!(s.update_job(&mut job, park(task_type)).await.unwrap());
+            jobs.push(job.id);
+        }
+        assert_eq!(drain_queue(&s).await, jobs, "parking does not queue the job");
+
+        assert_eq!(s.take_parked("a", 0).await.unwrap(), NO_JOBS, "max 0 takes nothing");
+        assert_eq!(s.take_parked("a", 2).await.unwrap(), vec![jobs[0], jobs[2]]);
+        assert_eq!(s.take_parked("b", 10).await.unwrap(), vec![jobs[1], jobs[3]]);
+        assert_eq!(s.take_parked("a", 2).await.unwrap(), vec![jobs[4]]);
+        assert_eq!(s.take_parked("a", 2).await.unwrap(), NO_JOBS);
+        assert_eq!(s.take_parked("b", 2).await.unwrap(), NO_JOBS);
+        assert_eq!(s.take_parked("never-parked", 2).await.unwrap(), NO_JOBS);
+
+        let mut job = s.get_job(jobs[0]).await.unwrap().unwrap();
+        assert!(s.update_job(&mut job, park("a")).await.unwrap());
+        assert!(s.update_job(&mut job, park("a")).await.unwrap());
+        assert_eq!(s.take_parked("a", 10).await.unwrap(), vec![job.id, job.id], "parked twice, taken twice");
+        assert_eq!(s.take_parked("a", 10).await.unwrap(), NO_JOBS);
+    }
+
+    // ---- the worker registry ------------------------------------------------
+
+    pub async fn registered_workers_are_candidates_for_their_task_types(s: Arc<dyn Storage>) {
+        assert_eq!(live(&s).await, vec![]);
+        assert_eq!(candidates(&s, "a").await, vec![]);
+        let w1 = worker("w1", &["a", "b"]);
+        let w2 =
+            WorkerInfo { worker_type: None, max_concurrent_tasks: None, extra: Map::new(), ..worker("w2", &["b"]) };
+        let w3 = worker("w3", &[]);
+        for w in [&w1, &w2, &w3] {
+            s.register_worker(w.clone(), LONG_TTL).await.unwrap();
+        }
+        assert_eq!(candidates(&s, "a").await, vec![load("w1", true, 0)]);
+        assert_eq!(candidates(&s, "b").await, vec![load("w1", true, 0), load("w2", true, 0)]);
+        assert_eq!(candidates(&s, "c").await, vec![], "no worker takes c");
+        assert_eq!(candidates(&s, "").await, vec![]);
+        assert_eq!(live(&s).await, vec![w1, w2, w3], "live_workers lists every live worker as registered");
+    }
+
+    pub async fn refresh_applies_a_patch(s: Arc<dyn Storage>) {
+        let registered = worker("w", &["a"]);
+        s.register_worker(registered.clone(), LONG_TTL).await.unwrap();
+        let patch = WorkerPatch {
+            status: Some("busy".into()),
+            load: Some(0.75),
+            supported_tasks: Some(vec!["b".into(), "c".into()]),
+            extra: object(json!({"gpu": true, "region": "us"})),
+        };
+        let refreshed = s.refresh_worker("w", Some(patch), LONG_TTL).await.unwrap().expect("a live worker");
+        let expected = WorkerInfo {
+            status: "busy".into(),
+            load: 0.75,
+            supported_tasks: vec!["b".into(), "c".into()],
+            extra: object(json!({"region": "us", "labels": {"tier": 1}, "gpu": true})),
+            ..registered
+        };
+        assert_eq!(refreshed, expected, "the patch is applied and merged into the extra fields");
+        assert_eq!(candidates(&s, "a").await, vec![], "a task type the worker no longer takes");
+        assert_eq!(candidates(&s, "b").await, vec![load("w", false, 0)]);
+        assert_eq!(candidates(&s, "c").await, vec![load("w", false, 0)]);
+        assert_eq!(live(&s).await, vec![expected.clone()]);
+
+        assert_eq!(s.refresh_worker("w", None, LONG_TTL).await.unwrap().as_ref(), Some(&expected), "a bare ping");
+        let idle = WorkerPatch { status: Some("idle".into()), ..WorkerPatch::default() };
+        let refreshed = s.refresh_worker("w", Some(idle), LONG_TTL).await.unwrap().expect("a live worker");
+        assert_eq!(refreshed, WorkerInfo { status: "idle".into(), ..expected }, "unset patch fields change nothing");
+        assert_eq!(candidates(&s, "b").await, vec![load("w", true, 0)]);
+
+        assert_eq!(s.refresh_worker("stranger", None, LONG_TTL).await.unwrap(), None);
+        let patch = WorkerPatch { supported_tasks: Some(vec!["b".into()]), ..WorkerPatch::default() };
+        assert_eq!(s.refresh_worker("stranger", Some(patch), LONG_TTL).await.unwrap(), None);
+        assert_eq!(live_ids(&s).await, vec!["w"], "refreshing an unknown worker registers nothing");
+    }
+
+    pub async fn in_flight_never_goes_below_zero(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["t"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("other", &["t"]), LONG_TTL).await.unwrap();
+        for (delta, expected) in [(2, 2), (-5, 0), (1, 1), (-1, 0), (-1, 0), (3, 3), (-2, 1)] {
+            s.add_in_flight("w", delta).await.unwrap();
+            assert_eq!(in_flight(&s, "t", "w").await, expected, "after {delta:+}");
+        }
+        assert_eq!(in_flight(&s, "t", "other").await, 0, "counts are per worker");
+        assert_eq!(live(&s).await.iter().find(|w| w.worker_id == "w").unwrap().in_flight, 1);
+
+        s.add_in_flight("stranger", 3).await.unwrap();
+        assert_eq!(live_ids(&s).await, vec!["other", "w"], "add_in_flight registers nobody");
+        s.register_worker(worker("stranger", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(in_flight(&s, "t", "stranger").await, 0, "nothing was counted for an unknown worker");
+    }
+
+    pub async fn expired_workers_are_forgotten(s: Arc<dyn Storage>) {
+        s.register_worker(worker("short", &["t"]), SHORT_TTL).await.unwrap();
+        s.register_worker(worker("long", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(candidates(&s, "t").await, vec![load("long", true, 0), load("short", true, 0)]);
+        tokio::time::sleep(EXPIRED).await;
+
+        assert_eq!(candidates(&s, "t").await, vec![load("long", true, 0)], "an expired worker gets no tasks");
+        assert_eq!(live_ids(&s).await, vec!["long"]);
+        assert_eq!(s.refresh_worker("short", None, LONG_TTL).await.unwrap(), None, "too late to refresh");
+        let patch = WorkerPatch { status: Some("idle".into()), ..WorkerPatch::default() };
+        assert_eq!(s.refresh_worker("short", Some(patch), LONG_TTL).await.unwrap(), None);
+        assert_eq!(live_ids(&s).await, vec!["long"], "a late refresh does not revive the worker");
+
+        s.register_worker(worker("short", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(live_ids(&s).await, vec!["long", "short"], "registering again does");
+    }
+
+    pub async fn refresh_sets_a_new_ttl(s: Arc<dyn Storage>) {
+        s.register_worker(worker("extended", &["t"]), SHORT_TTL).await.unwrap();
+        s.register_worker(worker("shortened", &["t"]), LONG_TTL).await.unwrap();
+        assert!(s.refresh_worker("extended", None, LONG_TTL).await.unwrap().is_some());
+        assert!(s.refresh_worker("shortened", None, SHORT_TTL).await.unwrap().is_some());
+        tokio::time::sleep(EXPIRED).await;
+        assert_eq!(live_ids(&s).await, vec!["extended"], "a refresh sets the expiry to now + ttl");
+        assert_eq!(candidates(&s, "t").await, vec![load("extended", true, 0)]);
+        assert_eq!(s.refresh_worker("shortened", None, LONG_TTL).await.unwrap(), None);
+    }
+
+    pub async fn re_registration_replaces_the_worker_but_keeps_its_in_flight(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["a"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        let tasks = [task(job.id, 0), task(job.id, 0)];
+        for t in &tasks {
+            assert!(s.update_job(&mut job, push("w", t)).await.unwrap());
+        }
+        s.add_in_flight("w", 1).await.unwrap();
+        let busy = WorkerPatch { status: Some("busy".into()), load: Some(0.9), ..WorkerPatch::default() };
+        assert!(s.refresh_worker("w", Some(busy), LONG_TTL).await.unwrap().is_some());
+
+        let again = WorkerInfo {
+            worker_type: Some("gpu".into()),
+            max_concurrent_tasks: Some(1),
+            extra: object(json!({"version": "2.0"})),
+            in_flight: 99,
+            ..worker("w", &["b"])
+        };
+        s.register_worker(again.clone(), LONG_TTL).await.unwrap();
+        let expected = WorkerInfo { in_flight: 3, ..again };
+        assert_eq!(live(&s).await, vec![expected], "everything is replaced but the count of tasks in flight");
+        assert_eq!(candidates(&s, "a").await, vec![]);
+        assert_eq!(candidates(&s, "b").await, vec![load("w", true, 3)]);
+        for t in &tasks {
+            assert_eq!(s.pop_task("w", PRESENT).await.unwrap().as_ref(), Some(t), "queued tasks stay queued");
+        }
+
+        let fresh = WorkerInfo { in_flight: 5, ..worker("fresh", &["b"]) };
+        s.register_worker(fresh, LONG_TTL).await.unwrap();
+        assert_eq!(in_flight(&s, "b", "fresh").await, 0, "a new worker starts with nothing in flight");
+    }
+
+    pub async fn purging_forgets_expired_workers_but_not_their_queued_tasks(s: Arc<dyn Storage>) {
+        for id in ["lingering", "refreshed", "purged"] {
+            s.register_worker(worker(id, &["t"]), SHORT_TTL).await.unwrap();
+            s.add_in_flight(id, 2).await.unwrap();
+        }
+        s.register_worker(worker("long", &["t"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        let queued = task(job.id, 0);
+        assert!(s.update_job(&mut job, push("purged", &queued)).await.unwrap());
+        assert_eq!(s.purge_expired_workers().await.unwrap(), 0, "nobody has expired yet");
+        tokio::time::sleep(EXPIRED).await;
+
+        s.register_worker(worker("lingering", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(in_flight(&s, "t", "lingering").await, 2, "an expired worker's count lingers until purged");
+        assert_eq!(s.refresh_worker("refreshed", None, LONG_TTL).await.unwrap(), None);
+        s.register_worker(worker("refreshed", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(in_flight(&s, "t", "refreshed").await, 0, "a refused refresh forgot the expired worker");
+
+        assert_eq!(s.purge_expired_workers().await.unwrap(), 1, "only `purged` is still expired");
+        assert_eq!(s.purge_expired_workers().await.unwrap(), 0);
+        assert_eq!(live_ids(&s).await, vec!["lingering", "long", "refreshed"]);
+        s.register_worker(worker("purged", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(in_flight(&s, "t", "purged").await, 0, "a purged worker starts afresh");
+        assert_eq!(s.pop_task("purged", PRESENT).await.unwrap(), Some(queued), "its queued task was kept");
+    }
+
+    // ---- worker tokens ------------------------------------------------------
+
+    pub async fn worker_tokens_are_replaced_as_a_whole(s: Arc<dyn Storage>) {
+        let (one, two, three) = (hash("token-one"), hash("token-two"), hash("token-three"));
+        assert_eq!(s.worker_token("w1").await.unwrap(), None);
+        assert_eq!(s.worker_for_token(&one).await.unwrap(), None);
+
+        let first = HashMap::from([("w1".to_owned(), one), ("w2".to_owned(), two)]);
+        s.replace_worker_tokens(first).await.unwrap();
+        assert_eq!(s.worker_token("w1").await.unwrap(), Some(one));
+        assert_eq!(s.worker_token("w2").await.unwrap(), Some(two));
+        assert_eq!(s.worker_token("w3").await.unwrap(), None);
+        assert_eq!(s.worker_for_token(&one).await.unwrap().as_deref(), Some("w1"));
+        assert_eq!(s.worker_for_token(&two).await.unwrap().as_deref(), Some("w2"));
+        assert_eq!(s.worker_for_token(&three).await.unwrap(), None);
+
+        // w1 loses its token, w2 gets a new one, w1's old digest moves to w3.
+        let second = HashMap::from([("w2".to_owned(), three), ("w3".to_owned(), one)]);
+        s.replace_worker_tokens(second).await.unwrap();
+        assert_eq!(s.worker_token("w1").await.unwrap(), None);
+        assert_eq!(s.worker_token("w2").await.unwrap(), Some(three));
+        assert_eq!(s.worker_token("w3").await.unwrap(), Some(one));
+        assert_eq!(s.worker_for_token(&one).await.unwrap().as_deref(), Some("w3"));
+        assert_eq!(s.worker_for_token(&two).await.unwrap(), None, "a replaced digest is gone");
+        assert_eq!(s.worker_for_token(&three).await.unwrap().as_deref(), Some("w2"));
+
+        s.replace_worker_tokens(HashMap::new()).await.unwrap();
+        for id in ["w1", "w2", "w3"] {
+            assert_eq!(s.worker_token(id).await.unwrap(), None);
+        }
+        for digest in [&one, &two, &three] {
+            assert_eq!(s.worker_for_token(digest).await.unwrap(), None);
+        }
+    }
+
+    // ---- quotas -------------------------------------------------------------
+
+    pub async fn quotas_count_per_client_and_period(s: Arc<dyn Storage>) {
+        for _ in 0..3 {
+            assert!(s.take_quota("acme", "2026-11", 3).await.unwrap());
+        }
+        assert!(!s.take_quota("acme", "2026-11", 3).await.unwrap(), "used up");
+        assert!(!s.take_quota("acme", "2026-11", 3).await.unwrap(), "still used up");
+        assert!(s.take_quota("acme", "2026-11", 4).await.unwrap(), "refusals are not counted; the limit is per call");
+        assert!(!s.take_quota("acme", "2026-11", 4).await.unwrap());
+        assert!(s.take_quota("globex", "2026-11", 3).await.unwrap(), "quotas are per client");
+
+        assert!(s.take_quota("acme", "2026-12", 3).await.unwrap(), "a new period starts afresh");
+        assert!(s.take_quota("acme", "2026-11", 3).await.unwrap(), "a late request counts in the new period");
+        assert!(s.take_quota("acme", "2026-12", 3).await.unwrap());
+        assert!(!s.take_quota("acme", "2026-12", 3).await.unwrap());
+        assert!(!s.take_quota("acme", "2026-11", 3).await.unwrap(), "the old period does not come back");
+        assert!(s.take_quota("acme", "2027-01", 3).await.unwrap(), "a new year is a new period");
+
+        assert!(!s.take_quota("zero", "2026-12", 0).await.unwrap(), "a limit of 0 allows nothing");
+        assert!(!s.take_quota("acme", "2027-01", 0).await.unwrap());
+        assert!(s.take_quota("zero", "2026-12", 1).await.unwrap(), "a refusal at limit 0 was not counted");
+    }
+
+    pub async fn concurrent_quota_takes_accept_exactly_the_limit(s: Arc<dyn Storage>) {
+        const TAKERS: usize = 64;
+        const LIMIT: u64 = 17;
+        let barrier = Arc::new(Barrier::new(TAKERS));
+        let takers: Vec<_> = (0..TAKERS)
+            .map(|_| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.take_quota("acme", "2026-11", LIMIT).await.unwrap()
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for taker in takers {
+            accepted += u64::from(taker.await.unwrap());
+        }
+        assert_eq!(accepted, LIMIT);
+        assert!(!s.take_quota("acme", "2026-11", LIMIT).await.unwrap());
+    }
+
+    // ---- locks --------------------------------------------------------------
+
+    pub async fn a_lock_is_exclusive_until_its_owner_releases_it(s: Arc<dyn Storage>) {
+        assert!(s.try_lock("scheduler", "A", LONG_TTL).await.unwrap());
+        assert!(s.try_lock("scheduler", "A", LONG_TTL).await.unwrap(), "the owner takes it again (renews it)");
+        assert!(!s.try_lock("scheduler", "B", LONG_TTL).await.unwrap(), "held by A");
+        assert!(s.try_lock("other", "B", LONG_TTL).await.unwrap(), "locks are per name");
+        assert!(!s.release_lock("scheduler", "B").await.unwrap(), "B does not hold it");
+        assert!(!s.try_lock("scheduler", "B", LONG_TTL).await.unwrap(), "still held by A");
+        assert!(s.release_lock("scheduler", "A").await.unwrap());
+        assert!(!s.release_lock("scheduler", "A").await.unwrap(), "released already");
+        assert!(s.try_lock("scheduler", "B", LONG_TTL).await.unwrap(), "free once released");
+        assert!(!s.try_lock("scheduler", "A", LONG_TTL).await.unwrap(), "now held by B");
+        assert!(!s.release_lock("never-taken", "A").await.unwrap());
+        assert!(!s.release_lock("other", "A").await.unwrap(), "B holds it");
+        assert!(s.release_lock("other", "B").await.unwrap());
+    }
+
+    pub async fn a_lock_expires_after_its_ttl_unless_renewed(s: Arc<dyn Storage>) {
+        assert!(s.try_lock("expiring", "A", SHORT_TTL).await.unwrap());
+        assert!(s.try_lock("renewed", "A", SHORT_TTL).await.unwrap());
+        assert!(s.try_lock("renewed", "A", LONG_TTL).await.unwrap(), "renewed for longer");
+        assert!(!s.try_lock("expiring", "B", LONG_TTL).await.unwrap());
+        tokio::time::sleep(EXPIRED).await;
+        assert!(!s.try_lock("renewed", "B", LONG_TTL).await.unwrap(), "the renewal set a new TTL");
+        assert!(!s.release_lock("expiring", "A").await.unwrap(), "an expired lock is not A's to release");
+        assert!(s.try_lock("expiring", "B", LONG_TTL).await.unwrap(), "A's lock expired");
+        assert!(!s.try_lock("expiring", "A", LONG_TTL).await.unwrap(), "B holds it now");
+        assert!(!s.release_lock("expiring", "A").await.unwrap());
+        assert!(s.release_lock("expiring", "B").await.unwrap());
+    }
+
+    pub async fn one_of_concurrent_lockers_wins(s: Arc<dyn Storage>) {
+        const LOCKERS: usize = 16;
+        let barrier = Arc::new(Barrier::new(LOCKERS));
+        let lockers: Vec<_> = (0..LOCKERS)
+            .map(|i| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let owner = format!("owner-{i}");
+                    s.try_lock("scheduler", &owner, LONG_TTL).await.unwrap().then_some(owner)
+                })
+            })
+            .collect();
+        let mut owners = Vec::new();
+        for locker in lockers {
+            owners.extend(locker.await.unwrap());
+        }
+        assert_eq!(owners.len(), 1, "exactly one locker wins: {owners:?}");
+        assert!(s.release_lock("scheduler", &owners[0]).await.unwrap(), "the winner holds it");
+    }
+}
