@@ -7,9 +7,23 @@
 //! answers every task at once. After the runs, the server's RSS is read once
 //! at least `--rss-after` jobs have gone through it.
 //!
+//! Storage is memory unless `--redis-db N` is given: then the server uses the
+//! Redis at 127.0.0.1:6379, database N (flushed before and after), and each
+//! run also reports the Redis commands per job (`INFO commandstats` before and
+//! after, sum of `calls`, so commands run inside Lua scripts count too) and
+//! the CPU time of the server(s), Redis and this load generator.
+//! `--instances 2` (Redis only) starts two server processes sharing that
+//! database; clients alternate between them and each worker's long-polls are
+//! spread over both. After the timed runs, `--monitor-seconds S` (default 3
+//! with Redis, 0 to skip) more seconds of the same load run under `redis-cli
+//! MONITOR` to split the commands per job into those the server sends (round
+//! trips, pipelined or not) and those its Lua scripts run.
+//!
 //! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
-//!   [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]`
+//!   [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
+//!   [--redis-db N [--instances 2] [--monitor-seconds 3]]`
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +47,12 @@ struct Options {
     seconds: u64,
     status_interval: Duration,
     rss_after: u64,
+    /// Redis database to use; memory storage when unset.
+    redis_db: Option<u32>,
+    /// Server processes (more than one needs Redis).
+    instances: usize,
+    /// Seconds of load under `MONITOR` after the timed runs (Redis only).
+    monitor_seconds: u64,
 }
 
 impl Options {
@@ -44,6 +64,9 @@ impl Options {
             seconds: 10,
             status_interval: Duration::from_millis(1),
             rss_after: 100_000,
+            redis_db: None,
+            instances: 1,
+            monitor_seconds: 3,
         };
         let args: Vec<String> = std::env::args().collect();
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -62,8 +85,24 @@ impl Options {
         if let Some(v) = value("--status-interval-ms").and_then(|v| v.parse().ok()) {
             options.status_interval = Duration::from_millis(v);
         }
+        options.redis_db = value("--redis-db").map(|v| v.parse().expect("--redis-db: a database number"));
+        if let Some(v) = value("--instances") {
+            options.instances = v.parse().expect("--instances: a number");
+        }
+        assert!(options.instances >= 1, "--instances: at least 1");
+        assert!(options.instances == 1 || options.redis_db.is_some(), "--instances > 1 needs --redis-db");
+        // Job records live in Redis there: the server's RSS says little.
+        if options.redis_db.is_some() {
+            options.rss_after = 0;
+        }
         if let Some(v) = value("--rss-after").and_then(|v| v.parse().ok()) {
             options.rss_after = v;
+        }
+        if let Some(v) = value("--monitor-seconds") {
+            options.monitor_seconds = v.parse().expect("--monitor-seconds: a number");
+        }
+        if options.redis_db.is_none() {
+            options.monitor_seconds = 0;
         }
         options
     }
@@ -111,17 +150,81 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn start_server(port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_avtomatika"))
+const REDIS_ADDR: &str = "127.0.0.1:6379";
+
+fn start_server(port: u16, redis_db: Option<u32>, instance_id: &str) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_avtomatika"));
+    command
         .env("API_HOST", "127.0.0.1")
         .env("API_PORT", port.to_string())
         .env("CLIENT_TOKEN", CLIENT_TOKEN)
         .env("GLOBAL_WORKER_TOKEN", WORKER_TOKEN)
         .env("LOG_LEVEL", "ERROR")
         .env("WORKER_POLL_TIMEOUT_SECONDS", "5")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the server binary")
+        .env("INSTANCE_ID", instance_id);
+    if let Some(db) = redis_db {
+        let (host, port) = REDIS_ADDR.split_once(':').expect("host:port");
+        command.env("REDIS_HOST", host).env("REDIS_PORT", port).env("REDIS_DB", db.to_string());
+    }
+    command.stdout(Stdio::null()).spawn().expect("start the server binary")
+}
+
+/// A connection to the benchmark's Redis database.
+fn redis_conn(db: u32) -> redis::Connection {
+    redis::Client::open(format!("redis://{REDIS_ADDR}/{db}"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("connect to Redis at {REDIS_ADDR}/{db}: {e}"))
+}
+
+/// What Redis has done so far: calls per command (`INFO commandstats`;
+/// commands run by Lua scripts count, each under its own name) and CPU seconds.
+struct RedisStats {
+    calls: BTreeMap<String, u64>,
+    cpu_seconds: f64,
+}
+
+impl RedisStats {
+    fn read(conn: &mut redis::Connection) -> Self {
+        let commandstats: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO commandstats");
+        let mut calls = BTreeMap::new();
+        for line in commandstats.lines() {
+            // cmdstat_get:calls=12,usec=34,usec_per_call=2.83,rejected_calls=0,failed_calls=0
+            let Some((name, fields)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+            let count = fields.split(',').find_map(|f| f.strip_prefix("calls=")).and_then(|v| v.parse().ok());
+            calls.insert(name.to_owned(), count.unwrap_or(0));
+        }
+        let cpu: String = redis::cmd("INFO").arg("cpu").query(conn).expect("INFO cpu");
+        let cpu_seconds = cpu
+            .lines()
+            .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+            .filter_map(|l| l.split_once(':').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+            .sum();
+        Self { calls, cpu_seconds }
+    }
+
+    /// Calls per job since `before`, largest first, and their sum.
+    fn per_job_since(&self, before: &Self, jobs: usize) -> (f64, Vec<(String, f64)>) {
+        let jobs = jobs.max(1) as f64;
+        let mut per_command: Vec<(String, f64)> = self
+            .calls
+            .iter()
+            .map(|(name, &n)| (name.clone(), (n - before.calls.get(name).copied().unwrap_or(0)) as f64 / jobs))
+            .filter(|(_, n)| *n > 0.0)
+            .collect();
+        per_command.sort_by(|a, b| b.1.total_cmp(&a.1));
+        (per_command.iter().map(|(_, n)| n).sum(), per_command)
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok())).sum();
+    // CLK_TCK is 100 on Linux.
+    ticks / 100.0
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -196,17 +299,55 @@ async fn client_loop(addr: String, interval: Duration, until: Instant, done: Arc
     stats
 }
 
-async fn run(options: Options) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = start_server(port);
-    let pid = server.id();
+/// Counts the commands `redis-cli MONITOR` shows for database `db` until
+/// `stop` is set: (sent by clients, run inside Lua scripts), each by name.
+fn monitor(db: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(BTreeMap<String, u64>, BTreeMap<String, u64>)> {
+    use std::io::BufRead;
+    let (host, port) = REDIS_ADDR.split_once(':').expect("host:port");
+    let mut child = Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start redis-cli monitor");
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        let (mut sent, mut lua) = (BTreeMap::new(), BTreeMap::new());
+        let script = format!("[{db} lua] ");
+        let client = format!("[{db} ");
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // 1700000000.123456 [15 127.0.0.1:40000] "hget" "key" "d"
+            let name = |rest: &str| rest.split('"').nth(1).unwrap_or("?").to_ascii_lowercase();
+            if let Some(i) = line.find(&script) {
+                *lua.entry(name(&line[i..])).or_default() += 1;
+            } else if let Some(i) = line.find(&client) {
+                *sent.entry(name(&line[i..])).or_default() += 1;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (sent, lua)
+    })
+}
+
+fn per_job(counts: &BTreeMap<String, u64>, jobs: u64) -> (f64, String) {
+    let jobs = jobs.max(1) as f64;
+    let mut list: Vec<(&String, &u64)> = counts.iter().collect();
+    list.sort_by(|a, b| b.1.cmp(a.1));
+    let total = counts.values().sum::<u64>() as f64 / jobs;
+    let text: Vec<String> = list.iter().take(12).map(|(n, c)| format!("{n} {:.2}", **c as f64 / jobs)).collect();
+    (total, text.join(", "))
+}
+
+async fn wait_until_serving(addr: &str) {
     let ready = Instant::now();
     loop {
         if let Ok(mut conn) = tokio::time::timeout(Duration::from_secs(1), async {
-            let stream = TcpStream::connect(&addr).await?;
+            let stream = TcpStream::connect(addr).await?;
             drop(stream);
-            Ok::<_, std::io::Error>(Conn::open(&addr).await)
+            Ok::<_, std::io::Error>(Conn::open(addr).await)
         })
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("timeout")))
@@ -216,13 +357,42 @@ async fn run(options: Options) {
                 break;
             }
         }
-        assert!(ready.elapsed() < Duration::from_secs(60), "server did not come up");
+        assert!(ready.elapsed() < Duration::from_secs(60), "server at {addr} did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("server pid {pid} ready in {:?}; RSS at start {:.1} MB", ready.elapsed(), rss_mb(pid));
+}
+
+async fn run(options: Options) {
+    let mut redis = options.redis_db.map(|db| {
+        let mut conn = redis_conn(db);
+        redis::cmd("FLUSHDB").query::<()>(&mut conn).expect("FLUSHDB");
+        conn
+    });
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    let ready = Instant::now();
+    for i in 0..options.instances {
+        let port = free_port();
+        servers.push(start_server(port, options.redis_db, &format!("bench-{i}")));
+        addrs.push(format!("127.0.0.1:{port}"));
+    }
+    for addr in &addrs {
+        wait_until_serving(addr).await;
+    }
+    let pids: Vec<u32> = servers.iter().map(Child::id).collect();
+    let storage = match options.redis_db {
+        Some(db) => format!("Redis {REDIS_ADDR} db {db}"),
+        None => "memory".to_owned(),
+    };
+    println!(
+        "{} server(s) (pid {pids:?}, {storage}) ready in {:?}; RSS at start {}",
+        addrs.len(),
+        ready.elapsed(),
+        rss_list(&pids)
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut register = Conn::open(&addr).await;
+    let mut register = Conn::open(&addrs[0]).await;
     let mut worker_tasks = Vec::new();
     for w in 0..options.workers {
         let worker_id = format!("bench-worker-{w}");
@@ -232,8 +402,10 @@ async fn run(options: Options) {
             .send(Method::POST, "/_worker/workers/register", ("X-Worker-Token", WORKER_TOKEN), Some(body.to_string()))
             .await;
         assert_eq!(status, StatusCode::OK);
-        for _ in 0..options.polls_per_worker {
-            worker_tasks.push(tokio::spawn(worker_loop(addr.clone(), worker_id.clone(), stop.clone())));
+        // A worker's long-polls are spread over the instances.
+        for p in 0..options.polls_per_worker {
+            let addr = addrs[(w + p) % addrs.len()].clone();
+            worker_tasks.push(tokio::spawn(worker_loop(addr, worker_id.clone(), stop.clone())));
         }
     }
 
@@ -244,13 +416,20 @@ async fn run(options: Options) {
     );
     let mut phases: Vec<usize> = options.clients.clone();
     let mut round = 0;
+    let own_pid = std::process::id().to_string();
     while round < phases.len() {
         let clients = phases[round];
         round += 1;
+        let redis_before = redis.as_mut().map(RedisStats::read);
+        let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_seconds(&p.to_string())).collect();
+        let own_before = cpu_seconds(&own_pid);
         let until = Instant::now() + Duration::from_secs(options.seconds);
         let started = Instant::now();
         let handles: Vec<_> = (0..clients)
-            .map(|_| tokio::spawn(client_loop(addr.clone(), options.status_interval, until, done.clone())))
+            .map(|c| {
+                let addr = addrs[c % addrs.len()].clone();
+                tokio::spawn(client_loop(addr, options.status_interval, until, done.clone()))
+            })
             .collect();
         let mut latencies = Vec::new();
         let mut polls = 0;
@@ -263,7 +442,7 @@ async fn run(options: Options) {
         latencies.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "clients {clients:>4}: {:>6} jobs in {:.1} s = {:>7.0} jobs/s; create→terminal p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.2} status polls/job; server RSS {:.1} MB",
+            "clients {clients:>4}: {:>6} jobs in {:.1} s = {:>7.0} jobs/s; create→terminal p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.2} status polls/job; server RSS {}",
             latencies.len(),
             elapsed.as_secs_f64(),
             latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -271,22 +450,82 @@ async fn run(options: Options) {
             ms(percentile(&latencies, 0.99)),
             ms(percentile(&latencies, 1.0)),
             polls as f64 / latencies.len().max(1) as f64,
-            rss_mb(pid),
+            rss_list(&pids),
         );
+        let seconds = elapsed.as_secs_f64();
+        let server_cores: Vec<String> = pids
+            .iter()
+            .zip(&cpu_before)
+            .map(|(p, before)| format!("{:.2}", (cpu_seconds(&p.to_string()) - before) / seconds))
+            .collect();
+        let own_cores = (cpu_seconds(&own_pid) - own_before) / seconds;
+        if let (Some(conn), Some(before)) = (redis.as_mut(), redis_before) {
+            let after = RedisStats::read(conn);
+            let (total, per_command) = after.per_job_since(&before, latencies.len());
+            let top: Vec<String> = per_command.iter().take(12).map(|(name, n)| format!("{name} {n:.2}")).collect();
+            println!("              Redis commands/job {total:.1}: {}", top.join(", "));
+            println!(
+                "              CPU cores: server {} | Redis {:.2} | load generator {:.2}",
+                server_cores.join(" + "),
+                (after.cpu_seconds - before.cpu_seconds) / seconds,
+                own_cores
+            );
+        } else {
+            println!("              CPU cores: server {} | load generator {:.2}", server_cores.join(" + "), own_cores);
+        }
         // Keep the last client count going until enough jobs went through
         // for the RSS reading.
         if round == phases.len() && done.load(Ordering::Relaxed) < options.rss_after {
             phases.push(clients);
         }
     }
-    println!("server RSS after {} jobs: {:.1} MB", done.load(Ordering::Relaxed), rss_mb(pid));
+    println!("server RSS after {} jobs: {}", done.load(Ordering::Relaxed), rss_list(&pids));
+
+    if let (Some(db), true) = (options.redis_db, options.monitor_seconds > 0) {
+        let clients = *phases.last().expect("a client count");
+        let stop_monitor = Arc::new(AtomicBool::new(false));
+        let monitor = monitor(db, stop_monitor.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = done.load(Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(options.monitor_seconds);
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let addr = addrs[c % addrs.len()].clone();
+                tokio::spawn(client_loop(addr, options.status_interval, until, done.clone()))
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("client task");
+        }
+        let jobs = done.load(Ordering::Relaxed) - before;
+        stop_monitor.store(true, Ordering::Relaxed);
+        // One more command so the monitor sees a line and stops.
+        if let Some(conn) = redis.as_mut() {
+            let _: Result<String, _> = redis::cmd("PING").query(conn);
+        }
+        let (sent, lua) = monitor.join().expect("monitor thread");
+        let (sent_total, sent_text) = per_job(&sent, jobs);
+        let (lua_total, lua_text) = per_job(&lua, jobs);
+        println!("under MONITOR, {jobs} jobs with {clients} clients:");
+        println!("  sent by the server per job {sent_total:.1}: {sent_text}");
+        println!("  run by Lua scripts per job {lua_total:.1}: {lua_text}");
+    }
 
     stop.store(true, Ordering::Relaxed);
-    let _ = server.kill();
-    let _ = server.wait();
+    for server in &mut servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     for task in worker_tasks {
         task.abort();
     }
+    if let Some(conn) = redis.as_mut() {
+        redis::cmd("FLUSHDB").query::<()>(conn).expect("FLUSHDB");
+    }
+}
+
+fn rss_list(pids: &[u32]) -> String {
+    pids.iter().map(|&p| format!("{:.1} MB", rss_mb(p))).collect::<Vec<_>>().join(" + ")
 }
 
 fn main() {
