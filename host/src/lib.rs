@@ -148,11 +148,12 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
         let executor = tokio::spawn(self.orchestrator.clone().run_executor(shutdown.clone()));
         let maintenance = tokio::spawn(self.orchestrator.clone().run_maintenance(shutdown.clone()));
+        let watcher = tokio::spawn(self.orchestrator.clone().run_watcher(shutdown.clone()));
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving");
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        for (name, task) in [("executor", executor), ("maintenance", maintenance)] {
+        for (name, task) in [("executor", executor), ("maintenance", maintenance), ("watcher", watcher)] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "background task stopped abnormally");
             }

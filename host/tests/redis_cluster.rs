@@ -13,7 +13,11 @@
 //! - Redis unreachable at start: a clear error naming the address and exit 1;
 //! - Redis lost while running (a private `redis-server`, killed then
 //!   restarted from its append-only file, then paused): requests answer 503,
-//!   the process stays up, and everything queued before the outage finishes.
+//!   the process stays up, and everything queued before the outage finishes;
+//! - two narrower cases, made deterministic with `CLIENT PAUSE` on a private
+//!   `redis-server`: a task taken off a worker's queue by an instance that
+//!   dies before answering the poll, or by a poll answered 503 because Redis
+//!   stalled, is not lost; and a job created right after a stall runs at once.
 //!
 //! The worker is written here: several long-polls on every instance, and a
 //! result goes to whichever instance is alive, retried elsewhere when the
@@ -134,13 +138,15 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
+        // Owned from here on: dropped (killed and reaped) if it never answers.
+        let server = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let pong = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if pong.is_ok() {
-                return Self { child, port };
+                return server;
             }
             assert!(Instant::now() < deadline, "redis-server on port {port} did not come up");
             std::thread::sleep(Duration::from_millis(20));
@@ -667,8 +673,12 @@ async fn a_crashed_instance_loses_no_job_and_finishes_none_twice() {
     const CREATORS: usize = 8;
     let mut redis = fresh_db(DB_CRASH);
     let started = Instant::now();
-    let mut a = Instance::start("crash-a", REDIS_PORT, DB_CRASH, &[]).await;
-    let b = Instance::start("crash-b", REDIS_PORT, DB_CRASH, &[]).await;
+    // A task A took off a queue for a long-poll and never handed over can
+    // only come back through the task deadline: keep it short enough to
+    // matter within this test's wait.
+    let vars = [("WORKER_TIMEOUT_SECONDS", "10"), ("WATCHER_INTERVAL_SECONDS", "1")];
+    let mut a = Instance::start("crash-a", REDIS_PORT, DB_CRASH, &vars).await;
+    let b = Instance::start("crash-b", REDIS_PORT, DB_CRASH, &vars).await;
     let bases = [a.base.as_str(), b.base.as_str()];
     let worker_ids = ["crash-worker-1", "crash-worker-2"];
     // 3 polls per worker id per instance; a little work per task so that
@@ -755,8 +765,15 @@ async fn a_crashed_instance_loses_no_job_and_finishes_none_twice() {
                     )
                 })
                 .collect();
+            let queued: Vec<u64> = worker_ids
+                .iter()
+                .map(|w| redis::cmd("ZCARD").arg(format!("{PREFIX}:tasks:{w}")).query(&mut redis).expect("ZCARD"))
+                .collect();
+            let never_seen = open.iter().filter(|id| !ledger.tasks.contains_key(*id)).count();
             panic!(
                 "{} of {JOBS} jobs not finished 60 s after the kill (A was killed {:?} after start); \
+                 {never_seen} of them wait on a task the worker never received while the task queues hold \
+                 {queued:?}: A took those tasks off the queue for a long-poll and died before answering it; \
                  cut-off task answers {}; pending {:?}; stuck:\n{}\n{}",
                 open.len(),
                 killed - started,
@@ -864,9 +881,85 @@ async fn a_restarted_instance_continues_its_queued_jobs() {
     let ledger = worker.stop().await;
     assert_exactly_once(&ledger, &ids);
     if left_pending > 0 {
-        assert!(!second.log_lines("claimed job entries abandoned").is_empty(), "{}", second.all_logs());
+        let resumed = second.log_lines("resuming job entries this instance left unacknowledged");
+        let claimed = second.log_lines("claimed job entries abandoned");
+        assert!(!resumed.is_empty() || !claimed.is_empty(), "{}", second.all_logs());
     }
     println!("all {} jobs finished, {:?} in all", ids.len(), started.elapsed());
+}
+
+/// A task that an instance took off a worker's queue for a long-poll, then
+/// died before handing it over, is not lost: the job still finishes.
+///
+/// Made deterministic with Redis itself (a private server, as pausing the
+/// shared one would stall the other tests): writes are paused while A's poll
+/// waits for its `ZPOPMIN`, A is frozen (`SIGSTOP`), writes resume, so Redis
+/// pops the task and answers a process that never reads the answer, and A is
+/// killed. The job then waits on a task no queue holds; the server's task
+/// deadline (`WORKER_TIMEOUT_SECONDS`, checked every `WATCHER_INTERVAL_SECONDS`)
+/// is what can bring it back.
+#[tokio::test]
+async fn a_task_popped_by_an_instance_that_dies_is_not_lost() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let private = PrivateRedis::start(free_port(), dir.path());
+    let mut redis = redis_conn(private.port, 0);
+    let vars = [("WORKER_TIMEOUT_SECONDS", "5"), ("WATCHER_INTERVAL_SECONDS", "1")];
+    let mut a = Instance::start("lost-a", private.port, 0, &vars).await;
+    let b = Instance::start("lost-b", private.port, 0, &vars).await;
+    let http = http();
+    let worker_id = "lost-worker";
+    register(&http, &[&b.base], worker_id).await;
+    let job_id = create(&http, &b.base, "lost").await;
+    let ids = HashSet::from([job_id.clone()]);
+    wait_for_status(&http, &b.base, &ids, "waiting_for_worker").await;
+    let queue = format!("{PREFIX}:tasks:{worker_id}");
+    let queued =
+        |redis: &mut redis::Connection| -> u64 { redis::cmd("ZCARD").arg(&queue).query(redis).expect("ZCARD") };
+    assert_eq!(queued(&mut redis), 1, "the task waits in the worker's queue");
+
+    redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("WRITE").query::<()>(&mut redis).expect("CLIENT PAUSE");
+    let poll = http
+        .get(format!("{}/_worker/workers/{worker_id}/tasks/next", a.base))
+        .header("X-Worker-Token", WORKER_TOKEN)
+        .timeout(Duration::from_secs(60))
+        .send();
+    let poll = tokio::spawn(poll);
+    // A's ZPOPMIN reaches Redis and is held there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis).expect("CLIENT LIST");
+        if clients.lines().any(|l| l.contains("cmd=zpopmin")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's poll never reached Redis: {clients}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP").success());
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut redis).expect("CLIENT UNPAUSE");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued(&mut redis) != 0 {
+        assert!(Instant::now() < deadline, "Redis did not run A's ZPOPMIN");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill();
+    let _ = poll.await;
+    let died = Instant::now();
+
+    let worker = Worker::start(&[&b.base], &[worker_id], 2, Duration::ZERO).await;
+    let outcome = try_wait_all_finished(&http, &b.base, &ids, Duration::from_secs(30)).await;
+    let ledger = worker.stop().await;
+    if let Err((_, last)) = outcome {
+        panic!(
+            "job {job_id} never finished after the instance that popped its task died: it waits on a task \
+             that no queue holds any more (worker saw {:?}):\n{:#}",
+            ledger.tasks.get(&job_id),
+            last[&job_id]
+        );
+    }
+    assert!(ledger.unexpected.is_empty(), "{:?}", ledger.unexpected);
+    assert_eq!(ledger.accepted(&job_id), 1);
+    println!("the job finished {:?} after the instance holding its task died", died.elapsed());
 }
 
 /// Waits until every job in `ids` has `status`; returns how many there are.
@@ -962,7 +1055,7 @@ async fn requests_answer_503_while_redis_is_lost_and_queued_jobs_survive() {
     assert!(queue_errors <= 12, "the executor does not back off: {queue_errors} errors in {outage:?}");
 
     // Redis comes back (its append-only file holds everything).
-    let mut redis = PrivateRedis::start(redis.port, dir.path());
+    let redis = PrivateRedis::start(redis.port, dir.path());
     let back = Instant::now();
     let recovered = loop {
         match try_create(&http, &server.base, "after").await {
@@ -977,34 +1070,114 @@ async fn requests_answer_503_while_redis_is_lost_and_queued_jobs_survive() {
     ids.insert(recovered);
     let worker = Worker::start(&[&server.base], &[worker_id], 2, Duration::ZERO).await;
     wait_all_finished(&http, &server.base, &ids, Duration::from_secs(30)).await;
+    assert_exactly_once(&worker.stop().await, &ids);
 
-    // Redis up but unresponsive for longer than the server waits for an answer.
-    let mut jobs_before_pause = HashSet::new();
-    jobs_before_pause.insert(create(&http, &server.base, "before-pause").await);
+    // Redis up but unresponsive for longer than the server waits for an
+    // answer (5 s). No worker polls meanwhile: a poll caught by the pause
+    // loses its task (see `a_poll_answered_503_on_a_stalled_redis_loses_no_task`).
+    let mut ids = HashSet::from([create(&http, &server.base, "before-pause").await]);
+    wait_for_status(&http, &server.base, &ids, "waiting_for_worker").await;
     let mut admin = redis_conn(redis.port, 0);
-    redis::cmd("CLIENT").arg("PAUSE").arg(8000).arg("ALL").query::<()>(&mut admin).expect("CLIENT PAUSE");
-    let t = Instant::now();
+    redis::cmd("CLIENT").arg("PAUSE").arg(7000).arg("ALL").query::<()>(&mut admin).expect("CLIENT PAUSE");
+    let paused = Instant::now();
     let (status, body) = try_job(&http, &server.base, &some_job).await.expect("status answered");
-    let paused_took = t.elapsed();
+    let paused_took = paused.elapsed();
     assert_eq!(status, 503, "get while Redis is unresponsive: {body}");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
-    println!("get answered 503 after {paused_took:?} of an unresponsive Redis");
     // After the pause, everything carries on.
-    let after_pause = loop {
-        match try_create(&http, &server.base, "after-pause").await {
-            Ok((202, body)) => break body["job_id"].as_str().expect("job_id").to_owned(),
-            Ok((503, _)) | Err(_) => {}
-            Ok((status, body)) => panic!("create after the pause answered {status}: {body}"),
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "the server did not recover from the pause");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    jobs_before_pause.insert(after_pause);
-    wait_all_finished(&http, &server.base, &jobs_before_pause, Duration::from_secs(30)).await;
-
+    tokio::time::sleep(Duration::from_millis(7100).saturating_sub(paused.elapsed())).await;
+    ids.insert(create(&http, &server.base, "after-pause").await);
+    let worker = Worker::start(&[&server.base], &[worker_id], 2, Duration::ZERO).await;
+    wait_all_finished(&http, &server.base, &ids, Duration::from_secs(30)).await;
+    println!(
+        "Redis paused: get answered 503 after {paused_took:?}; jobs created before and after the pause \
+         finished {:?} after it ended",
+        paused.elapsed().saturating_sub(Duration::from_secs(7))
+    );
     assert!(server.is_running());
+    assert_exactly_once(&worker.stop().await, &ids);
+}
+
+/// A poll that Redis did not answer in time is answered 503, "try again":
+/// the task it asked for must still be there for the next poll. With a
+/// destructive pop, Redis runs the `ZPOPMIN` once it answers again and the
+/// reply goes nowhere: the task is gone and its job waits forever, unless
+/// the task deadline (`WORKER_TIMEOUT_SECONDS`) brings it back.
+#[tokio::test]
+async fn a_poll_answered_503_on_a_stalled_redis_loses_no_task() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let private = PrivateRedis::start(free_port(), dir.path());
+    let vars = [("WORKER_TIMEOUT_SECONDS", "5"), ("WATCHER_INTERVAL_SECONDS", "1")];
+    let server = Instance::start("stall-1", private.port, 0, &vars).await;
+    let http = http();
+    let worker_id = "stall-worker";
+    register(&http, &[&server.base], worker_id).await;
+    let job_id = create(&http, &server.base, "stall").await;
+    let ids = HashSet::from([job_id.clone()]);
+    wait_for_status(&http, &server.base, &ids, "waiting_for_worker").await;
+
+    let mut redis = redis_conn(private.port, 0);
+    redis::cmd("CLIENT").arg("PAUSE").arg(7000).arg("WRITE").query::<()>(&mut redis).expect("CLIENT PAUSE");
+    let paused = Instant::now();
+    let poll = http
+        .get(format!("{}/_worker/workers/{worker_id}/tasks/next", server.base))
+        .header("X-Worker-Token", WORKER_TOKEN)
+        .send()
+        .await
+        .expect("poll answered");
+    assert_eq!(poll.status(), 503, "a poll on a stalled Redis");
+    println!("poll answered 503 after {:?}", paused.elapsed());
+    tokio::time::sleep(Duration::from_millis(7100).saturating_sub(paused.elapsed())).await;
+
+    let worker = Worker::start(&[&server.base], &[worker_id], 2, Duration::ZERO).await;
+    let outcome = try_wait_all_finished(&http, &server.base, &ids, Duration::from_secs(20)).await;
     let ledger = worker.stop().await;
-    let all: HashSet<String> = ids.union(&jobs_before_pause).cloned().collect();
-    assert_exactly_once(&ledger, &all);
-    redis.kill();
+    let queued: u64 = redis::cmd("ZCARD").arg(format!("{PREFIX}:tasks:{worker_id}")).query(&mut redis).expect("ZCARD");
+    if let Err((_, last)) = outcome {
+        panic!(
+            "job {job_id} never finished: the poll answered 503 took its task off the queue ({queued} tasks \
+             queued now, the worker saw {:?}):\n{:#}",
+            ledger.tasks.get(&job_id),
+            last[&job_id]
+        );
+    }
+    assert!(ledger.unexpected.is_empty(), "{:?}", ledger.unexpected);
+    assert_eq!(ledger.accepted(&job_id), 1);
+}
+
+/// A job created as Redis answers again after a stall runs at once. The
+/// executor's blocking stream read that timed out during the stall is still
+/// queued in Redis: run after the stall, it hands the next new entry to this
+/// instance, and the answer goes nowhere. The entry then waits until some
+/// instance claims it as abandoned (10 s idle), although nothing crashed.
+#[tokio::test]
+async fn a_job_created_after_a_redis_stall_runs_promptly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let private = PrivateRedis::start(free_port(), dir.path());
+    let server = Instance::start("stall-2", private.port, 0, &[]).await;
+    let http = http();
+    register(&http, &[&server.base], "stall-2-worker").await;
+    let mut redis = redis_conn(private.port, 0);
+    // The executor's read (a write command: it moves entries to the pending
+    // list) issued within the first second waits, times out after the
+    // server's 5 s wait for a Redis answer, and stays queued in Redis.
+    redis::cmd("CLIENT").arg("PAUSE").arg(7000).arg("WRITE").query::<()>(&mut redis).expect("CLIENT PAUSE");
+    tokio::time::sleep(Duration::from_millis(7050)).await;
+    let created = Instant::now();
+    let ids = HashSet::from([create(&http, &server.base, "after-stall").await]);
+    let deadline = created + Duration::from_secs(20);
+    let id = ids.iter().next().expect("a job");
+    let ran_after = loop {
+        if job(&http, &server.base, id).await["status"] == "waiting_for_worker" {
+            break created.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {}", server.all_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("a job created after the stall ran {ran_after:?} later");
+    assert!(
+        ran_after < Duration::from_secs(3),
+        "a job created after a Redis stall waited {ran_after:?} for the executor: its stream entry went to a \
+         read that had timed out during the stall, and waited to be claimed as abandoned"
+    );
 }

@@ -126,6 +126,7 @@ macro_rules! conformance {
             a_lock_is_exclusive_until_its_owner_releases_it,
             a_lock_expires_after_its_ttl_unless_renewed,
             one_of_concurrent_lockers_wins,
+            jobs_waiting_on_a_task_are_watched_until_they_move_on,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -251,6 +252,7 @@ fn full_job() -> Job {
         worker_id: Some("worker-7".into()),
         retries: 1,
         dispatched_at: job.created_at + chrono::TimeDelta::milliseconds(1234),
+        deadline: job.created_at + chrono::TimeDelta::seconds(300),
     });
     job.updated_at = job.created_at + chrono::TimeDelta::seconds(5);
     job
@@ -385,6 +387,37 @@ fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
 
 mod cases {
     use super::*;
+
+    // ---- the watch index ----------------------------------------------------
+
+    pub async fn jobs_waiting_on_a_task_are_watched_until_they_move_on(s: Arc<dyn Storage>) {
+        let now = chrono::Utc::now();
+        let at = |secs: i64| now + chrono::TimeDelta::seconds(secs);
+        let mut waiting = Vec::new();
+        for offset in [30, 10, 20] {
+            let mut job = plain_job();
+            s.create_job(&job).await.unwrap();
+            let mut task = full_job().current_task.unwrap();
+            task.deadline = at(offset);
+            job.current_task = Some(task);
+            job.status = JobStatus::WaitingForWorker;
+            assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+            waiting.push(job);
+        }
+        assert!(s.overdue_jobs(at(5), 10).await.unwrap().is_empty(), "nothing is due yet");
+        assert_eq!(s.overdue_jobs(at(25), 10).await.unwrap(), vec![waiting[1].id, waiting[2].id], "earliest first");
+        assert_eq!(s.overdue_jobs(at(60), 1).await.unwrap(), vec![waiting[1].id], "at most max");
+
+        // A new deadline replaces the old one; moving on leaves the index.
+        let task = waiting[1].current_task.as_mut().unwrap();
+        task.deadline = at(50);
+        assert!(s.update_job(&mut waiting[1], FollowUp::None).await.unwrap());
+        waiting[2].status = JobStatus::Running;
+        assert!(s.update_job(&mut waiting[2], FollowUp::Enqueue).await.unwrap());
+        assert_eq!(s.overdue_jobs(at(40), 10).await.unwrap(), vec![waiting[0].id]);
+        s.unwatch(waiting[0].id).await.unwrap();
+        assert_eq!(s.overdue_jobs(at(60), 10).await.unwrap(), vec![waiting[1].id]);
+    }
 
     // ---- jobs ---------------------------------------------------------------
 

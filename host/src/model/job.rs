@@ -90,6 +90,9 @@ pub struct TaskRecord {
     /// How many transient failures of this task were retried so far.
     pub retries: u32,
     pub dispatched_at: DateTime<Utc>,
+    /// When the watcher gives up waiting for the result (`WORKER_TIMEOUT_SECONDS`
+    /// after dispatch) and treats the task as a transient failure.
+    pub deadline: DateTime<Utc>,
 }
 
 /// One run of a blueprint. Serialised as is for `GET /api/v1/jobs/{id}`, so it
@@ -158,6 +161,14 @@ impl Job {
         debug_assert!(status.is_terminal());
         self.status = status;
         self.error_message = error_message;
+    }
+
+    /// The deadline of the task the job waits on, if it waits on one.
+    pub fn task_deadline(&self) -> Option<DateTime<Utc>> {
+        match (&self.current_task, self.status) {
+            (Some(task), JobStatus::WaitingForWorker) => Some(task.deadline),
+            _ => None,
+        }
     }
 
     /// Merges a JSON object into the state history; keys it names are replaced.

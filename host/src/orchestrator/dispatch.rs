@@ -1,7 +1,7 @@
 //! Handing tasks to workers: choosing one, queueing the task for it, and
 //! holding tasks no live worker takes until one registers.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Map;
 use uuid::Uuid;
 
@@ -18,6 +18,8 @@ impl Orchestrator {
     /// or parks the job while no live worker takes the task type. Returns
     /// whether the job update was applied.
     pub(super) async fn dispatch(&self, job: &mut Job, spec: TaskSpec, retries: u32) -> OrchestratorResult<bool> {
+        let now = Utc::now();
+        let timeout = chrono::Duration::from_std(self.config.worker_timeout).unwrap_or(chrono::Duration::MAX);
         let task = TaskRecord {
             task_id: Uuid::new_v4(),
             task_type: spec.task_type,
@@ -26,11 +28,32 @@ impl Orchestrator {
             transitions: spec.transitions,
             worker_id: None,
             retries,
-            dispatched_at: Utc::now(),
+            dispatched_at: now,
+            deadline: now.checked_add_signed(timeout).unwrap_or(DateTime::<Utc>::MAX_UTC),
         };
         job.status = JobStatus::WaitingForWorker;
         job.current_task = Some(task);
         self.assign(job).await
+    }
+
+    /// A transient failure of `task` (the worker said so, or it timed out):
+    /// dispatch it again, or quarantine the job once `JOB_MAX_RETRIES`
+    /// retries are spent. Returns whether the job update was applied.
+    pub(super) async fn retry_task(&self, job: &mut Job, task: &TaskRecord, cause: &str) -> OrchestratorResult<bool> {
+        if task.retries < self.config.job_max_retries {
+            tracing::info!(job_id = %job.id, task_id = %task.task_id, retry = task.retries + 1, "dispatching the task again");
+            let spec = TaskSpec {
+                task_type: task.task_type.clone(),
+                params: task.params.clone(),
+                transitions: task.transitions.clone(),
+                priority: task.priority,
+            };
+            return self.dispatch(job, spec, task.retries + 1).await;
+        }
+        let message = format!("Task {} failed after {} retries: {cause}", task.task_type, task.retries);
+        tracing::error!(job_id = %job.id, task_id = %task.task_id, %message, "job quarantined");
+        job.end(JobStatus::Quarantined, Some(message));
+        Ok(self.storage.update_job(job, FollowUp::None).await?)
     }
 
     /// Queues the job's current task for the best live worker, or parks it.

@@ -7,6 +7,7 @@ mod executor;
 mod jobs;
 mod maintenance;
 mod results;
+mod watcher;
 mod workers;
 
 pub use workers::RELOAD_WITHOUT_PATH;

@@ -6,7 +6,6 @@ use uuid::Uuid;
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::WorkerToken;
 use crate::model::{Job, JobId, JobStatus, TaskRecord, WorkerResult, WorkerResultBody};
-use crate::runtime::TaskSpec;
 use crate::storage::FollowUp;
 
 /// Attempts at applying one result when the job keeps changing underneath.
@@ -106,24 +105,9 @@ impl Orchestrator {
                         Applied::Store(FollowUp::None)
                     }
                     // TRANSIENT_ERROR, and any code this orchestrator does not know.
-                    _ if task.retries < self.config.job_max_retries => {
-                        tracing::warn!(
-                            job_id = %job.id, task_id = %task.task_id, code, message,
-                            retry = task.retries + 1, "task failed; dispatching it again"
-                        );
-                        let spec = TaskSpec {
-                            task_type: task.task_type.clone(),
-                            params: task.params.clone(),
-                            transitions: task.transitions.clone(),
-                            priority: task.priority,
-                        };
-                        Applied::Stored(self.dispatch(job, spec, task.retries + 1).await?)
-                    }
                     _ => {
-                        let message =
-                            format!("Task {} failed after {} retries: {message}", task.task_type, task.retries);
-                        job.end(JobStatus::Quarantined, Some(message));
-                        Applied::Store(FollowUp::None)
+                        tracing::warn!(job_id = %job.id, task_id = %task.task_id, code, message, "task failed");
+                        Applied::Stored(self.retry_task(job, task, message).await?)
                     }
                 };
                 Ok((ResultAck::Failure, applied))

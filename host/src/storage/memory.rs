@@ -6,11 +6,12 @@
 //! mutate.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 
 use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
@@ -33,6 +34,14 @@ pub struct MemoryStorage {
     /// How long ended jobs are kept, and the ended jobs in the order they ended.
     retention: Duration,
     ended: Mutex<VecDeque<(Instant, JobId)>>,
+    watch: Mutex<Watch>,
+}
+
+/// Jobs waiting on a task, by deadline, and each one's current deadline.
+#[derive(Default)]
+struct Watch {
+    by_deadline: BTreeSet<(DateTime<Utc>, JobId)>,
+    by_job: HashMap<JobId, DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -124,6 +133,7 @@ impl MemoryStorage {
             locks: Mutex::default(),
             retention: Duration::from_secs(86_400),
             ended: Mutex::default(),
+            watch: Mutex::default(),
         }
     }
 
@@ -152,6 +162,17 @@ impl MemoryStorage {
             for id in expired {
                 jobs.remove(&id);
             }
+        }
+    }
+
+    fn set_watch(&self, id: JobId, deadline: Option<DateTime<Utc>>) {
+        let mut watch = lock(&self.watch);
+        if let Some(old) = watch.by_job.remove(&id) {
+            watch.by_deadline.remove(&(old, id));
+        }
+        if let Some(deadline) = deadline {
+            watch.by_deadline.insert((deadline, id));
+            watch.by_job.insert(id, deadline);
         }
     }
 
@@ -217,6 +238,7 @@ impl Storage for MemoryStorage {
         if job.status.is_terminal() {
             self.ended(job.id);
         }
+        self.set_watch(job.id, job.task_deadline());
         match follow_up {
             FollowUp::None => {}
             FollowUp::Enqueue => self.enqueue(job.id),
@@ -224,6 +246,16 @@ impl Storage for MemoryStorage {
             FollowUp::Park { task_type } => lock(&self.parked).entry(task_type).or_default().push_back(job.id),
         }
         Ok(true)
+    }
+
+    async fn overdue_jobs(&self, now: DateTime<Utc>, max: usize) -> StorageResult<Vec<JobId>> {
+        let watch = lock(&self.watch);
+        Ok(watch.by_deadline.iter().take_while(|(deadline, _)| *deadline <= now).take(max).map(|(_, id)| *id).collect())
+    }
+
+    async fn unwatch(&self, id: JobId) -> StorageResult<()> {
+        self.set_watch(id, None);
+        Ok(())
     }
 
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
@@ -73,7 +74,15 @@ pub trait Storage: Send + Sync + 'static {
     /// Replaces the stored job if it is still at `job.version`, then applies
     /// `follow_up`. On success `job.version` is bumped and `true` returned;
     /// `false` means someone else updated the job first and nothing changed.
+    /// The same step keeps the watch index current: a job waiting on a task
+    /// is indexed under the task's deadline, any other job is not.
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool>;
+
+    /// Jobs whose task deadline is at or before `now`, earliest first, at most `max`.
+    async fn overdue_jobs(&self, now: DateTime<Utc>, max: usize) -> StorageResult<Vec<JobId>>;
+
+    /// Drops `id` from the watch index (its job no longer exists).
+    async fn unwatch(&self, id: JobId) -> StorageResult<()>;
 
     /// Waits for the next queued job; `None` when `timeout` passes first.
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>>;

@@ -78,6 +78,9 @@ impl Keys {
     fn job(&self, id: JobId) -> String {
         format!("{}:job:{id}", self.prefix)
     }
+    fn watch(&self) -> String {
+        format!("{}:watch", self.prefix)
+    }
     fn jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
     }
@@ -158,6 +161,11 @@ struct Reader {
     conn: ConnectionManager,
     buffered: VecDeque<(String, JobId)>,
     last_claim: Instant,
+    /// Where re-reading this consumer's own unacknowledged entries continues
+    /// (stream ids ascend); set at start-up (entries left by a previous run
+    /// under the same `INSTANCE_ID`) and after a failed read, whose reply may
+    /// have been lost after Redis had already assigned entries to us.
+    recover_from: Option<String>,
 }
 
 /// The Redis backend.
@@ -244,6 +252,7 @@ impl RedisStorage {
                 conn: reader,
                 buffered: VecDeque::new(),
                 last_claim: Instant::now(),
+                recover_from: Some("0".to_owned()),
             }),
             keys,
             scripts: Scripts::load(),
@@ -412,6 +421,7 @@ impl Storage for RedisStorage {
         call.key(if target.is_empty() { self.keys.jobs() } else { target })
             .key(self.keys.task_seq())
             .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
+            .key(self.keys.watch())
             .arg(expected)
             .arg(bytes)
             .arg(kind)
@@ -419,7 +429,9 @@ impl Storage for RedisStorage {
             .arg(score)
             .arg(self.keys.wake())
             .arg(&worker)
-            .arg(retention_ms);
+            .arg(retention_ms)
+            .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
+            .arg(job.id.to_string());
         let applied: i64 = match call.invoke_async(&mut self.conn()).await {
             Ok(applied) => applied,
             Err(e) => {
@@ -433,27 +445,47 @@ impl Storage for RedisStorage {
         Ok(applied == 1)
     }
 
+    async fn overdue_jobs(&self, now: chrono::DateTime<chrono::Utc>, max: usize) -> StorageResult<Vec<JobId>> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.watch())
+            .arg("-inf")
+            .arg(now.timestamp_millis())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn unwatch(&self, id: JobId) -> StorageResult<()> {
+        let _: i64 = self.conn().zrem(self.keys.watch(), id.to_string()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
         let mut reader = self.reader.lock().await;
         if reader.last_claim.elapsed() >= CLAIM_EVERY {
             reader.last_claim = Instant::now();
             self.claim_abandoned(&mut reader).await?;
         }
-        if reader.buffered.is_empty() {
-            let reply: RedisValue = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg("COUNT")
-                .arg(READ_BATCH)
-                .arg("BLOCK")
-                .arg(timeout.as_millis().max(1) as u64)
-                .arg("STREAMS")
-                .arg(self.keys.jobs())
-                .arg(">")
-                .query_async(&mut reader.conn)
-                .await
-                .map_err(unavailable)?;
+        while reader.buffered.is_empty() {
+            let own = reader.recover_from.clone();
+            let mut read = redis::cmd("XREADGROUP");
+            read.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(READ_BATCH);
+            if own.is_none() {
+                read.arg("BLOCK").arg(timeout.as_millis().max(1) as u64);
+            }
+            read.arg("STREAMS").arg(self.keys.jobs()).arg(own.as_deref().unwrap_or(">"));
+            let reply: RedisValue = match read.query_async(&mut reader.conn).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    reader.recover_from = Some("0".to_owned());
+                    return Err(unavailable(e));
+                }
+            };
+            let mut read_count = 0;
             // [[stream, [[id, fields], ...]]] or nil on timeout
             if let RedisValue::Array(streams) = reply {
                 for stream in streams {
@@ -461,8 +493,24 @@ impl Storage for RedisStorage {
                         && let Some(entries) = parts.get(1)
                     {
                         let entries = parse_entries(entries)?;
+                        read_count += entries.len();
                         reader.buffered.extend(entries);
                     }
+                }
+            }
+            match own {
+                // A blocking read of new entries: done, whatever it brought.
+                None => break,
+                // Own entries come back in batches after the cursor; a short
+                // batch was the last, then new entries are read as usual.
+                Some(_) => {
+                    if read_count > 0 {
+                        tracing::warn!(count = read_count, "resuming job entries this instance left unacknowledged");
+                    }
+                    reader.recover_from = match reader.buffered.back() {
+                        Some((last, _)) if read_count == READ_BATCH => Some(last.clone()),
+                        _ => None,
+                    };
                 }
             }
         }

@@ -6,18 +6,26 @@
 --         (push) or parked list (park); unused otherwise
 -- KEYS[3] task sequence counter (push)
 -- KEYS[4] worker hash (push)
+-- KEYS[5] watch zset (job id -> task deadline in ms)
 -- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
 -- ARGV[3] follow-up: none | enqueue | push | park
 -- ARGV[4] job id (enqueue, park) or encoded task payload (push)
 -- ARGV[5] task score: -priority (push)
 -- ARGV[6] wake-up channel (push)   ARGV[7] worker id (push)
 -- ARGV[8] retention in ms for a job that has ended; 0 keeps it
+-- ARGV[9] deadline in ms of the task the job now waits on; empty when it waits on none
+-- ARGV[10] job id
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
 if tonumber(ARGV[8]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
+else
+  redis.call('ZREM', KEYS[5], ARGV[10])
 end
 local kind = ARGV[3]
 if kind == 'enqueue' then
