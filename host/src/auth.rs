@@ -42,6 +42,14 @@ pub struct Client {
     token_hash: TokenHash,
 }
 
+impl Client {
+    /// A client the server itself acts as (the scheduler). No token matches
+    /// it: it is not among the clients requests are checked against.
+    pub fn internal(name: String) -> Self {
+        Self { name, plan: None, monthly_attempts: None, params: Value::Object(Map::new()), token_hash: [0; 32] }
+    }
+}
+
 /// A worker token as presented in a request, already hashed. Which worker it
 /// belongs to is decided against storage (see `Orchestrator::authorize_worker`).
 pub struct WorkerToken(pub TokenHash);

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;
+pub mod scheduler;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -112,7 +113,7 @@ impl App {
     }
 
     pub async fn from_setup(setup: Setup) -> Result<Self, StartError> {
-        let Setup { config, runtime, clients, workers, schedules: _ } = setup;
+        let Setup { config, runtime, clients, workers, schedules } = setup;
         for blueprint in runtime.blueprints() {
             tracing::info!(
                 blueprint = blueprint.name(),
@@ -133,7 +134,7 @@ impl App {
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);
-        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials)) })
+        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules)) })
     }
 
     /// Binds the configured `API_HOST:API_PORT`.
@@ -149,11 +150,14 @@ impl App {
         let executor = tokio::spawn(self.orchestrator.clone().run_executor(shutdown.clone()));
         let maintenance = tokio::spawn(self.orchestrator.clone().run_maintenance(shutdown.clone()));
         let watcher = tokio::spawn(self.orchestrator.clone().run_watcher(shutdown.clone()));
+        let scheduler = tokio::spawn(self.orchestrator.clone().run_scheduler(shutdown.clone()));
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving");
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        for (name, task) in [("executor", executor), ("maintenance", maintenance), ("watcher", watcher)] {
+        for (name, task) in
+            [("executor", executor), ("maintenance", maintenance), ("watcher", watcher), ("scheduler", scheduler)]
+        {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "background task stopped abnormally");
             }

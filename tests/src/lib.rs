@@ -30,6 +30,9 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
+    /// The server's services, for tests that drive them directly (e.g. the
+    /// scheduler with their own clock) or inspect storage.
+    pub orchestrator: std::sync::Arc<avtomatika::orchestrator::Orchestrator>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -45,8 +48,15 @@ impl TestServer {
         let listener = app.bind().await.expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
+        let orchestrator = app.orchestrator.clone();
         let handle = tokio::spawn(app.serve(listener, shutdown.clone()));
-        Self { base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle: Some(handle) }
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            orchestrator,
+            shutdown,
+            handle: Some(handle),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -127,6 +127,7 @@ macro_rules! conformance {
             a_lock_expires_after_its_ttl_unless_renewed,
             one_of_concurrent_lockers_wins,
             jobs_waiting_on_a_task_are_watched_until_they_move_on,
+            a_schedule_slot_is_claimed_once,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -387,6 +388,26 @@ fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
 
 mod cases {
     use super::*;
+
+    // ---- schedule slots -------------------------------------------------------
+
+    pub async fn a_schedule_slot_is_claimed_once(s: Arc<dyn Storage>) {
+        let ttl = Duration::from_secs(60);
+        let claims: Vec<_> = (0..16)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.claim_slot("nightly", 1_780_000_000, ttl).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(claim.await.unwrap());
+        }
+        assert_eq!(won, 1, "one of 16 concurrent claims wins");
+        assert!(s.claim_slot("nightly", 1_780_000_060, ttl).await.unwrap(), "the next slot is free");
+        assert!(s.claim_slot("weekly", 1_780_000_000, ttl).await.unwrap(), "slots are per schedule");
+        assert!(!s.claim_slot("nightly", 1_780_000_000, ttl).await.unwrap());
+    }
 
     // ---- the watch index ----------------------------------------------------
 

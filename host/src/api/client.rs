@@ -15,6 +15,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/jobs/{job_id}", get(get_job))
         .route("/api/v1/admin/reload-workers", post(reload_workers))
+        .route("/api/v1/schedules", get(schedules))
+}
+
+async fn schedules(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Value> {
+    Json(Value::Array(state.orchestrator.schedules_view(chrono::Utc::now())))
 }
 
 async fn reload_workers(

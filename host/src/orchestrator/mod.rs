@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::auth::Credentials;
 use crate::config::Config;
+use crate::config::schedules::Schedule;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 
@@ -47,10 +48,18 @@ pub struct Orchestrator {
     pub storage: Arc<dyn Storage>,
     pub runtime: Runtime,
     pub credentials: Credentials,
+    /// The schedules of `schedules.toml` (empty without one).
+    pub schedules: Vec<Schedule>,
 }
 
 impl Orchestrator {
-    pub fn new(config: Config, storage: Arc<dyn Storage>, runtime: Runtime, credentials: Credentials) -> Self {
-        Self { config, storage, runtime, credentials }
+    pub fn new(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        runtime: Runtime,
+        credentials: Credentials,
+        schedules: Vec<Schedule>,
+    ) -> Self {
+        Self { config, storage, runtime, credentials, schedules }
     }
 }

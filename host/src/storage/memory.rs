@@ -31,6 +31,8 @@ pub struct MemoryStorage {
     /// Client → (period, attempts counted in it).
     quotas: Mutex<HashMap<String, (String, u64)>>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
+    /// Claimed schedule slots and when each claim lapses.
+    slots: Mutex<HashMap<(String, i64), Instant>>,
     /// How long ended jobs are kept, and the ended jobs in the order they ended.
     retention: Duration,
     ended: Mutex<VecDeque<(Instant, JobId)>>,
@@ -131,6 +133,7 @@ impl MemoryStorage {
             worker_tokens: Mutex::default(),
             quotas: Mutex::default(),
             locks: Mutex::default(),
+            slots: Mutex::default(),
             retention: Duration::from_secs(86_400),
             ended: Mutex::default(),
             watch: Mutex::default(),
@@ -380,6 +383,19 @@ impl Storage for MemoryStorage {
 
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
         Ok(lock(&self.worker_tokens).by_hash.get(hash).cloned())
+    }
+
+    async fn claim_slot(&self, schedule: &str, slot: i64, ttl: Duration) -> StorageResult<bool> {
+        let now = Instant::now();
+        let mut slots = lock(&self.slots);
+        slots.retain(|_, until| *until > now);
+        match slots.entry((schedule.to_owned(), slot)) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(now + ttl);
+                Ok(true)
+            }
+        }
     }
 
     async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StorageResult<bool> {

@@ -137,6 +137,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Check and count are one atomic step.
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool>;
 
+    /// Claims slot `slot` (Unix seconds) of schedule `schedule` for `ttl`;
+    /// `true` for exactly one caller, however many instances ask.
+    async fn claim_slot(&self, schedule: &str, slot: i64, ttl: Duration) -> StorageResult<bool>;
+
     /// Takes the lock `name` for `owner` for `ttl`, unless another owner holds
     /// it; taking a lock one already holds renews it. For loops that must run
     /// on one instance at a time.

@@ -120,6 +120,9 @@ impl Keys {
     fn quota(&self, client: &str) -> String {
         format!("{}:quota:{client}", self.prefix)
     }
+    fn slot(&self, schedule: &str, slot: i64) -> String {
+        format!("{}:slot:{schedule}:{slot}", self.prefix)
+    }
     fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
     }
@@ -744,6 +747,19 @@ impl Storage for RedisStorage {
             .await
             .map_err(unavailable)?;
         Ok(taken == 1)
+    }
+
+    async fn claim_slot(&self, schedule: &str, slot: i64, ttl: Duration) -> StorageResult<bool> {
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(self.keys.slot(schedule, slot))
+            .arg(&self.consumer)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed.is_some())
     }
 
     async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StorageResult<bool> {
