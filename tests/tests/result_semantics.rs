@@ -32,8 +32,8 @@ async fn hello_task(server: &TestServer, worker: &TestWorker<'_>) -> (String, Va
 
 /// Asserts the job is terminal with `status` and returns its error message.
 async fn ended(server: &TestServer, job_id: &str, status: &str) -> (Value, String) {
-    let job =
-        server.wait_for(job_id, TASK_WAIT, |j| j["status"] != "waiting_for_worker" && j["status"] != "pending").await;
+    let terminal = ["finished", "failed", "cancelled", "error", "quarantined"];
+    let job = server.wait_for(job_id, TASK_WAIT, |j| terminal.iter().any(|t| j["status"] == *t)).await;
     assert_eq!(job["status"], status, "{job:#}");
     let message = job["error_message"].as_str().unwrap_or_default().to_owned();
     (job, message)
