@@ -170,6 +170,28 @@ mod redis_backend {
         Backend { storage: Arc::new(storage), cleanup: Some(Box::pin(delete_keys(prefix))) }
     }
 
+    /// Two instances on one Redis: a token reload on one is seen by the
+    /// other at once, although the other had the old digest cached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_reload_reaches_every_instance() {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        let b = RedisStorage::connect(&config, &prefix, "instance-b", RETENTION).await.expect("Redis");
+        let (old, new) = (avtomatika::auth::hash("old"), avtomatika::auth::hash("new"));
+        a.replace_worker_tokens(HashMap::from([("w".to_owned(), old)])).await.unwrap();
+        assert_eq!(b.worker_token("w").await.unwrap(), Some(old));
+        assert_eq!(b.worker_for_token(&old).await.unwrap().as_deref(), Some("w"));
+        a.replace_worker_tokens(HashMap::from([("w".to_owned(), new)])).await.unwrap();
+        let started = Instant::now();
+        while b.worker_token("w").await.unwrap() != Some(new) {
+            assert!(started.elapsed() < Duration::from_secs(2), "instance b still trusts the old token");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(b.worker_for_token(&old).await.unwrap(), None);
+        delete_keys(prefix).await;
+    }
+
     /// Deletes every key under `prefix` (SCAN + DEL). `::redis` is the crate;
     /// `redis` is the module of Redis cases.
     async fn delete_keys(prefix: String) {

@@ -34,6 +34,10 @@ const READ_BATCH: usize = 32;
 /// A waiting long-poll re-checks its queue this often even without a
 /// wake-up, covering messages lost while the subscription reconnected.
 const WAKE_SAFETY_NET: Duration = Duration::from_secs(5);
+/// Longest a cached worker token digest is trusted without a reload notice.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Cached worker token lookups kept at most.
+const TOKEN_CACHE_MAX: usize = 10_000;
 /// Quota counters outlive their month by a few days, then go.
 const QUOTA_TTL_SECS: u64 = 40 * 86_400;
 
@@ -92,6 +96,9 @@ impl Keys {
     }
     fn wake(&self) -> String {
         format!("{}:wake", self.prefix)
+    }
+    fn tokens_changed(&self) -> String {
+        format!("{}:tokens", self.prefix)
     }
     fn worker(&self, worker_id: &str) -> String {
         format!("{}:worker:{worker_id}", self.prefix)
@@ -159,6 +166,38 @@ impl Waiters {
     }
 }
 
+/// Worker token digests as last read, so the lookup every worker request
+/// makes is not a Redis round trip. A reload clears it on the instance that
+/// did it and, through pub/sub, on every other; should that message be lost
+/// (a reconnect), entries still lapse after [`TOKEN_CACHE_TTL`].
+#[derive(Default)]
+struct TokenCache {
+    by_id: Mutex<HashMap<String, (Option<TokenHash>, Instant)>>,
+    by_hash: Mutex<HashMap<TokenHash, (Option<String>, Instant)>>,
+}
+
+impl TokenCache {
+    fn get<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, (V, Instant)>>, key: &K) -> Option<V> {
+        let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(v, _)| v.clone())
+    }
+
+    fn put<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, (V, Instant)>>, key: K, value: V) {
+        let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Bounded by the workers that exist; a flood of made-up ids only
+        // resets the cache.
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (value, Instant::now()));
+    }
+
+    fn clear(&self) {
+        self.by_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        self.by_hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+}
+
 /// Job entries read from the stream but not yet handed to the executor.
 struct Reader {
     conn: ConnectionManager,
@@ -180,6 +219,7 @@ pub struct RedisStorage {
     consumer: String,
     retention: Duration,
     waiters: Arc<Waiters>,
+    tokens: Arc<TokenCache>,
     subscriber: tokio::task::JoinHandle<()>,
 }
 
@@ -242,8 +282,10 @@ impl RedisStorage {
         }
 
         let waiters = Arc::new(Waiters::default());
+        let tokens = Arc::new(TokenCache::default());
         let (ready, subscribed) = tokio::sync::oneshot::channel();
-        let subscriber = tokio::spawn(subscribe(client, keys.wake(), waiters.clone(), ready));
+        let channels = Channels { wake: keys.wake(), tokens: keys.tokens_changed() };
+        let subscriber = tokio::spawn(subscribe(client, channels, waiters.clone(), tokens.clone(), ready));
         // Polls that start before the subscription would rely on the safety
         // net alone; wait for it briefly (it only fails if Redis just went away).
         if tokio::time::timeout(Duration::from_secs(2), subscribed).await.is_err() {
@@ -262,6 +304,7 @@ impl RedisStorage {
             consumer: consumer.to_owned(),
             retention,
             waiters,
+            tokens,
             subscriber,
         })
     }
@@ -297,29 +340,48 @@ impl RedisStorage {
     }
 }
 
-/// Listens for task wake-ups and reconnects when the subscription drops.
-async fn subscribe(client: Client, channel: String, waiters: Arc<Waiters>, ready: tokio::sync::oneshot::Sender<()>) {
+/// The pub/sub channels an instance listens on.
+struct Channels {
+    /// Payload: the worker id a task was queued for.
+    wake: String,
+    /// Any payload: the worker tokens were reloaded.
+    tokens: String,
+}
+
+/// Listens for task wake-ups and token reloads; reconnects when the
+/// subscription drops.
+async fn subscribe(
+    client: Client,
+    channels: Channels,
+    waiters: Arc<Waiters>,
+    tokens: Arc<TokenCache>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+            Ok(mut pubsub) => match pubsub.subscribe(&[&channels.wake, &channels.tokens]).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    // Whatever changed while disconnected is read afresh.
+                    tokens.clear();
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        if let Ok(worker_id) = message.get_payload::<String>() {
+                        if message.get_channel_name() == channels.tokens {
+                            tokens.clear();
+                        } else if let Ok(worker_id) = message.get_payload::<String>() {
                             waiters.wake(&worker_id);
                         }
                     }
-                    tracing::warn!("Redis wake-up subscription ended; reconnecting");
+                    tracing::warn!("Redis subscription ended; reconnecting");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to task wake-ups; retrying"),
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to Redis notifications; retrying"),
             },
-            Err(e) => tracing::warn!(error = %e, "cannot connect for task wake-ups; retrying"),
+            Err(e) => tracing::warn!(error = %e, "cannot connect for Redis notifications; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -723,16 +785,29 @@ impl Storage for RedisStorage {
             call.arg(worker_id).arg(hex(hash));
         }
         let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        self.tokens.clear();
+        let _: i64 = self.conn().publish(self.keys.tokens_changed(), "reloaded").await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn worker_token(&self, worker_id: &str) -> StorageResult<Option<TokenHash>> {
+        if let Some(cached) = TokenCache::get(&self.tokens.by_id, &worker_id.to_owned()) {
+            return Ok(cached);
+        }
         let hash: Option<String> = self.conn().hget(self.keys.tokens_by_id(), worker_id).await.map_err(unavailable)?;
-        Ok(hash.as_deref().and_then(unhex))
+        let hash = hash.as_deref().and_then(unhex);
+        TokenCache::put(&self.tokens.by_id, worker_id.to_owned(), hash);
+        Ok(hash)
     }
 
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
-        self.conn().hget(self.keys.tokens_by_hash(), hex(hash)).await.map_err(unavailable)
+        if let Some(cached) = TokenCache::get(&self.tokens.by_hash, hash) {
+            return Ok(cached);
+        }
+        let worker: Option<String> =
+            self.conn().hget(self.keys.tokens_by_hash(), hex(hash)).await.map_err(unavailable)?;
+        TokenCache::put(&self.tokens.by_hash, *hash, worker.clone());
+        Ok(worker)
     }
 
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
