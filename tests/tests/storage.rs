@@ -128,6 +128,7 @@ macro_rules! conformance {
             one_of_concurrent_lockers_wins,
             jobs_waiting_on_a_task_are_watched_until_they_move_on,
             a_schedule_slot_is_claimed_once,
+            an_applied_update_can_release_an_in_flight_slot,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -764,6 +765,27 @@ mod cases {
         assert_eq!(in_flight(&s, "greet", "w").await, 3, "a popped task is still in flight until its result");
         s.add_in_flight("w", -1).await.unwrap();
         assert_eq!(candidates(&s, "greet").await, vec![load("other", true, 0), load("w", true, 2)]);
+    }
+
+    pub async fn an_applied_update_can_release_an_in_flight_slot(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["greet"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        for _ in 0..2 {
+            let queued = task(job.id, 0);
+            assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
+        }
+        assert_eq!(in_flight(&s, "greet", "w").await, 2);
+
+        let mut stale = job.clone();
+        stale.version -= 1;
+        assert!(!s.update_job_releasing(&mut stale, FollowUp::None, "w").await.unwrap());
+        assert_eq!(in_flight(&s, "greet", "w").await, 2, "a refused update releases nothing");
+
+        job.status = JobStatus::Running;
+        assert!(s.update_job_releasing(&mut job, FollowUp::Enqueue, "w").await.unwrap());
+        assert_eq!(in_flight(&s, "greet", "w").await, 1);
+        assert_eq!(drain_queue(&s).await, vec![job.id, job.id], "created, then enqueued by the update");
+        assert!(s.update_job_releasing(&mut job, FollowUp::None, "unknown-worker").await.unwrap());
     }
 
     // ---- parked jobs --------------------------------------------------------

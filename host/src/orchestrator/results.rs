@@ -69,11 +69,15 @@ impl Orchestrator {
             }
             let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
             let applied = match follow_up {
-                Applied::Store(follow_up) => self.storage.update_job(&mut job, follow_up).await?,
-                Applied::Stored(applied) => applied,
+                Applied::Store(follow_up) => self.storage.update_job_releasing(&mut job, follow_up, worker_id).await?,
+                Applied::Stored(applied) => {
+                    if applied {
+                        self.storage.add_in_flight(worker_id, -1).await?;
+                    }
+                    applied
+                }
             };
             if applied {
-                self.storage.add_in_flight(worker_id, -1).await?;
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);
             }

@@ -84,6 +84,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Drops `id` from the watch index (its job no longer exists).
     async fn unwatch(&self, id: JobId) -> StorageResult<()>;
 
+    /// [`update_job`](Storage::update_job) that, when applied, also gives back
+    /// one of `worker_id`'s in-flight slots (its task was answered) — in the
+    /// same atomic step where the backend can.
+    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool> {
+        let applied = self.update_job(job, follow_up).await?;
+        if applied {
+            self.add_in_flight(worker_id, -1).await?;
+        }
+        Ok(applied)
+    }
+
     /// Waits for the next queued job; `None` when `timeout` passes first.
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>>;
 

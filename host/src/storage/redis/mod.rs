@@ -460,54 +460,11 @@ impl Storage for RedisStorage {
     }
 
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool> {
-        let expected = job.version;
-        job.version += 1;
-        job.updated_at = chrono::Utc::now();
-        let bytes = match encode_job(job) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                job.version = expected;
-                return Err(e);
-            }
-        };
-        let retention_ms = if job.status.is_terminal() { self.retention.as_millis().max(1) as u64 } else { 0 };
-        let mut call = self.scripts.update_job.key(self.keys.job(job.id));
-        let (kind, target, payload, score, worker) = match &follow_up {
-            FollowUp::None => ("none", String::new(), Vec::new(), 0i64, String::new()),
-            FollowUp::Enqueue => ("enqueue", self.keys.jobs(), job.id.to_string().into_bytes(), 0, String::new()),
-            FollowUp::Park { task_type } => {
-                ("park", self.keys.parked(task_type), job.id.to_string().into_bytes(), 0, String::new())
-            }
-            FollowUp::PushTask { worker_id, task } => {
-                let payload = serde_json::to_vec(task).map_err(|e| corrupt(format!("task {}: {e}", task.task_id)))?;
-                ("push", self.keys.tasks(worker_id), payload, -i64::from(task.priority), worker_id.clone())
-            }
-        };
-        call.key(if target.is_empty() { self.keys.jobs() } else { target })
-            .key(self.keys.task_seq())
-            .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
-            .key(self.keys.watch())
-            .arg(expected)
-            .arg(bytes)
-            .arg(kind)
-            .arg(payload)
-            .arg(score)
-            .arg(self.keys.wake())
-            .arg(&worker)
-            .arg(retention_ms)
-            .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
-            .arg(job.id.to_string());
-        let applied: i64 = match call.invoke_async(&mut self.conn()).await {
-            Ok(applied) => applied,
-            Err(e) => {
-                job.version = expected;
-                return Err(unavailable(e));
-            }
-        };
-        if applied == 0 {
-            job.version = expected;
-        }
-        Ok(applied == 1)
+        self.update(job, follow_up, None).await
+    }
+
+    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool> {
+        self.update(job, follow_up, Some(worker_id)).await
     }
 
     async fn overdue_jobs(&self, now: chrono::DateTime<chrono::Utc>, max: usize) -> StorageResult<Vec<JobId>> {
@@ -875,6 +832,63 @@ impl Storage for RedisStorage {
             .await
             .map_err(unavailable)?;
         Ok(released == 1)
+    }
+}
+
+impl RedisStorage {
+    /// One job update script call; `release` names a worker whose in-flight
+    /// count drops by one in the same step.
+    async fn update(&self, job: &mut Job, follow_up: FollowUp, release: Option<&str>) -> StorageResult<bool> {
+        let expected = job.version;
+        job.version += 1;
+        job.updated_at = chrono::Utc::now();
+        let bytes = match encode_job(job) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                job.version = expected;
+                return Err(e);
+            }
+        };
+        let retention_ms = if job.status.is_terminal() { self.retention.as_millis().max(1) as u64 } else { 0 };
+        let mut call = self.scripts.update_job.key(self.keys.job(job.id));
+        let (kind, target, payload, score, worker) = match &follow_up {
+            FollowUp::None => ("none", String::new(), Vec::new(), 0i64, String::new()),
+            FollowUp::Enqueue => ("enqueue", self.keys.jobs(), job.id.to_string().into_bytes(), 0, String::new()),
+            FollowUp::Park { task_type } => {
+                ("park", self.keys.parked(task_type), job.id.to_string().into_bytes(), 0, String::new())
+            }
+            FollowUp::PushTask { worker_id, task } => {
+                let payload = serde_json::to_vec(task).map_err(|e| corrupt(format!("task {}: {e}", task.task_id)))?;
+                ("push", self.keys.tasks(worker_id), payload, -i64::from(task.priority), worker_id.clone())
+            }
+        };
+        call.key(if target.is_empty() { self.keys.jobs() } else { target })
+            .key(self.keys.task_seq())
+            .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
+            .key(self.keys.watch())
+            .key(self.keys.worker(release.unwrap_or("-")))
+            .arg(expected)
+            .arg(bytes)
+            .arg(kind)
+            .arg(payload)
+            .arg(score)
+            .arg(self.keys.wake())
+            .arg(&worker)
+            .arg(retention_ms)
+            .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
+            .arg(job.id.to_string())
+            .arg(if release.is_some() { "1" } else { "0" });
+        let applied: i64 = match call.invoke_async(&mut self.conn()).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                job.version = expected;
+                return Err(unavailable(e));
+            }
+        };
+        if applied == 0 {
+            job.version = expected;
+        }
+        Ok(applied == 1)
     }
 }
 

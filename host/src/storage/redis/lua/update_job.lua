@@ -7,6 +7,7 @@
 -- KEYS[3] task sequence counter (push)
 -- KEYS[4] worker hash (push)
 -- KEYS[5] watch zset (job id -> task deadline in ms)
+-- KEYS[6] hash of a worker whose in-flight count drops by one (release)
 -- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
 -- ARGV[3] follow-up: none | enqueue | push | park
 -- ARGV[4] job id (enqueue, park) or encoded task payload (push)
@@ -15,6 +16,7 @@
 -- ARGV[8] retention in ms for a job that has ended; 0 keeps it
 -- ARGV[9] deadline in ms of the task the job now waits on; empty when it waits on none
 -- ARGV[10] job id
+-- ARGV[11] '1' to release one of KEYS[6]'s in-flight slots
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 0
 end
@@ -26,6 +28,11 @@ if ARGV[9] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
 else
   redis.call('ZREM', KEYS[5], ARGV[10])
+end
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
+  if redis.call('HINCRBY', KEYS[6], 'in_flight', -1) < 0 then
+    redis.call('HSET', KEYS[6], 'in_flight', 0)
+  end
 end
 local kind = ARGV[3]
 if kind == 'enqueue' then
