@@ -602,19 +602,7 @@ impl Storage for RedisStorage {
     }
 
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
-        let record = worker_record(&worker)?;
-        let mut call = self.scripts.store_worker.key(self.keys.worker(&worker.worker_id));
-        call.key(self.keys.live())
-            .arg(&worker.worker_id)
-            .arg(record)
-            .arg(&worker.status)
-            .arg(ttl.as_millis() as u64)
-            .arg(self.keys.task_type_prefix())
-            .arg("register");
-        for task in &worker.supported_tasks {
-            call.arg(task);
-        }
-        let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        self.store_worker(&worker, ttl, "register").await?;
         Ok(())
     }
 
@@ -644,18 +632,7 @@ impl Storage for RedisStorage {
         };
         let Some(mut worker) = self.worker_info(worker_id).await? else { return Ok(None) };
         worker.apply(patch);
-        let mut call = self.scripts.store_worker.key(self.keys.worker(worker_id));
-        call.key(self.keys.live())
-            .arg(worker_id)
-            .arg(worker_record(&worker)?)
-            .arg(&worker.status)
-            .arg(ttl_ms)
-            .arg(self.keys.task_type_prefix())
-            .arg("refresh");
-        for task in &worker.supported_tasks {
-            call.arg(task);
-        }
-        let in_flight: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        let in_flight = self.store_worker(&worker, ttl, "refresh").await?;
         if in_flight < 0 {
             return Ok(None);
         }
@@ -893,6 +870,23 @@ impl RedisStorage {
 }
 
 impl RedisStorage {
+    /// Runs `store_worker.lua` in `mode` (`register` or `refresh`); returns the
+    /// worker's in-flight count, or -1 when a refresh found it gone.
+    async fn store_worker(&self, worker: &WorkerInfo, ttl: Duration, mode: &str) -> StorageResult<i64> {
+        let mut call = self.scripts.store_worker.key(self.keys.worker(&worker.worker_id));
+        call.key(self.keys.live())
+            .arg(&worker.worker_id)
+            .arg(worker_record(worker)?)
+            .arg(&worker.status)
+            .arg(ttl.as_millis() as u64)
+            .arg(self.keys.task_type_prefix())
+            .arg(mode);
+        for task in &worker.supported_tasks {
+            call.arg(task);
+        }
+        call.invoke_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
     async fn worker_info(&self, worker_id: &str) -> StorageResult<Option<WorkerInfo>> {
         let (record, in_flight): (Option<String>, Option<u32>) = redis::cmd("HMGET")
             .arg(self.keys.worker(worker_id))
