@@ -38,6 +38,8 @@ const WAKE_SAFETY_NET: Duration = Duration::from_secs(5);
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Cached worker token lookups kept at most.
 const TOKEN_CACHE_MAX: usize = 10_000;
+/// Acknowledgements held back at most before they are sent on their own.
+const MAX_PENDING_ACKS: usize = 256;
 /// Quota counters outlive their month by a few days, then go.
 const QUOTA_TTL_SECS: u64 = 40 * 86_400;
 
@@ -220,6 +222,11 @@ pub struct RedisStorage {
     retention: Duration,
     waiters: Arc<Waiters>,
     tokens: Arc<TokenCache>,
+    /// Acknowledgements not yet sent: they ride along with the next job
+    /// update (or go out before the next stream read), which saves a round
+    /// trip per job. One lost with a crash only means a redelivery, which the
+    /// job's status makes harmless.
+    pending_acks: Mutex<Vec<String>>,
     subscriber: tokio::task::JoinHandle<()>,
 }
 
@@ -305,6 +312,7 @@ impl RedisStorage {
             retention,
             waiters,
             tokens,
+            pending_acks: Mutex::default(),
             subscriber,
         })
     }
@@ -492,6 +500,10 @@ impl Storage for RedisStorage {
             reader.last_claim = Instant::now();
             self.claim_abandoned(&mut reader).await?;
         }
+        if reader.buffered.is_empty() {
+            // About to wait for work: nothing should sit unacknowledged meanwhile.
+            self.flush_acks().await?;
+        }
         while reader.buffered.is_empty() {
             let own = reader.recover_from.clone();
             let mut read = redis::cmd("XREADGROUP");
@@ -541,23 +553,12 @@ impl Storage for RedisStorage {
 
     async fn ack_job(&self, ticket: JobTicket) -> StorageResult<()> {
         let Some(entry) = ticket.receipt else { return Ok(()) };
-        // Acknowledged entries are deleted too, so the stream only ever
-        // holds work that is queued or in progress.
-        let _: () = redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(self.keys.jobs())
-            .arg(GROUP)
-            .arg(&entry)
-            .ignore()
-            .cmd("XDEL")
-            .arg(self.keys.jobs())
-            .arg(&entry)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let full = {
+            let mut pending = self.pending();
+            pending.push(entry);
+            pending.len() >= MAX_PENDING_ACKS
+        };
+        if full { self.flush_acks().await } else { Ok(()) }
     }
 
     async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>> {
@@ -844,6 +845,7 @@ impl RedisStorage {
             .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
             .key(self.keys.watch())
             .key(self.keys.worker(release.unwrap_or("-")))
+            .key(self.keys.jobs())
             .arg(expected)
             .arg(bytes)
             .arg(kind)
@@ -854,10 +856,16 @@ impl RedisStorage {
             .arg(retention_ms)
             .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
             .arg(job.id.to_string())
-            .arg(if release.is_some() { "1" } else { "0" });
+            .arg(if release.is_some() { "1" } else { "0" })
+            .arg(GROUP);
+        let acks = std::mem::take(&mut *self.pending());
+        for entry in &acks {
+            call.arg(entry);
+        }
         let applied: i64 = match call.invoke_async(&mut self.conn()).await {
             Ok(applied) => applied,
             Err(e) => {
+                self.pending().extend(acks);
                 job.version = expected;
                 return Err(unavailable(e));
             }
@@ -870,6 +878,38 @@ impl RedisStorage {
 }
 
 impl RedisStorage {
+    fn pending(&self) -> MutexGuard<'_, Vec<String>> {
+        self.pending_acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends the held-back acknowledgements on their own. Acknowledged
+    /// entries are deleted too, so the stream only ever holds work that is
+    /// queued or in progress.
+    async fn flush_acks(&self) -> StorageResult<()> {
+        let entries = std::mem::take(&mut *self.pending());
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let sent: Result<(), RedisError> = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(self.keys.jobs())
+            .arg(GROUP)
+            .arg(&entries)
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.keys.jobs())
+            .arg(&entries)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = sent {
+            self.pending().extend(entries);
+            return Err(unavailable(e));
+        }
+        Ok(())
+    }
+
     /// Runs `store_worker.lua` in `mode` (`register` or `refresh`); returns the
     /// worker's in-flight count, or -1 when a refresh found it gone.
     async fn store_worker(&self, worker: &WorkerInfo, ttl: Duration, mode: &str) -> StorageResult<i64> {

@@ -8,6 +8,7 @@
 -- KEYS[4] worker hash (push)
 -- KEYS[5] watch zset (job id -> task deadline in ms)
 -- KEYS[6] hash of a worker whose in-flight count drops by one (release)
+-- KEYS[7] job queue stream (acknowledgements)
 -- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
 -- ARGV[3] follow-up: none | enqueue | push | park
 -- ARGV[4] job id (enqueue, park) or encoded task payload (push)
@@ -17,6 +18,13 @@
 -- ARGV[9] deadline in ms of the task the job now waits on; empty when it waits on none
 -- ARGV[10] job id
 -- ARGV[11] '1' to release one of KEYS[6]'s in-flight slots
+-- ARGV[12] consumer group   ARGV[13..] job queue entries to acknowledge and delete
+--          (earlier steps' acknowledgements riding along; done whether or not
+--          this update applies)
+if #ARGV >= 13 then
+  redis.call('XACK', KEYS[7], ARGV[12], unpack(ARGV, 13))
+  redis.call('XDEL', KEYS[7], unpack(ARGV, 13))
+end
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 0
 end
