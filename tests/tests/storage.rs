@@ -129,6 +129,7 @@ macro_rules! conformance {
             jobs_waiting_on_a_task_are_watched_until_they_move_on,
             a_schedule_slot_is_claimed_once,
             an_applied_update_can_release_an_in_flight_slot,
+            concurrent_patches_are_all_applied,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -831,6 +832,28 @@ mod cases {
         assert_eq!(candidates(&s, "c").await, vec![], "no worker takes c");
         assert_eq!(candidates(&s, "").await, vec![]);
         assert_eq!(live(&s).await, vec![w1, w2, w3], "live_workers lists every live worker as registered");
+    }
+
+    pub async fn concurrent_patches_are_all_applied(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["a"]), LONG_TTL).await.unwrap();
+        let patches: Vec<_> = (0..12)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut extra = Map::new();
+                    extra.insert(format!("k{i}"), json!(i));
+                    let patch = WorkerPatch { extra, ..WorkerPatch::default() };
+                    s.refresh_worker("w", Some(patch), LONG_TTL).await.unwrap().expect("live")
+                })
+            })
+            .collect();
+        for patch in patches {
+            patch.await.unwrap();
+        }
+        let stored = live(&s).await.into_iter().find(|w| w.worker_id == "w").expect("w is live");
+        for i in 0..12 {
+            assert_eq!(stored.extra.get(&format!("k{i}")), Some(&json!(i)), "patch {i} was lost: {:?}", stored.extra);
+        }
     }
 
     pub async fn refresh_applies_a_patch(s: Arc<dyn Storage>) {

@@ -38,6 +38,8 @@ const WAKE_SAFETY_NET: Duration = Duration::from_secs(5);
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Cached worker token lookups kept at most.
 const TOKEN_CACHE_MAX: usize = 10_000;
+/// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
+const MAX_WORKER_CONFLICTS: usize = 32;
 /// Acknowledgements held back at most before they are sent on their own.
 const MAX_PENDING_ACKS: usize = 256;
 /// Quota counters outlive their month by a few days, then go.
@@ -603,7 +605,7 @@ impl Storage for RedisStorage {
     }
 
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
-        self.store_worker(&worker, ttl, "register").await?;
+        self.store_worker(&worker, ttl, "register", "").await?;
         Ok(())
     }
 
@@ -631,14 +633,21 @@ impl Storage for RedisStorage {
             }
             return self.worker_info(worker_id).await;
         };
-        let Some(mut worker) = self.worker_info(worker_id).await? else { return Ok(None) };
-        worker.apply(patch);
-        let in_flight = self.store_worker(&worker, ttl, "refresh").await?;
-        if in_flight < 0 {
-            return Ok(None);
+        // Read, patch, write back unless the record changed meanwhile (a
+        // concurrent heartbeat or re-registration); then read again.
+        for _ in 0..MAX_WORKER_CONFLICTS {
+            let Some((mut worker, rev)) = self.worker_record_rev(worker_id).await? else { return Ok(None) };
+            worker.apply(patch.clone());
+            match self.store_worker(&worker, ttl, "refresh", &rev).await? {
+                -2 => continue,
+                n if n < 0 => return Ok(None),
+                in_flight => {
+                    worker.in_flight = u32::try_from(in_flight).unwrap_or(0);
+                    return Ok(Some(worker));
+                }
+            }
         }
-        worker.in_flight = u32::try_from(in_flight).unwrap_or(0);
-        Ok(Some(worker))
+        Err(StorageError::Unavailable(format!("worker {worker_id} kept changing during a heartbeat; try again")))
     }
 
     async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
@@ -912,7 +921,7 @@ impl RedisStorage {
 
     /// Runs `store_worker.lua` in `mode` (`register` or `refresh`); returns the
     /// worker's in-flight count, or -1 when a refresh found it gone.
-    async fn store_worker(&self, worker: &WorkerInfo, ttl: Duration, mode: &str) -> StorageResult<i64> {
+    async fn store_worker(&self, worker: &WorkerInfo, ttl: Duration, mode: &str, rev: &str) -> StorageResult<i64> {
         let mut call = self.scripts.store_worker.key(self.keys.worker(&worker.worker_id));
         call.key(self.keys.live())
             .arg(&worker.worker_id)
@@ -920,7 +929,8 @@ impl RedisStorage {
             .arg(&worker.status)
             .arg(ttl.as_millis() as u64)
             .arg(self.keys.task_type_prefix())
-            .arg(mode);
+            .arg(mode)
+            .arg(rev);
         for task in &worker.supported_tasks {
             call.arg(task);
         }
@@ -928,10 +938,16 @@ impl RedisStorage {
     }
 
     async fn worker_info(&self, worker_id: &str) -> StorageResult<Option<WorkerInfo>> {
-        let (record, in_flight): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+        Ok(self.worker_record_rev(worker_id).await?.map(|(info, _)| info))
+    }
+
+    /// A worker's record with its in-flight count, and the record's revision.
+    async fn worker_record_rev(&self, worker_id: &str) -> StorageResult<Option<(WorkerInfo, String)>> {
+        let (record, in_flight, rev): (Option<String>, Option<u32>, Option<String>) = redis::cmd("HMGET")
             .arg(self.keys.worker(worker_id))
             .arg("info")
             .arg("in_flight")
+            .arg("rev")
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -939,7 +955,7 @@ impl RedisStorage {
         let mut info: WorkerInfo =
             serde_json::from_str(&record).map_err(|e| corrupt(format!("worker {worker_id}: {e}")))?;
         info.in_flight = in_flight.unwrap_or(0);
-        Ok(Some(info))
+        Ok(Some((info, rev.unwrap_or_else(|| "0".to_owned()))))
     }
 }
 
