@@ -445,3 +445,35 @@ async fn wrong_methods_are_json_errors() {
     answer.assert_error(answer.status);
     server.stop().await;
 }
+
+/// `GET /api/v1/blueprints/{name}/graph`: DOT for a loaded blueprint, 404 for
+/// an unknown one, 401 without a client token.
+#[tokio::test]
+async fn blueprint_graphs_render_as_dot() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .get(server.url("/api/v1/blueprints/pipeline/graph"))
+        .header("X-Avtomatika-Token", avtomatika_tests::CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/vnd.graphviz; charset=utf-8");
+    let dot = response.text().await.unwrap();
+    assert!(dot.starts_with("digraph \"pipeline\" {"), "{dot}");
+    for edge in ["\"fetch\" -> \"transform\"", "\"transform\" -> \"publish\"", "\"publish\" -> \"finished\""] {
+        assert!(dot.contains(edge), "{edge} missing from {dot}");
+    }
+    let unknown = server
+        .http
+        .get(server.url("/api/v1/blueprints/nope/graph"))
+        .header("X-Avtomatika-Token", avtomatika_tests::CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let anonymous = server.http.get(server.url("/api/v1/blueprints/pipeline/graph")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    server.stop().await;
+}

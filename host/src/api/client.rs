@@ -1,7 +1,7 @@
 //! `/api/…`: the client API (client token).
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -16,6 +16,21 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/{job_id}", get(get_job))
         .route("/api/v1/admin/reload-workers", post(reload_workers))
         .route("/api/v1/schedules", get(schedules))
+        .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
+}
+
+/// The blueprint's declared state graph as Graphviz DOT.
+async fn blueprint_graph(
+    State(state): State<AppState>,
+    ClientAuth(_): ClientAuth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    let blueprint = state
+        .orchestrator
+        .runtime
+        .blueprint(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("blueprint {name} not found")))?;
+    Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()))
 }
 
 async fn schedules(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Value> {

@@ -113,6 +113,30 @@ impl Graph {
         Ok(Self { name: info.name, endpoint, start, states })
     }
 
+    /// The graph in Graphviz DOT: the start state in bold, `finished` end
+    /// states as green double circles, `failed` ones red, every declared
+    /// transition an edge. Rendered here, so no graphviz is needed.
+    pub fn to_dot(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut dot = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", quote(&self.name));
+        for (name, node) in &self.states {
+            let style = match node.end {
+                Some(EndKind::Finished) => " [shape=doublecircle, color=darkgreen]",
+                Some(EndKind::Failed) => " [shape=doublecircle, color=red]",
+                None if *name == self.start => " [style=\"rounded,bold\", penwidth=2]",
+                None => "",
+            };
+            dot.push_str(&format!("  {}{style};\n", quote(name)));
+        }
+        for (name, node) in &self.states {
+            for target in &node.transitions {
+                dot.push_str(&format!("  {} -> {};\n", quote(name), quote(target)));
+            }
+        }
+        dot.push_str("}\n");
+        dot
+    }
+
     /// The end kind of `state`, or `None` for a state that runs a handler.
     pub fn end_of(&self, state: &str) -> Option<EndKind> {
         self.states.get(state).and_then(|node| node.end)
@@ -212,6 +236,19 @@ mod tests {
         assert_eq!(graph.end_of("finished"), Some(EndKind::Finished));
         assert_eq!(graph.end_of("failed"), Some(EndKind::Failed));
         assert_eq!(graph.end_of("start"), None);
+    }
+
+    #[test]
+    fn the_graph_renders_as_dot() {
+        let mut info = hello();
+        info.name = "say \"hi\"".into();
+        let dot = Graph::from_info(info).unwrap().to_dot();
+        assert!(dot.starts_with("digraph \"say \\\"hi\\\"\" {"), "{dot}");
+        assert!(dot.contains("  \"start\" [style=\"rounded,bold\", penwidth=2];"), "{dot}");
+        assert!(dot.contains("  \"finished\" [shape=doublecircle, color=darkgreen];"), "{dot}");
+        assert!(dot.contains("  \"failed\" [shape=doublecircle, color=red];"), "{dot}");
+        assert!(dot.contains("  \"start\" -> \"failed\";\n  \"start\" -> \"finished\";"), "{dot}");
+        assert!(dot.trim_end().ends_with('}'));
     }
 
     #[test]
