@@ -126,6 +126,17 @@ mod misbehave {
         quarantined("undeclared", &["not among its declared transitions", "nowhere"]).await;
     }
 
+    /// A blueprint that moves between states forever is failed by the
+    /// transition limit (`MAX_TRANSITIONS_PER_JOB`, 100 by default).
+    #[tokio::test]
+    async fn a_cycling_blueprint_is_stopped_by_the_transition_limit() {
+        let job = run("cycle").await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        assert_eq!(job["transitions"], 101, "{job:#}");
+        let message = job["error_message"].as_str().unwrap_or_default();
+        assert_mentions(message, &["more than 100 state transitions", "MAX_TRANSITIONS_PER_JOB"]);
+    }
+
     #[tokio::test]
     async fn a_healthy_call_finishes() {
         let job = run("ok").await;

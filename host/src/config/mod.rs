@@ -144,6 +144,9 @@ pub struct Config {
     pub watcher_interval: Duration,
     /// `EXECUTOR_MAX_CONCURRENT_JOBS` (100): handler steps run at once.
     pub executor_max_concurrent_jobs: usize,
+    /// `MAX_TRANSITIONS_PER_JOB` (100): a job moving between states more often
+    /// fails, so a blueprint that cycles forever cannot run forever.
+    pub max_transitions_per_job: u32,
     /// `JOB_RETENTION_SECONDS` (86400): how long a job is kept once it ended.
     pub job_retention: Duration,
     /// `HISTORY_DATABASE_URI`; unset: no job history.
@@ -194,6 +197,7 @@ impl Default for Config {
             job_max_retries: 3,
             watcher_interval: Duration::from_secs(20),
             executor_max_concurrent_jobs: 100,
+            max_transitions_per_job: 100,
             job_retention: Duration::from_secs(86_400),
             history_database: None,
             s3: None,
@@ -256,6 +260,7 @@ impl Config {
             executor_max_concurrent_jobs: env
                 .positive("EXECUTOR_MAX_CONCURRENT_JOBS")?
                 .unwrap_or(d.executor_max_concurrent_jobs),
+            max_transitions_per_job: env.positive("MAX_TRANSITIONS_PER_JOB")?.unwrap_or(d.max_transitions_per_job),
             job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
             history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
             s3: s3(&env)?,

@@ -112,6 +112,8 @@ pub struct Job {
     pub error_message: Option<String>,
     /// Failed handler calls in the current state; reset when the state changes.
     pub handler_failures: u32,
+    /// State transitions so far (`MAX_TRANSITIONS_PER_JOB` bounds them).
+    pub transitions: u32,
     pub current_task: Option<TaskRecord>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -149,6 +151,7 @@ impl Job {
             webhook_url,
             error_message: None,
             handler_failures: 0,
+            transitions: 0,
             current_task: None,
             created_at: now,
             updated_at: now,

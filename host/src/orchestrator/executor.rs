@@ -155,6 +155,16 @@ impl Orchestrator {
         let end = blueprint.graph.end_of(&state);
         job.current_state = state;
         job.handler_failures = 0;
+        job.transitions += 1;
+        if end.is_none() && job.transitions > self.config.max_transitions_per_job {
+            let message = format!(
+                "job made more than {} state transitions (MAX_TRANSITIONS_PER_JOB); its blueprint seems to loop",
+                self.config.max_transitions_per_job
+            );
+            tracing::warn!(job_id = %job.id, state = %job.current_state, "{message}");
+            job.end(JobStatus::Failed, Some(message));
+            return false;
+        }
         match end {
             Some(EndKind::Finished) => {
                 job.end(JobStatus::Finished, None);

@@ -8,6 +8,7 @@
 //! - `"trap"`: panics, which aborts the instance with a wasm trap;
 //! - `"error"`: returns a handler error;
 //! - `"undeclared"`: moves to `nowhere`, a transition `describe` never declared;
+//! - `"cycle"`: moves back to `start` forever (the transition limit must stop it);
 //! - anything else, or no mode: moves to `finished` with `{"ok": true}` and
 //!   the job's client (`name`, `plan`, `params`) in the history, so a test can
 //!   check that a healthy call still works and what the handler was told.
@@ -24,7 +25,7 @@ impl Blueprint for Misbehave {
     fn describe() -> Describe {
         Describe::new("misbehave")
             .endpoint("v1", "/jobs/misbehave")
-            .state(State::start("start").to(["finished", "failed"]))
+            .state(State::start("start").to(["finished", "failed", "start"]))
             .state(State::finished("finished"))
             .state(State::failed("failed"))
     }
@@ -39,6 +40,7 @@ impl Blueprint for Misbehave {
             Some("trap") => panic!("misbehave: deliberate panic"),
             Some("error") => Err("misbehave: deliberate handler error".to_string()),
             Some("undeclared") => Ok(Next::go_to("nowhere")),
+            Some("cycle") => Ok(Next::go_to("start")),
             _ => {
                 let client = job.client();
                 Ok(Next::go_to("finished").with_history(json!({
