@@ -477,3 +477,37 @@ async fn blueprint_graphs_render_as_dot() {
     assert_eq!(anonymous.status(), 401);
     server.stop().await;
 }
+
+/// `GET /api/v1/workers`: the live workers with what they reported; a worker
+/// whose liveness lapsed is not listed.
+#[tokio::test]
+async fn live_workers_are_listed() {
+    let mut config = avtomatika_tests::test_config();
+    config.worker_health_check_interval = Duration::from_millis(150);
+    let server = TestServer::start_with(config).await;
+    server.worker("w-list-b").register(&["greet"]).await;
+    server.worker("w-list-a").register(&["fetch", "publish"]).await;
+    let list = |server: &TestServer| {
+        let request = server
+            .http
+            .get(server.url("/api/v1/workers"))
+            .header("X-Avtomatika-Token", avtomatika_tests::CLIENT_TOKEN)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let workers = list(&server).await;
+    let ids: Vec<&str> = workers.as_array().unwrap().iter().map(|w| w["worker_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["w-list-a", "w-list-b"]);
+    assert_eq!(workers[0]["supported_tasks"], json!(["fetch", "publish"]));
+    assert_eq!(workers[0]["in_flight"], 0);
+    // Liveness is twice the health-check interval: 300 ms here.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(list(&server).await, json!([]));
+    let anonymous = server.http.get(server.url("/api/v1/workers")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    server.stop().await;
+}

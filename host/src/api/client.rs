@@ -17,6 +17,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/reload-workers", post(reload_workers))
         .route("/api/v1/schedules", get(schedules))
         .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
+        .route("/api/v1/workers", get(workers))
+}
+
+/// The live workers as they registered and last reported, with their tasks in flight.
+async fn workers(
+    State(state): State<AppState>,
+    ClientAuth(_): ClientAuth,
+) -> Result<Json<Vec<crate::model::WorkerInfo>>, ApiError> {
+    let mut workers =
+        state.orchestrator.storage.live_workers().await.map_err(crate::orchestrator::OrchestratorError::from)?;
+    workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+    Ok(Json(workers))
 }
 
 /// The blueprint's declared state graph as Graphviz DOT.

@@ -76,6 +76,12 @@ impl From<OrchestratorError> for ApiError {
     }
 }
 
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        OrchestratorError::Storage(error).into()
+    }
+}
+
 impl ApiError {
     /// Maps a failure to read the request body (over the size limit, or the
     /// connection broke).
