@@ -1,13 +1,12 @@
 //! `clients.toml` (`CLIENTS_CONFIG_PATH`): the API clients, one `[section]` each.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
 use toml::Table;
 
 use super::Secret;
-use super::file::{FileError, Section, read_table, to_json};
+use super::file::{FileError, Section, TokenOwners, read_table, to_json};
 
 /// One client as configured.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,13 +27,9 @@ pub fn load(path: &Path) -> Result<Vec<ClientConfig>, FileError> {
 
 pub fn from_table(file: &str, root: &Table) -> Result<Vec<ClientConfig>, FileError> {
     let mut clients = Vec::new();
-    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut tokens = TokenOwners::default();
     for section in Section::all(file, root)? {
-        let token = section.required_str("token")?;
-        if let Some(other) = owners.insert(token, section.name) {
-            // Two clients with one token could not be told apart.
-            return Err(section.error(Some("token"), format!("the same token as client [{other}]")));
-        }
+        let token = tokens.claim(&section, "client")?;
         let monthly_attempts = match section.optional_int("monthly_attempts")? {
             Some(n) if n < 0 => return Err(section.error(Some("monthly_attempts"), "must be 0 or more")),
             Some(n) => Some(n as u64),

@@ -163,6 +163,25 @@ impl<'a> Section<'a> {
     }
 }
 
+/// The `token` of every section read so far: two sections sharing one could
+/// not be told apart (a client's jobs, or which worker a request acts as).
+#[derive(Default)]
+pub struct TokenOwners<'a> {
+    owners: std::collections::HashMap<&'a str, &'a str>,
+}
+
+impl<'a> TokenOwners<'a> {
+    /// The section's mandatory `token`, refused if an earlier section (a
+    /// `kind`, e.g. "client") has it too.
+    pub fn claim(&mut self, section: &Section<'a>, kind: &str) -> Result<&'a str, FileError> {
+        let token = section.required_str("token")?;
+        match self.owners.insert(token, section.name) {
+            Some(other) => Err(section.error(Some("token"), format!("the same token as {kind} [{other}]"))),
+            None => Ok(token),
+        }
+    }
+}
+
 /// A TOML value as JSON (dates become their TOML text form).
 pub fn to_json(value: &toml::Value) -> Value {
     match value {

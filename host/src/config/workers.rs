@@ -1,13 +1,12 @@
 //! `workers.toml` (`WORKERS_CONFIG_PATH`): individual worker tokens, one
 //! `[section]` per `worker_id`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use toml::Table;
 
 use super::Secret;
-use super::file::{FileError, Section, read_table};
+use super::file::{FileError, Section, TokenOwners, read_table};
 
 /// One worker's credentials as configured.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,16 +22,11 @@ pub fn load(path: &Path) -> Result<Vec<WorkerTokenConfig>, FileError> {
 }
 
 pub fn from_table(file: &str, root: &Table) -> Result<Vec<WorkerTokenConfig>, FileError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut tokens = TokenOwners::default();
     let mut workers = Vec::new();
     for section in Section::all(file, root)? {
         section.only(&["token", "description"])?;
-        let token = section.required_str("token")?;
-        if let Some(other) = owners.insert(token, section.name) {
-            // A shared token would let either worker act as the other, and a
-            // request without a worker id could not be attributed.
-            return Err(section.error(Some("token"), format!("the same token as worker [{other}]")));
-        }
+        let token = tokens.claim(&section, "worker")?;
         workers.push(WorkerTokenConfig {
             worker_id: section.name.to_owned(),
             token: token.into(),

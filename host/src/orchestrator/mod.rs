@@ -7,6 +7,7 @@ mod executor;
 mod jobs;
 mod maintenance;
 mod results;
+mod singleton;
 mod watcher;
 mod workers;
 

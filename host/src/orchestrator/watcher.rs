@@ -14,31 +14,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Orchestrator, OrchestratorResult};
 use crate::model::{JobId, JobStatus};
 
-const LOCK: &str = "watcher";
 /// Overdue jobs handled per storage round trip.
 const BATCH: usize = 100;
 
 impl Orchestrator {
     pub async fn run_watcher(self: Arc<Self>, shutdown: CancellationToken) {
         let every = self.config.watcher_interval;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = shutdown.cancelled() => break,
+        self.run_singleton("watcher", every, every * 3, shutdown, async |this: &Orchestrator| {
+            if let Err(e) = this.time_out_overdue(Utc::now()).await {
+                tracing::warn!(error = %e, "watcher round failed; retrying next round");
             }
-            match self.storage.try_lock(LOCK, &self.config.instance_id, every * 3).await {
-                Ok(true) => {
-                    if let Err(e) = self.time_out_overdue(Utc::now()).await {
-                        tracing::warn!(error = %e, "watcher round failed; retrying next round");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot take the watcher lock; retrying next round"),
-            }
-        }
-        if let Err(e) = self.storage.release_lock(LOCK, &self.config.instance_id).await {
-            tracing::debug!(error = %e, "cannot release the watcher lock");
-        }
+        })
+        .await;
     }
 
     /// Times out every task whose deadline is at or before `now`.
