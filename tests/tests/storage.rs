@@ -278,6 +278,7 @@ fn full_job() -> Job {
         retries: 1,
         dispatched_at: job.created_at + chrono::TimeDelta::milliseconds(1234),
         deadline: job.created_at + chrono::TimeDelta::seconds(300),
+        cancel_requested: true,
     });
     job.updated_at = job.created_at + chrono::TimeDelta::seconds(5);
     job
@@ -308,11 +309,11 @@ fn worker(id: &str, task_types: &[&str]) -> WorkerInfo {
 }
 
 fn push(worker_id: &str, task: &TaskPayload) -> FollowUp {
-    FollowUp::PushTask { worker_id: worker_id.to_owned(), task: task.clone() }
+    FollowUp::push(worker_id.to_owned(), task.clone())
 }
 
 fn park(task_type: &str) -> FollowUp {
-    FollowUp::Park { task_type: task_type.to_owned() }
+    FollowUp::park(task_type.to_owned())
 }
 
 fn load(worker_id: &str, idle: bool, in_flight: u32) -> WorkerLoad {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub type JobId = Uuid;
 
 /// Where a job is in its life. The wire names are the spec's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum JobStatus {
@@ -23,8 +23,14 @@ pub enum JobStatus {
     Running,
     /// A task was dispatched; the job waits for the worker's result.
     WaitingForWorker,
+    /// The job waits for a person's decision (`POST /_public/webhooks/approval/{id}`).
     WaitingForHuman,
+    /// Parallel branches were dispatched; the job waits until all have answered.
     WaitingForParallelTasks,
+    /// A child job runs; the job waits until it ends. Named as the Python
+    /// orchestrator names it.
+    #[serde(rename = "waiting_for_sub_job")]
+    WaitingForChildJob,
     Finished,
     Failed,
     Cancelled,
@@ -41,6 +47,7 @@ impl JobStatus {
             Self::WaitingForWorker => "waiting_for_worker",
             Self::WaitingForHuman => "waiting_for_human",
             Self::WaitingForParallelTasks => "waiting_for_parallel_tasks",
+            Self::WaitingForChildJob => "waiting_for_sub_job",
             Self::Finished => "finished",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -58,6 +65,23 @@ impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Finished | Self::Failed | Self::Cancelled | Self::Error | Self::Quarantined)
     }
+}
+
+impl JobStatus {
+    /// Every status, in life order (for per-status counts).
+    pub const ALL: [JobStatus; 11] = [
+        Self::Pending,
+        Self::Running,
+        Self::WaitingForWorker,
+        Self::WaitingForHuman,
+        Self::WaitingForParallelTasks,
+        Self::WaitingForChildJob,
+        Self::Finished,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Error,
+        Self::Quarantined,
+    ];
 }
 
 impl fmt::Display for JobStatus {
@@ -90,9 +114,51 @@ pub struct TaskRecord {
     /// How many transient failures of this task were retried so far.
     pub retries: u32,
     pub dispatched_at: DateTime<Utc>,
-    /// When the watcher gives up waiting for the result (`WORKER_TIMEOUT_SECONDS`
-    /// after dispatch) and treats the task as a transient failure.
+    /// When the watcher next looks at the task: the earliest of its
+    /// `WORKER_TIMEOUT_SECONDS`, the job's `result_timeout` and, while no
+    /// worker has taken it, the job's `dispatch_timeout`.
     pub deadline: DateTime<Utc>,
+    /// Set by `POST /api/v1/jobs/{id}/cancel`; the worker can read it.
+    pub cancel_requested: bool,
+}
+
+/// Per-job limits on waiting for workers, from the create request (seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimeouts {
+    /// No worker took a task this long after its dispatch: the job fails.
+    pub dispatch_timeout: Option<u64>,
+    /// No result came this long after a task's dispatch: the job fails.
+    pub result_timeout: Option<u64>,
+}
+
+/// Parallel branches a job waits on, and where it goes once all answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParallelWait {
+    /// Names this fan-out: branch results are stored under it, apart from
+    /// the job record, so results arriving together never contend.
+    pub wait_id: Uuid,
+    pub branches: Vec<TaskRecord>,
+    /// The state whose handler receives every branch's result.
+    pub aggregate_into: String,
+    /// When the watcher next checks the branches still unanswered.
+    pub watch_at: DateTime<Utc>,
+}
+
+/// A person's decision the job waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalWait {
+    pub message: String,
+    /// Decision → next state.
+    pub transitions: BTreeMap<String, String>,
+}
+
+/// A child job the job waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildWait {
+    pub job_id: JobId,
+    pub blueprint: String,
+    /// The child's terminal status (`finished`, `failed`, …) → next state.
+    pub transitions: BTreeMap<String, String>,
 }
 
 /// One run of a blueprint. Serialised as is for `GET /api/v1/jobs/{id}`, so it
@@ -115,6 +181,24 @@ pub struct Job {
     /// State transitions so far (`MAX_TRANSITIONS_PER_JOB` bounds them).
     pub transitions: u32,
     pub current_task: Option<TaskRecord>,
+    pub timeouts: JobTimeouts,
+    /// Set while the job waits in `waiting_for_parallel_tasks`.
+    pub parallel: Option<ParallelWait>,
+    /// Every branch's result, keyed by task id, for the aggregator state's
+    /// handler; cleared when the job leaves that state.
+    pub aggregation_results: Option<Map<String, Value>>,
+    /// Set while the job waits in `waiting_for_human`.
+    pub approval: Option<ApprovalWait>,
+    /// Set while the job waits in `waiting_for_sub_job`.
+    pub child: Option<ChildWait>,
+    /// The job that started this one with `run-blueprint`.
+    pub parent_job_id: Option<JobId>,
+    /// Every child job this one started, oldest first.
+    pub child_job_ids: Vec<JobId>,
+    /// The last child's outcome (`job_id`, `blueprint`, `status`,
+    /// `error_message`, `state_history`) for the handler of the state the
+    /// parent moved to; cleared when the job leaves that state.
+    pub sub_job_result: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Bumped by every stored update; storage refuses an update made from an
@@ -153,6 +237,14 @@ impl Job {
             handler_failures: 0,
             transitions: 0,
             current_task: None,
+            timeouts: JobTimeouts::default(),
+            parallel: None,
+            aggregation_results: None,
+            approval: None,
+            child: None,
+            parent_job_id: None,
+            child_job_ids: Vec::new(),
+            sub_job_result: None,
             created_at: now,
             updated_at: now,
             version: 0,
@@ -166,12 +258,32 @@ impl Job {
         self.error_message = error_message;
     }
 
-    /// The deadline of the task the job waits on, if it waits on one.
+    /// When the watcher must next look at the job: the deadline of the task
+    /// or branches it waits on, if it waits on any.
     pub fn task_deadline(&self) -> Option<DateTime<Utc>> {
-        match (&self.current_task, self.status) {
-            (Some(task), JobStatus::WaitingForWorker) => Some(task.deadline),
+        match self.status {
+            JobStatus::WaitingForWorker => self.current_task.as_ref().map(|task| task.deadline),
+            JobStatus::WaitingForParallelTasks => self.parallel.as_ref().map(|wait| wait.watch_at),
             _ => None,
         }
+    }
+
+    /// Every task the job waits on: its one task, or its parallel branches.
+    pub fn waiting_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        let single = self.current_task.iter().filter(|_| self.status == JobStatus::WaitingForWorker);
+        let branches = self.parallel.iter().filter(|_| self.status == JobStatus::WaitingForParallelTasks);
+        single.chain(branches.flat_map(|wait| wait.branches.iter()))
+    }
+
+    /// Forgets every wait and what the last state's handler was given; the
+    /// job is about to enter another state.
+    pub fn clear_waits(&mut self) {
+        self.current_task = None;
+        self.parallel = None;
+        self.approval = None;
+        self.child = None;
+        self.aggregation_results = None;
+        self.sub_job_result = None;
     }
 
     /// Merges a JSON object into the state history; keys it names are replaced.

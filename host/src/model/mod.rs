@@ -4,6 +4,6 @@ mod job;
 mod task;
 mod worker;
 
-pub use job::{Job, JobId, JobStatus, TaskRecord};
+pub use job::{ApprovalWait, ChildWait, Job, JobId, JobStatus, JobTimeouts, ParallelWait, TaskRecord};
 pub use task::{ResultError, TaskPayload, WorkerResult, WorkerResultBody};
 pub use worker::{WorkerInfo, WorkerPatch, WorkerRegistration};

@@ -30,6 +30,7 @@ impl Orchestrator {
             retries,
             dispatched_at: now,
             deadline: now.checked_add_signed(timeout).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            cancel_requested: false,
         };
         job.status = JobStatus::WaitingForWorker;
         job.current_task = Some(task);
@@ -70,9 +71,9 @@ impl Orchestrator {
                     priority: task.priority,
                     tracing_context: Map::new(),
                 };
-                FollowUp::PushTask { worker_id, task: payload }
+                FollowUp::push(worker_id, payload)
             }
-            None => FollowUp::Park { task_type: task.task_type.clone() },
+            None => FollowUp::park(task.task_type.clone()),
         };
         let (task_id, task_type, worker) = (task.task_id, task.task_type.clone(), task.worker_id.clone());
         let applied = self.storage.update_job(job, follow_up).await?;

@@ -10,14 +10,16 @@
 mod memory;
 mod redis;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::auth::TokenHash;
-use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+use uuid::Uuid;
+
+use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
 
 pub use memory::MemoryStorage;
 pub use redis::RedisStorage;
@@ -40,11 +42,51 @@ pub enum FollowUp {
     None,
     /// Queue the job for the executor (its current state's handler runs next).
     Enqueue,
-    /// Queue a task for a worker, waking one of its waiting polls, and count
-    /// it among the worker's tasks in flight.
-    PushTask { worker_id: String, task: TaskPayload },
-    /// No live worker takes this task type yet: hold the job until one registers.
+    /// Hand out the job's tasks (one, or a parallel step's branches).
+    Dispatch(Vec<Assignment>),
+}
+
+impl FollowUp {
+    /// One task for one worker.
+    pub fn push(worker_id: String, task: TaskPayload) -> Self {
+        Self::Dispatch(vec![Assignment::Push { worker_id, task }])
+    }
+
+    /// Hold the job until a worker taking `task_type` registers.
+    pub fn park(task_type: String) -> Self {
+        Self::Dispatch(vec![Assignment::Park { task_type }])
+    }
+}
+
+/// Where one dispatched task goes.
+#[derive(Debug, Clone)]
+pub enum Assignment {
+    /// Queue the task for a worker, waking one of its waiting polls, and
+    /// count it among the worker's tasks in flight.
+    Push { worker_id: String, task: TaskPayload },
+    /// No live worker takes this task type yet: hold the job until one
+    /// registers (the job is parked once per type, however many tasks).
     Park { task_type: String },
+}
+
+/// What recording one parallel branch's result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchRecord {
+    /// The branch already had a result; nothing changed.
+    Duplicate,
+    /// Recorded; `answered` branches of the fan-out have a result now,
+    /// this one included. Exactly one caller sees the count reach the
+    /// number of branches.
+    Recorded { answered: usize },
+}
+
+/// Per-status job counts and the executor queue's length, for the dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Jobs storage holds, by status (ended jobs until their retention lapses).
+    pub by_status: BTreeMap<JobStatus, u64>,
+    /// Jobs queued for the executor.
+    pub queued: u64,
 }
 
 /// What dispatch needs to know of a worker to choose it.
@@ -74,8 +116,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Replaces the stored job if it is still at `job.version`, then applies
     /// `follow_up`. On success `job.version` is bumped and `true` returned;
     /// `false` means someone else updated the job first and nothing changed.
-    /// The same step keeps the watch index current: a job waiting on a task
-    /// is indexed under the task's deadline, any other job is not.
+    /// The same step keeps the indexes current: the watch index (a job
+    /// waiting on tasks is indexed under [`Job::task_deadline`], any other
+    /// job is not) and the status index. When the update ends a job that
+    /// has a parent (`parent_job_id`), the parent is queued for the
+    /// executor in the same step, so a parent can never miss its child's end.
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool>;
 
     /// Jobs whose task deadline is at or before `now`, earliest first, at most `max`.
@@ -159,4 +204,51 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Releases `name` if `owner` still holds it.
     async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool>;
+
+    // --- Dispatch timeouts and cancellation ---
+
+    /// Takes task `task_id` back off `worker_id`'s queue if no poll has
+    /// taken it yet. `true` when it was still queued: it is gone now and will
+    /// never be handed out. `false` when a worker has it (or it never was queued).
+    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool>;
+
+    // --- Parallel branches ---
+
+    /// Records `result` (JSON) for branch `task_id` of fan-out `wait_id`
+    /// unless that branch has one already. Results live apart from the job
+    /// record, so branches answering at once never conflict.
+    async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord>;
+
+    /// Every result recorded for fan-out `wait_id`: task id → JSON.
+    async fn branch_results(&self, wait_id: Uuid) -> StorageResult<HashMap<Uuid, String>>;
+
+    /// Forgets fan-out `wait_id`'s results (its job has moved on).
+    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()>;
+
+    // --- Data stores (the blueprints' key-value stores) ---
+
+    /// The value (JSON) under `key` in store `scope` (`{blueprint}/{store}`).
+    async fn data_get(&self, scope: &str, key: &str) -> StorageResult<Option<String>>;
+
+    /// Sets `key` in store `scope` to `value` (JSON).
+    async fn data_set(&self, scope: &str, key: &str, value: &str) -> StorageResult<()>;
+
+    /// Deletes `key` from store `scope`; `true` when it existed.
+    async fn data_delete(&self, scope: &str, key: &str) -> StorageResult<bool>;
+
+    /// Adds `delta` to the integer under `key` (a missing key counts as 0)
+    /// in one atomic step and returns the new value; `None` (and nothing
+    /// changed) when the stored value is not an integer or would overflow.
+    async fn data_increment(&self, scope: &str, key: &str, delta: i64) -> StorageResult<Option<i64>>;
+
+    // --- Listings ---
+
+    /// `client`'s jobs, newest first, skipping `offset`, at most `limit`.
+    async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> StorageResult<Vec<Job>>;
+
+    /// Ids of jobs with `status`, most recently updated first.
+    async fn jobs_with_status(&self, status: JobStatus, limit: usize, offset: usize) -> StorageResult<Vec<JobId>>;
+
+    /// Per-status counts and the executor queue's length.
+    async fn job_counts(&self) -> StorageResult<JobCounts>;
 }
