@@ -14,6 +14,7 @@ pub mod orchestrator;
 pub mod runtime;
 pub mod scheduler;
 pub mod storage;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +114,7 @@ impl App {
     }
 
     pub async fn from_setup(setup: Setup) -> Result<Self, StartError> {
-        let Setup { config, runtime, clients, workers, schedules } = setup;
+        let Setup { config, mut runtime, clients, workers, schedules } = setup;
         for blueprint in runtime.blueprints() {
             tracing::info!(
                 blueprint = blueprint.name(),
@@ -131,10 +132,11 @@ impl App {
             }
             None => Arc::new(MemoryStorage::new().with_retention(config.job_retention)),
         };
+        runtime.attach_storage(storage.clone());
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);
-        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules)) })
+        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, crate::webhook::Webhooks)) })
     }
 
     /// Binds the configured `API_HOST:API_PORT`.

@@ -1,6 +1,6 @@
 //! `/api/…`: the client API (client token).
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,11 +9,15 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
+use super::public::PageQuery;
 use crate::model::Job;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{job_id}", get(get_job))
+        .route("/api/v1/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/admin/reload-workers", post(reload_workers))
         .route("/api/v1/schedules", get(schedules))
         .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
@@ -56,6 +60,30 @@ async fn reload_workers(
     let workers = state.orchestrator.reload_workers().await?;
     tracing::info!(client = %client.name, workers, "worker configs reloaded on request");
     Ok(Json(json!({ "status": "worker_configs_reloaded" })))
+}
+
+/// The caller's jobs, newest first (`?limit=&offset=`).
+async fn list_jobs(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    Ok(Json(state.orchestrator.list_jobs(&client, query.page()?).await?))
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state.orchestrator.cancel_job(&client, &job_id).await?;
+    tracing::info!(%job_id, client = %client.name, ?outcome, "job cancellation requested");
+    // The spec's answer when no WebSocket push was made: the worker sees a flag.
+    Ok(Json(json!({ "status": "cancellation_request_accepted" })))
+}
+
+async fn dashboard(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.orchestrator.dashboard().await?))
 }
 
 async fn get_job(

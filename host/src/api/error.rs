@@ -24,6 +24,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body is larger than the limit of {0} bytes")]
@@ -43,6 +45,7 @@ impl ApiError {
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::QuotaExceeded(m) => Self::TooManyRequests(m),
             OrchestratorError::Forbidden(m) => Self::Forbidden(m),
             OrchestratorError::NotFound(m) => Self::NotFound(m),
+            OrchestratorError::Conflict(m) => Self::Conflict(m),
             OrchestratorError::Storage(e @ StorageError::Unavailable(_)) => Self::Unavailable(e),
             OrchestratorError::Storage(e) => Self::Internal(e.into()),
         }

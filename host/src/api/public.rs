@@ -1,15 +1,57 @@
 //! `/_public/…`: no authentication.
 
-use axum::routing::get;
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::orchestrator::Page;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/_public/status", get(status))
+    Router::new()
+        .route("/_public/status", get(status))
+        .route("/_public/webhooks/approval/{job_id}", post(approval))
+        .route("/_public/jobs/quarantined", get(quarantined))
 }
 
 async fn status() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// A person's decision for a job waiting in `waiting_for_human`.
+async fn approval(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let decision = match body.get("decision") {
+        Some(Value::String(decision)) if !decision.is_empty() => decision.as_str(),
+        _ => return Err(ApiError::BadRequest("decision is required in body (a non-empty string)".into())),
+    };
+    let job_id = state.orchestrator.decide(&job_id, decision).await?;
+    Ok(Json(json!({ "status": "approval_received", "job_id": job_id })))
+}
+
+/// `limit` / `offset` of a listing, as given.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> Result<Page, ApiError> {
+        Ok(Page::from_query(self.limit.as_deref(), self.offset.as_deref())?)
+    }
+}
+
+/// Ids of quarantined jobs, most recent first. Ids only: this route has no
+/// authentication, and a job's data belongs to its client.
+async fn quarantined(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+    let ids = state.orchestrator.quarantined_jobs(query.page()?).await?;
+    Ok(Json(json!(ids)))
 }

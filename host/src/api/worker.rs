@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_worker/workers/{worker_id}", patch(heartbeat))
         .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
         .route("/_worker/tasks/result", post(result))
+        .route("/_worker/workers/{worker_id}/jobs/{job_id}/tasks/{task_id}", get(task_status))
 }
 
 async fn register(
@@ -78,4 +79,17 @@ async fn result(
 ) -> Result<Json<Value>, ApiError> {
     let ack = state.orchestrator.accept_result(&token, body).await?;
     Ok(Json(json!({ "status": ack.as_str() })))
+}
+
+/// Whether the client asked to cancel a task this worker holds: workers
+/// without a WebSocket poll this while they work.
+async fn task_status(
+    State(state): State<AppState>,
+    WorkerAuth(token): WorkerAuth,
+    ApiPath((worker_id, job_id, task_id)): ApiPath<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let orchestrator = &state.orchestrator;
+    let worker_id = orchestrator.authorize_worker(&token, Some(&worker_id)).await?;
+    let cancelled = orchestrator.cancellation_requested(&worker_id, &job_id, &task_id).await?;
+    Ok(Json(json!({ "job_id": job_id, "task_id": task_id, "cancellation_requested": cancelled })))
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,13 +123,23 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
 }
 
-/// Per-job limits on waiting for workers, from the create request (seconds).
+/// Per-job limits on waiting for workers, from the create request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTimeouts {
-    /// No worker took a task this long after its dispatch: the job fails.
-    pub dispatch_timeout: Option<u64>,
-    /// No result came this long after a task's dispatch: the job fails.
-    pub result_timeout: Option<u64>,
+    /// No worker took a task this long (ms) after its dispatch: the job fails.
+    pub dispatch_timeout_ms: Option<u64>,
+    /// No result came this long (ms) after a task's dispatch: the job fails.
+    pub result_timeout_ms: Option<u64>,
+}
+
+impl JobTimeouts {
+    pub fn dispatch_timeout(&self) -> Option<Duration> {
+        self.dispatch_timeout_ms.map(Duration::from_millis)
+    }
+
+    pub fn result_timeout(&self) -> Option<Duration> {
+        self.result_timeout_ms.map(Duration::from_millis)
+    }
 }
 
 /// Parallel branches a job waits on, and where it goes once all answered.
@@ -273,6 +284,13 @@ impl Job {
         let single = self.current_task.iter().filter(|_| self.status == JobStatus::WaitingForWorker);
         let branches = self.parallel.iter().filter(|_| self.status == JobStatus::WaitingForParallelTasks);
         single.chain(branches.flat_map(|wait| wait.branches.iter()))
+    }
+
+    /// The task the job waits on with id `task_id`, its one task or a branch.
+    pub fn task_mut(&mut self, task_id: Uuid) -> Option<&mut TaskRecord> {
+        let single = self.current_task.iter_mut();
+        let branches = self.parallel.iter_mut().flat_map(|wait| wait.branches.iter_mut());
+        single.chain(branches).find(|task| task.task_id == task_id)
     }
 
     /// Forgets every wait and what the last state's handler was given; the

@@ -1,14 +1,17 @@
 //! Handing tasks to workers: choosing one, queueing the task for it, and
 //! holding tasks no live worker takes until one registers.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use serde_json::Map;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorResult};
 use crate::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord};
 use crate::runtime::TaskSpec;
-use crate::storage::{FollowUp, WorkerLoad};
+use crate::storage::{Assignment, FollowUp, WorkerLoad};
 
 /// Parked jobs taken per storage round trip when a worker appears.
 const PARKED_BATCH: usize = 64;
@@ -18,23 +21,52 @@ impl Orchestrator {
     /// or parks the job while no live worker takes the task type. Returns
     /// whether the job update was applied.
     pub(super) async fn dispatch(&self, job: &mut Job, spec: TaskSpec, retries: u32) -> OrchestratorResult<bool> {
-        let now = Utc::now();
-        let timeout = chrono::Duration::from_std(self.config.worker_timeout).unwrap_or(chrono::Duration::MAX);
-        let task = TaskRecord {
-            task_id: Uuid::new_v4(),
-            task_type: spec.task_type,
-            params: spec.params,
-            priority: spec.priority,
-            transitions: spec.transitions,
-            worker_id: None,
-            retries,
-            dispatched_at: now,
-            deadline: now.checked_add_signed(timeout).unwrap_or(DateTime::<Utc>::MAX_UTC),
-            cancel_requested: false,
-        };
+        let task = self.new_task(job, spec.task_type, spec.params, spec.priority, spec.transitions, retries);
         job.status = JobStatus::WaitingForWorker;
         job.current_task = Some(task);
         self.assign(job).await
+    }
+
+    /// A task record for `job`, dispatched now.
+    pub(super) fn new_task(
+        &self,
+        job: &Job,
+        task_type: String,
+        params: Value,
+        priority: i32,
+        transitions: BTreeMap<String, String>,
+        retries: u32,
+    ) -> TaskRecord {
+        let now = Utc::now();
+        let mut task = TaskRecord {
+            task_id: Uuid::new_v4(),
+            task_type,
+            params,
+            priority,
+            transitions,
+            worker_id: None,
+            retries,
+            dispatched_at: now,
+            deadline: now,
+            cancel_requested: false,
+        };
+        task.deadline = self.next_deadline(job, &task, false).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        task
+    }
+
+    /// When the watcher must next look at `task`: the earliest of its worker
+    /// timeout, the job's result timeout and, unless a worker is known to
+    /// have taken it, the job's dispatch timeout.
+    pub(super) fn next_deadline(&self, job: &Job, task: &TaskRecord, taken: bool) -> Option<DateTime<Utc>> {
+        let after = |timeout: Duration| {
+            chrono::Duration::from_std(timeout).ok().and_then(|t| task.dispatched_at.checked_add_signed(t))
+        };
+        let limits = [
+            Some(self.config.worker_timeout),
+            job.timeouts.result_timeout(),
+            job.timeouts.dispatch_timeout().filter(|_| !taken),
+        ];
+        limits.into_iter().flatten().filter_map(after).min()
     }
 
     /// A transient failure of `task` (the worker said so, or it timed out):
@@ -54,38 +86,49 @@ impl Orchestrator {
         let message = format!("Task {} failed after {} retries: {cause}", task.task_type, task.retries);
         tracing::error!(job_id = %job.id, task_id = %task.task_id, %message, "job quarantined");
         job.end(JobStatus::Quarantined, Some(message));
-        Ok(self.storage.update_job(job, FollowUp::None).await?)
+        self.save(job, FollowUp::None).await
     }
 
-    /// Queues the job's current task for the best live worker, or parks it.
-    async fn assign(&self, job: &mut Job) -> OrchestratorResult<bool> {
-        let Some(task) = job.current_task.as_mut() else { return Ok(false) };
-        let follow_up = match self.choose_worker(&task.task_type).await? {
-            Some(worker_id) => {
-                task.worker_id = Some(worker_id.clone());
-                let payload = TaskPayload {
-                    job_id: job.id,
-                    task_id: task.task_id,
-                    task_type: task.task_type.clone(),
-                    params: task.params.clone(),
-                    priority: task.priority,
-                    tracing_context: Map::new(),
-                };
-                FollowUp::push(worker_id, payload)
+    /// Queues each task the job waits on that has no worker yet for the best
+    /// live worker, or parks the job for its type. One storage update.
+    pub(super) async fn assign(&self, job: &mut Job) -> OrchestratorResult<bool> {
+        let job_id = job.id;
+        let mut assignments = Vec::new();
+        let mut chosen: Vec<(Uuid, String)> = Vec::new();
+        let unassigned: Vec<(Uuid, String)> = job
+            .waiting_tasks()
+            .filter(|task| task.worker_id.is_none())
+            .map(|task| (task.task_id, task.task_type.clone()))
+            .collect();
+        for (task_id, task_type) in unassigned {
+            match self.choose_worker(&task_type).await? {
+                Some(worker_id) => chosen.push((task_id, worker_id)),
+                None => {
+                    tracing::info!(
+                        %job_id, %task_id, task_type,
+                        "no live worker takes this task type; the task waits for one to register"
+                    );
+                    assignments.push(Assignment::Park { task_type });
+                }
             }
-            None => FollowUp::park(task.task_type.clone()),
-        };
-        let (task_id, task_type, worker) = (task.task_id, task.task_type.clone(), task.worker_id.clone());
-        let applied = self.storage.update_job(job, follow_up).await?;
-        match (&worker, applied) {
-            (Some(worker), true) => {
-                tracing::debug!(job_id = %job.id, %task_id, task_type, worker_id = %worker, "task dispatched")
-            }
-            (None, true) => tracing::info!(
-                job_id = %job.id, %task_id, task_type,
-                "no live worker takes this task type; the task waits for one to register"
-            ),
-            (_, false) => tracing::debug!(job_id = %job.id, %task_id, "job changed concurrently; dispatch dropped"),
+        }
+        for (task_id, worker_id) in chosen {
+            let Some(task) = job.task_mut(task_id) else { continue };
+            task.worker_id = Some(worker_id.clone());
+            tracing::debug!(%job_id, %task_id, task_type = %task.task_type, %worker_id, "task dispatched");
+            let payload = TaskPayload {
+                job_id,
+                task_id,
+                task_type: task.task_type.clone(),
+                params: task.params.clone(),
+                priority: task.priority,
+                tracing_context: Map::new(),
+            };
+            assignments.push(Assignment::Push { worker_id, task: payload });
+        }
+        let applied = self.save(job, FollowUp::Dispatch(assignments)).await?;
+        if !applied {
+            tracing::debug!(%job_id, "job changed concurrently; dispatch dropped");
         }
         Ok(applied)
     }
@@ -115,8 +158,7 @@ impl Orchestrator {
 
     async fn assign_parked_job(&self, job_id: JobId, task_type: &str) -> OrchestratorResult<()> {
         let Some(mut job) = self.storage.get_job(job_id).await? else { return Ok(()) };
-        let still_waiting = job.status == JobStatus::WaitingForWorker
-            && job.current_task.as_ref().is_some_and(|t| t.worker_id.is_none() && t.task_type == task_type);
+        let still_waiting = job.waiting_tasks().any(|t| t.worker_id.is_none() && t.task_type == task_type);
         if still_waiting {
             self.assign(&mut job).await?;
         }

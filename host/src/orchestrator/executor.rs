@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Orchestrator, OrchestratorResult};
-use crate::model::{Job, JobId, JobStatus};
+use serde_json::Value;
+
+use crate::model::{ApprovalWait, Job, JobId, JobStatus};
+use crate::webhook::Delivery;
 use crate::runtime::{Blueprint, EndKind, Step, types};
 use crate::storage::{FollowUp, JobTicket};
 
@@ -77,6 +80,10 @@ impl Orchestrator {
             tracing::warn!(%job_id, "queued job does not exist");
             return Ok(());
         };
+        if job.status == JobStatus::WaitingForChildJob {
+            // Queued by its child's end (see `Storage::update_job`).
+            return self.resume_after_child(job).await;
+        }
         for _ in 0..MAX_STEPS_PER_TURN {
             if !job.status.is_runnable() {
                 // Already handled (a duplicate or redelivered queue entry).
@@ -85,7 +92,7 @@ impl Orchestrator {
             let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
                 let message = format!("blueprint {:?} is not loaded", job.blueprint_name);
                 job.end(JobStatus::Failed, Some(message));
-                self.storage.update_job(&mut job, FollowUp::None).await?;
+                self.save(&mut job, FollowUp::None).await?;
                 return Ok(());
             };
             if !self.step(&blueprint, &mut job).await? {
@@ -93,7 +100,7 @@ impl Orchestrator {
             }
         }
         // Out of turn: back of the queue.
-        self.storage.update_job(&mut job, FollowUp::Enqueue).await?;
+        self.save(&mut job, FollowUp::Enqueue).await?;
         Ok(())
     }
 
@@ -114,13 +121,13 @@ impl Orchestrator {
                     );
                     tracing::error!(job_id = %job.id, state = %job.current_state, %error, "job quarantined");
                     job.end(JobStatus::Quarantined, Some(message));
-                    self.storage.update_job(job, FollowUp::None).await?;
+                    self.save(job, FollowUp::None).await?;
                 } else {
                     tracing::warn!(
                         job_id = %job.id, state = %job.current_state, %error, attempt = job.handler_failures,
                         "handler failed; retrying"
                     );
-                    self.storage.update_job(job, FollowUp::Enqueue).await?;
+                    self.save(job, FollowUp::Enqueue).await?;
                 }
                 return Ok(false);
             }
@@ -134,18 +141,66 @@ impl Orchestrator {
         match outcome.step {
             Step::GoTo(state) => {
                 let continues = self.enter_state(blueprint, job, state);
-                let applied = self.storage.update_job(job, FollowUp::None).await?;
+                let applied = self.save(job, FollowUp::None).await?;
                 Ok(applied && continues)
             }
             Step::Dispatch(task) => {
                 self.dispatch(job, task, 0).await?;
                 Ok(false)
             }
-            Step::Fail(message) => {
-                job.end(JobStatus::Failed, Some(message));
-                self.storage.update_job(job, FollowUp::None).await?;
+            Step::Parallel { branches, aggregate_into } => {
+                self.dispatch_parallel(job, branches, aggregate_into).await?;
                 Ok(false)
             }
+            Step::AwaitApproval { message, transitions } => {
+                tracing::info!(job_id = %job.id, state = %job.current_state, "job waits for a human decision");
+                job.status = JobStatus::WaitingForHuman;
+                job.approval = Some(ApprovalWait { message, transitions });
+                self.save(job, FollowUp::None).await?;
+                Ok(false)
+            }
+            Step::RunBlueprint(child) => {
+                self.start_child(job, child).await?;
+                Ok(false)
+            }
+            Step::Fail(message) => {
+                job.end(JobStatus::Failed, Some(message));
+                self.save(job, FollowUp::None).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stores `job` (see [`Storage::update_job`](crate::storage::Storage::update_job))
+    /// and, when this update ended it, sets off what follows a job's end.
+    pub(super) async fn save(&self, job: &mut Job, follow_up: FollowUp) -> OrchestratorResult<bool> {
+        let applied = self.storage.update_job(job, follow_up).await?;
+        if applied && job.status.is_terminal() {
+            self.job_ended(job);
+        }
+        Ok(applied)
+    }
+
+    /// [`save`](Self::save) that also gives back one of `worker_id`'s in-flight slots.
+    pub(super) async fn save_releasing(
+        &self,
+        job: &mut Job,
+        follow_up: FollowUp,
+        worker_id: &str,
+    ) -> OrchestratorResult<bool> {
+        let applied = self.storage.update_job_releasing(job, follow_up, worker_id).await?;
+        if applied && job.status.is_terminal() {
+            self.job_ended(job);
+        }
+        Ok(applied)
+    }
+
+    /// A job just ended: notify its webhook. (A parent waiting on it was
+    /// queued by the same storage update.)
+    fn job_ended(&self, job: &Job) {
+        tracing::debug!(job_id = %job.id, status = %job.status, "job ended");
+        if let Some(delivery) = Delivery::for_job(job) {
+            self.webhooks.send(delivery);
         }
     }
 
@@ -153,6 +208,7 @@ impl Orchestrator {
     /// `running`. Returns whether a handler runs next. The caller stores the job.
     pub(super) fn enter_state(&self, blueprint: &Blueprint, job: &mut Job, state: String) -> bool {
         let end = blueprint.graph.end_of(&state);
+        job.clear_waits();
         job.current_state = state;
         job.handler_failures = 0;
         job.transitions += 1;
@@ -197,6 +253,12 @@ impl Orchestrator {
                 plan: client.and_then(|c| c.plan.clone()),
                 params: client.map_or_else(|| "{}".to_owned(), |c| c.params.to_string()),
             },
+            aggregation_results: job.aggregation_results.as_ref().map(|results| {
+                serde_json::to_string(results).unwrap_or_else(|_| "{}".into())
+            }),
+            child_result: job.sub_job_result.as_ref().map(Value::to_string),
+            webhook_url: job.webhook_url.clone(),
+            approval_path: format!("/_public/webhooks/approval/{}", job.id),
         }
     }
 }

@@ -7,28 +7,30 @@ use serde_json::{Map, Value};
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
-use crate::model::{Job, JobId};
+use crate::model::{Job, JobId, JobTimeouts};
 use crate::runtime::Blueprint;
 
 impl Orchestrator {
     /// Creates a job of `blueprint` for `client` from a create request's body
-    /// and queues it. The body is `{"initial_data": …, "webhook_url": …}`, or,
-    /// when it has neither key, the initial data itself.
+    /// and queues it. The body is `{"initial_data": …, "webhook_url": …,
+    /// "dispatch_timeout": s, "result_timeout": s}`, or, when it has neither
+    /// `initial_data` nor `webhook_url`, the initial data itself.
     pub async fn create_job(
         &self,
         client: &Client,
         blueprint: &Arc<Blueprint>,
         body: Value,
     ) -> OrchestratorResult<JobId> {
-        let (initial_data, webhook_url) = split_create_body(body)?;
+        let CreateBody { initial_data, webhook_url, timeouts } = split_create_body(body)?;
         self.charge_quota(client).await?;
-        let job = Job::new(
+        let mut job = Job::new(
             blueprint.name().to_owned(),
             client.name.clone(),
             blueprint.graph.start.clone(),
             initial_data,
             webhook_url,
         );
+        job.timeouts = timeouts;
         self.storage.create_job(&job).await?;
         tracing::debug!(job_id = %job.id, blueprint = blueprint.name(), client = %client.name, "job created");
         Ok(job.id)
@@ -62,7 +64,15 @@ impl Orchestrator {
     }
 }
 
-fn split_create_body(body: Value) -> OrchestratorResult<(Value, Option<String>)> {
+/// A create request's parts.
+#[derive(Debug, PartialEq)]
+struct CreateBody {
+    initial_data: Value,
+    webhook_url: Option<String>,
+    timeouts: JobTimeouts,
+}
+
+fn split_create_body(body: Value) -> OrchestratorResult<CreateBody> {
     let mut object = match body {
         Value::Object(object) => object,
         Value::Null => Map::new(),
@@ -71,8 +81,16 @@ fn split_create_body(body: Value) -> OrchestratorResult<(Value, Option<String>)>
         }
     };
     if !object.contains_key("initial_data") && !object.contains_key("webhook_url") {
-        return Ok((Value::Object(object), None));
+        return Ok(CreateBody {
+            initial_data: Value::Object(object),
+            webhook_url: None,
+            timeouts: JobTimeouts::default(),
+        });
     }
+    let timeouts = JobTimeouts {
+        dispatch_timeout_ms: timeout_ms(object.remove("dispatch_timeout"), "dispatch_timeout")?,
+        result_timeout_ms: timeout_ms(object.remove("result_timeout"), "result_timeout")?,
+    };
     let webhook_url = match object.remove("webhook_url") {
         None | Some(Value::Null) => None,
         Some(Value::String(url)) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
@@ -87,7 +105,22 @@ fn split_create_body(body: Value) -> OrchestratorResult<(Value, Option<String>)>
             return Err(OrchestratorError::BadRequest(format!("initial_data must be a JSON object, got {other}")));
         }
     };
-    Ok((initial_data, webhook_url))
+    Ok(CreateBody { initial_data, webhook_url, timeouts })
+}
+
+/// A timeout in seconds (fractions allowed) as milliseconds.
+fn timeout_ms(value: Option<Value>, name: &str) -> OrchestratorResult<Option<u64>> {
+    let seconds = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(_) => None,
+    };
+    match seconds {
+        Some(s) if s > 0.0 && s <= 365.0 * 86_400.0 => Ok(Some(((s * 1000.0).ceil()) as u64)),
+        _ => Err(OrchestratorError::BadRequest(format!(
+            "{name} must be a number of seconds greater than 0 and at most one year"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -98,16 +131,25 @@ mod tests {
 
     #[test]
     fn create_bodies_are_read_like_the_python_orchestrator() {
-        let (data, hook) = split_create_body(json!({"name": "Ada"})).unwrap();
-        assert_eq!((data, hook), (json!({"name": "Ada"}), None));
+        let body = split_create_body(json!({"name": "Ada", "result_timeout": 5})).unwrap();
+        assert_eq!(body.initial_data, json!({"name": "Ada", "result_timeout": 5}));
+        assert_eq!((body.webhook_url, body.timeouts), (None, JobTimeouts::default()));
 
-        let (data, hook) =
+        let body =
             split_create_body(json!({"initial_data": {"name": "Ada"}, "webhook_url": "http://x/y"})).unwrap();
-        assert_eq!((data, hook.as_deref()), (json!({"name": "Ada"}), Some("http://x/y")));
+        assert_eq!((body.initial_data, body.webhook_url.as_deref()), (json!({"name": "Ada"}), Some("http://x/y")));
 
-        let (data, _) = split_create_body(json!({"webhook_url": null})).unwrap();
-        assert_eq!(data, json!({}));
-        assert_eq!(split_create_body(Value::Null).unwrap().0, json!({}));
+        let body = split_create_body(json!({"webhook_url": null})).unwrap();
+        assert_eq!(body.initial_data, json!({}));
+        assert_eq!(split_create_body(Value::Null).unwrap().initial_data, json!({}));
+
+        let body =
+            split_create_body(json!({"initial_data": {}, "dispatch_timeout": 0.25, "result_timeout": 30})).unwrap();
+        assert_eq!(body.timeouts, JobTimeouts { dispatch_timeout_ms: Some(250), result_timeout_ms: Some(30_000) });
+        for bad in [json!(0), json!(-1), json!("5"), json!(1e12)] {
+            let err = split_create_body(json!({"initial_data": {}, "result_timeout": bad})).unwrap_err();
+            assert!(err.to_string().contains("result_timeout"), "{err}");
+        }
 
         assert!(split_create_body(json!([1, 2])).is_err());
         assert!(split_create_body(json!({"initial_data": 5})).is_err());

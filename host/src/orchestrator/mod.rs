@@ -2,10 +2,15 @@
 //! tasks to workers and applying results. HTTP handlers call into this; it
 //! talks to storage and the runtime and knows nothing of HTTP.
 
+mod approval;
+mod cancel;
+mod children;
 mod dispatch;
 mod executor;
 mod jobs;
+mod listing;
 mod maintenance;
+mod parallel;
 mod results;
 mod singleton;
 mod watcher;
@@ -20,7 +25,10 @@ use crate::config::Config;
 use crate::config::schedules::Schedule;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
+use crate::webhook::Webhooks;
 
+pub use cancel::Cancellation;
+pub use listing::Page;
 pub use results::ResultAck;
 pub use workers::Heartbeat;
 
@@ -37,6 +45,9 @@ pub enum OrchestratorError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The job is not in a state the request applies to.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -51,6 +62,8 @@ pub struct Orchestrator {
     pub credentials: Credentials,
     /// The schedules of `schedules.toml` (empty without one).
     pub schedules: Vec<Schedule>,
+    /// Delivers `webhook_url` notifications in the background.
+    pub webhooks: Webhooks,
 }
 
 impl Orchestrator {
@@ -60,7 +73,8 @@ impl Orchestrator {
         runtime: Runtime,
         credentials: Credentials,
         schedules: Vec<Schedule>,
+        webhooks: Webhooks,
     ) -> Self {
-        Self { config, storage, runtime, credentials, schedules }
+        Self { config, storage, runtime, credentials, schedules, webhooks }
     }
 }

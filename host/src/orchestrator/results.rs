@@ -17,6 +17,8 @@ pub enum ResultAck {
     Success,
     Failure,
     Cancelled,
+    /// A parallel branch's result was recorded.
+    Branch,
     /// The job no longer waits on this task (stale, duplicate or timed out):
     /// nothing changed.
     Ignored,
@@ -28,6 +30,7 @@ impl ResultAck {
             Self::Success => "result_accepted_success",
             Self::Failure => "result_accepted_failure",
             Self::Cancelled => "result_accepted_cancelled",
+            Self::Branch => "parallel_branch_result_accepted",
             Self::Ignored => "result_ignored",
         }
     }
@@ -53,6 +56,9 @@ impl Orchestrator {
 
         for _ in 0..MAX_CONFLICTS {
             let mut job = self.storage.get_job(job_id).await?.ok_or_else(not_found)?;
+            if job.status == JobStatus::WaitingForParallelTasks {
+                return self.accept_for_branch(&job, task_id, worker_id, &body).await;
+            }
             let current = job
                 .current_task
                 .as_ref()
@@ -69,7 +75,7 @@ impl Orchestrator {
             }
             let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
             let applied = match follow_up {
-                Applied::Store(follow_up) => self.storage.update_job_releasing(&mut job, follow_up, worker_id).await?,
+                Applied::Store(follow_up) => self.save_releasing(&mut job, follow_up, worker_id).await?,
                 Applied::Stored(applied) => {
                     if applied {
                         self.storage.add_in_flight(worker_id, -1).await?;
@@ -84,6 +90,32 @@ impl Orchestrator {
         }
         tracing::warn!(%job_id, "job kept changing while a result was applied; result ignored");
         Ok(ResultAck::Ignored)
+    }
+
+    async fn accept_for_branch(
+        &self,
+        job: &Job,
+        task_id: Option<Uuid>,
+        worker_id: &str,
+        body: &WorkerResultBody,
+    ) -> OrchestratorResult<ResultAck> {
+        let branch = job.parallel.iter().flat_map(|w| w.branches.iter()).find(|b| Some(b.task_id) == task_id);
+        let Some(branch) = branch else {
+            tracing::info!(job_id = %job.id, task_id = body.task_id.as_deref(), worker_id, "stale or duplicate result ignored");
+            return Ok(ResultAck::Ignored);
+        };
+        if branch.worker_id.as_deref() != Some(worker_id) {
+            return Err(OrchestratorError::Forbidden(format!(
+                "task {} was not given to worker {worker_id}",
+                branch.task_id
+            )));
+        }
+        if self.accept_branch_result(job, branch, worker_id, &body.result).await? {
+            Ok(ResultAck::Branch)
+        } else {
+            tracing::info!(job_id = %job.id, task_id = %branch.task_id, worker_id, "duplicate branch result ignored");
+            Ok(ResultAck::Ignored)
+        }
     }
 
     /// Changes `job` as `result` demands and says what the storage update must
@@ -108,6 +140,8 @@ impl Orchestrator {
                         job.end(JobStatus::Failed, Some(format!("Task failed due to invalid input: {message}")));
                         Applied::Store(FollowUp::None)
                     }
+                    // A task the client cancelled is not tried again.
+                    _ if task.cancel_requested => Applied::Stored(self.end_cancelled(job, task).await?),
                     // TRANSIENT_ERROR, and any code this orchestrator does not know.
                     _ => {
                         tracing::warn!(job_id = %job.id, task_id = %task.task_id, code, message, "task failed");
@@ -140,7 +174,7 @@ impl Orchestrator {
     }
 
     /// Merges the result's data and moves the job to `state`.
-    fn move_on(&self, job: &mut Job, state: String, data: Option<&Value>) -> FollowUp {
+    pub(super) fn move_on(&self, job: &mut Job, state: String, data: Option<&Value>) -> FollowUp {
         match data {
             Some(Value::Object(data)) => job.merge_history(data.clone()),
             None | Some(Value::Null) => {}

@@ -1,18 +1,27 @@
-//! The watcher: tasks not answered by their deadline (`WORKER_TIMEOUT_SECONDS`
-//! after dispatch) take the transient-failure path — dispatched again, or the
-//! job quarantined once retries are spent. Runs every
-//! `WATCHER_INTERVAL_SECONDS` on one instance at a time (a storage lock).
+//! The watcher: tasks not answered in time. Runs every
+//! `WATCHER_INTERVAL_SECONDS` on one instance at a time (a storage lock) and
+//! looks at every job whose watch deadline ([`Job::task_deadline`]) passed:
+//!
+//! - a task no worker took within the job's `dispatch_timeout` is taken back
+//!   off its queue and the job fails;
+//! - a task without a result within the job's `result_timeout` fails the job;
+//! - a task without a result within `WORKER_TIMEOUT_SECONDS` takes the
+//!   transient-failure path (dispatched again, or the job quarantined once
+//!   retries are spent; a parallel branch is recorded as `timeout`).
 //!
 //! This is also what recovers a task that a worker or an instance lost after
 //! taking it off a queue: no result ever comes, the deadline passes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::parallel::Verdict;
 use super::{Orchestrator, OrchestratorResult};
-use crate::model::{JobId, JobStatus};
+use crate::model::{Job, JobId, JobStatus, TaskRecord};
+use crate::storage::FollowUp;
 
 /// Overdue jobs handled per storage round trip.
 const BATCH: usize = 100;
@@ -28,7 +37,7 @@ impl Orchestrator {
         .await;
     }
 
-    /// Times out every task whose deadline is at or before `now`.
+    /// Deals with every job whose watch deadline is at or before `now`.
     pub async fn time_out_overdue(&self, now: DateTime<Utc>) -> OrchestratorResult<usize> {
         let mut handled = 0;
         loop {
@@ -45,21 +54,98 @@ impl Orchestrator {
     }
 
     async fn time_out(&self, id: JobId, now: DateTime<Utc>) -> OrchestratorResult<()> {
-        let Some(mut job) = self.storage.get_job(id).await? else {
+        let Some(job) = self.storage.get_job(id).await? else {
             return Ok(self.storage.unwatch(id).await?);
         };
-        let Some(task) = job.current_task.clone() else { return Ok(self.storage.unwatch(id).await?) };
-        if job.status != JobStatus::WaitingForWorker || task.deadline > now {
+        match job.task_deadline() {
+            None => Ok(self.storage.unwatch(id).await?),
             // Answered or re-dispatched since the index was read.
-            return Ok(());
+            Some(deadline) if deadline > now => Ok(()),
+            Some(_) if job.status == JobStatus::WaitingForParallelTasks => self.time_out_branches(job, now).await,
+            Some(_) => self.time_out_task(job, now).await,
         }
-        tracing::warn!(job_id = %id, task_id = %task.task_id, worker_id = task.worker_id.as_deref().unwrap_or(""), "task timed out");
-        let cause = format!("no result within WORKER_TIMEOUT_SECONDS ({} s)", self.config.worker_timeout.as_secs());
-        if self.retry_task(&mut job, &task, &cause).await?
-            && let Some(worker) = &task.worker_id
-        {
-            self.storage.add_in_flight(worker, -1).await?;
+    }
+
+    async fn time_out_task(&self, mut job: Job, now: DateTime<Utc>) -> OrchestratorResult<()> {
+        let Some(task) = job.current_task.clone() else { return Ok(self.storage.unwatch(job.id).await?) };
+        match self.check_timeouts(&job, &task, now).await? {
+            Verdict::Later(deadline) => {
+                if let Some(current) = job.current_task.as_mut() {
+                    current.deadline = deadline;
+                }
+                self.save(&mut job, FollowUp::None).await?;
+            }
+            Verdict::FailJob { message, release } => {
+                tracing::warn!(job_id = %job.id, task_id = %task.task_id, %message, "job failed");
+                job.end(JobStatus::Failed, Some(message));
+                let applied = self.save(&mut job, FollowUp::None).await?;
+                if let (true, true, Some(worker)) = (applied, release, &task.worker_id) {
+                    self.storage.add_in_flight(worker, -1).await?;
+                }
+            }
+            Verdict::Retry(cause) => {
+                tracing::warn!(
+                    job_id = %job.id, task_id = %task.task_id, worker_id = task.worker_id.as_deref().unwrap_or(""),
+                    "task timed out"
+                );
+                let applied = if task.cancel_requested {
+                    // Cancelled and then silent: nothing to retry.
+                    self.end_cancelled(&mut job, &task).await?
+                } else {
+                    self.retry_task(&mut job, &task, &cause).await?
+                };
+                if let (true, Some(worker)) = (applied, &task.worker_id) {
+                    self.storage.add_in_flight(worker, -1).await?;
+                }
+            }
         }
         Ok(())
     }
+
+    /// Which of `task`'s timeouts have passed at `now`, the job-level ones first.
+    pub(super) async fn check_timeouts(
+        &self,
+        job: &Job,
+        task: &TaskRecord,
+        now: DateTime<Utc>,
+    ) -> OrchestratorResult<Verdict> {
+        let age = (now - task.dispatched_at).to_std().unwrap_or(Duration::ZERO);
+        let mut taken = false;
+        if let Some(limit) = job.timeouts.dispatch_timeout()
+            && age >= limit
+        {
+            taken = match &task.worker_id {
+                None => false,
+                // Withdrawing it also makes sure no worker takes it from now on.
+                Some(worker) => !self.storage.withdraw_task(worker, task.task_id).await?,
+            };
+            if !taken {
+                let message = format!(
+                    "no worker took task {} within the job's dispatch_timeout ({})",
+                    task.task_type,
+                    seconds(limit)
+                );
+                return Ok(Verdict::FailJob { message, release: false });
+            }
+        }
+        if let Some(limit) = job.timeouts.result_timeout()
+            && age >= limit
+        {
+            let message =
+                format!("no result for task {} within the job's result_timeout ({})", task.task_type, seconds(limit));
+            return Ok(Verdict::FailJob { message, release: task.worker_id.is_some() });
+        }
+        if age >= self.config.worker_timeout {
+            return Ok(Verdict::Retry(format!(
+                "no result within WORKER_TIMEOUT_SECONDS ({})",
+                seconds(self.config.worker_timeout)
+            )));
+        }
+        let next = self.next_deadline(job, task, taken).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Ok(Verdict::Later(next.max(now + chrono::Duration::milliseconds(1))))
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
 }

@@ -6,6 +6,8 @@ wasmtime::component::bindgen!({
     // Handler calls run asynchronously so that a CPU deadline can yield to
     // the executor instead of pinning a runtime thread.
     exports: { default: async },
+    // Data stores reach the storage backend, which is asynchronous I/O.
+    imports: { "avtomatika:blueprint/data-store": async },
 });
 
 pub use self::avtomatika::blueprint::types;

@@ -40,13 +40,36 @@ pub struct TaskSpec {
     pub priority: i32,
 }
 
+/// One branch of a parallel step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchSpec {
+    pub task_type: String,
+    pub params: Value,
+    pub priority: i32,
+}
+
+/// A child blueprint a handler asked to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSpec {
+    pub blueprint: String,
+    pub initial_data: Value,
+    /// The child's terminal status → the parent's next state.
+    pub transitions: BTreeMap<String, String>,
+}
+
 /// What a handler decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     GoTo(String),
     Dispatch(TaskSpec),
+    Parallel { branches: Vec<BranchSpec>, aggregate_into: String },
+    AwaitApproval { message: String, transitions: BTreeMap<String, String> },
+    RunBlueprint(ChildSpec),
     Fail(String),
 }
+
+/// Most branches one parallel step may fan out to.
+pub const MAX_BRANCHES: usize = 1000;
 
 /// A handler's checked answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,9 +205,74 @@ impl Graph {
                     priority: task.priority,
                 })
             }
+            types::Action::DispatchParallel(parallel) => {
+                if parallel.branches.is_empty() {
+                    return Err("dispatch-parallel has no branches".into());
+                }
+                if parallel.branches.len() > MAX_BRANCHES {
+                    return Err(format!(
+                        "dispatch-parallel has {} branches; at most {MAX_BRANCHES} are allowed",
+                        parallel.branches.len()
+                    ));
+                }
+                reachable(&parallel.aggregate_into)?;
+                let branches = parallel
+                    .branches
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, branch)| {
+                        if branch.task_type.is_empty() {
+                            return Err(format!("branch {i} of dispatch-parallel has an empty task type"));
+                        }
+                        Ok(BranchSpec {
+                            task_type: branch.task_type,
+                            params: Value::Object(json_object(&branch.params, &format!("params of branch {i}"))?),
+                            priority: branch.priority,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
+                Step::Parallel { branches, aggregate_into: parallel.aggregate_into }
+            }
+            types::Action::AwaitHumanApproval(approval) => {
+                if approval.transitions.is_empty() {
+                    return Err("await-human-approval has no decisions (transitions)".into());
+                }
+                let transitions = checked_transitions(approval.transitions, "decision", &reachable)?;
+                Step::AwaitApproval { message: approval.message, transitions }
+            }
+            types::Action::RunBlueprint(child) => {
+                if child.blueprint.is_empty() {
+                    return Err("run-blueprint names no blueprint".into());
+                }
+                let transitions = checked_transitions(child.transitions, "status", &reachable)?;
+                Step::RunBlueprint(ChildSpec {
+                    initial_data: Value::Object(json_object(&child.initial_data, "child initial-data")?),
+                    blueprint: child.blueprint,
+                    transitions,
+                })
+            }
         };
         Ok(Outcome { step, history_update })
     }
+}
+
+/// A transition table whose targets are all reachable and whose keys are unique.
+fn checked_transitions(
+    list: Vec<types::Transition>,
+    key: &str,
+    reachable: &dyn Fn(&str) -> Result<(), String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut transitions = BTreeMap::new();
+    for t in list {
+        if t.status.is_empty() {
+            return Err(format!("a transition has an empty {key}"));
+        }
+        reachable(&t.state)?;
+        if transitions.insert(t.status.clone(), t.state).is_some() {
+            return Err(format!("{key} {:?} has two transitions", t.status));
+        }
+    }
+    Ok(transitions)
 }
 
 fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
@@ -303,5 +391,78 @@ mod tests {
         }
         assert!(graph.check_outcome("start", dispatch("{}", "start")).is_err());
         assert!(graph.check_outcome("start", dispatch("7", "finished")).unwrap_err().contains("task params"));
+    }
+
+    fn outcome(action: Action) -> types::Outcome {
+        types::Outcome { action, state_history_update: None }
+    }
+
+    fn transition(status: &str, state: &str) -> types::Transition {
+        types::Transition { status: status.into(), state: state.into() }
+    }
+
+    #[test]
+    fn parallel_steps_need_branches_and_a_declared_aggregator() {
+        let graph = Graph::from_info(hello()).unwrap();
+        let branch = |task_type: &str, params: &str| types::Branch {
+            task_type: task_type.into(),
+            params: params.into(),
+            priority: 1,
+        };
+        let parallel = |branches: Vec<types::Branch>, into: &str| {
+            outcome(Action::DispatchParallel(types::Parallel { branches, aggregate_into: into.into() }))
+        };
+        match graph.check_outcome("start", parallel(vec![branch("a", "{}"), branch("b", r#"{"x":1}"#)], "finished")) {
+            Ok(Outcome { step: Step::Parallel { branches, aggregate_into }, .. }) => {
+                assert_eq!(aggregate_into, "finished");
+                assert_eq!(branches.len(), 2);
+                assert_eq!((branches[1].task_type.as_str(), &branches[1].params["x"]), ("b", &Value::from(1)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = |o| graph.check_outcome("start", o).unwrap_err();
+        assert!(error(parallel(vec![], "finished")).contains("no branches"));
+        assert!(error(parallel(vec![branch("a", "{}")], "start")).contains("not among its declared"));
+        assert!(error(parallel(vec![branch("", "{}")], "finished")).contains("branch 0"));
+        assert!(error(parallel(vec![branch("a", "{}"), branch("b", "[]")], "finished")).contains("params of branch 1"));
+        let many = (0..=MAX_BRANCHES).map(|_| branch("a", "{}")).collect();
+        assert!(error(parallel(many, "finished")).contains("at most"));
+    }
+
+    #[test]
+    fn approvals_and_child_runs_map_declared_states() {
+        let graph = Graph::from_info(hello()).unwrap();
+        let approval = |transitions| {
+            outcome(Action::AwaitHumanApproval(types::Approval { message: "ok?".into(), transitions }))
+        };
+        let step = graph
+            .check_outcome("start", approval(vec![transition("approved", "finished"), transition("no", "failed")]))
+            .unwrap()
+            .step;
+        let expected = BTreeMap::from([("approved".into(), "finished".into()), ("no".into(), "failed".into())]);
+        assert_eq!(step, Step::AwaitApproval { message: "ok?".into(), transitions: expected });
+        let error = |o| graph.check_outcome("start", o).unwrap_err();
+        assert!(error(approval(vec![])).contains("no decisions"));
+        assert!(error(approval(vec![transition("yes", "nowhere")])).contains("not among its declared"));
+        assert!(error(approval(vec![transition("yes", "finished"), transition("yes", "failed")])).contains("two"));
+        assert!(error(approval(vec![transition("", "finished")])).contains("empty decision"));
+
+        let child = |blueprint: &str, data: &str, transitions| {
+            outcome(Action::RunBlueprint(types::ChildRun {
+                blueprint: blueprint.into(),
+                initial_data: data.into(),
+                transitions,
+            }))
+        };
+        match graph.check_outcome("start", child("pay", r#"{"amount":5}"#, vec![transition("finished", "finished")])) {
+            Ok(Outcome { step: Step::RunBlueprint(spec), .. }) => {
+                assert_eq!((spec.blueprint.as_str(), &spec.initial_data["amount"]), ("pay", &Value::from(5)));
+                assert_eq!(spec.transitions["finished"], "finished");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(error(child("", "{}", vec![])).contains("names no blueprint"));
+        assert!(error(child("pay", "1", vec![])).contains("child initial-data"));
+        assert!(error(child("pay", "{}", vec![transition("failed", "start")])).contains("not among its declared"));
     }
 }

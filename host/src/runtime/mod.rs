@@ -25,10 +25,11 @@ use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrate
 use wasmtime::{Trap, UpdateDeadline};
 
 pub use bindings::types;
-pub use graph::{EndKind, Graph, Outcome, Step, TaskSpec};
+pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
 use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox};
 
 use crate::config::PluginLimits;
+use crate::storage::Storage;
 
 /// How often the epoch advances. A CPU deadline is checked, and a long call
 /// yields to other tasks, once per tick.
@@ -119,6 +120,8 @@ pub struct Runtime {
     blueprints: HashMap<String, Arc<Blueprint>>,
     endpoints: HashMap<String, Arc<Blueprint>>,
     pool: PluginPool,
+    /// Backs the data-store capability.
+    stores: Option<Arc<dyn Storage>>,
     _ticker: EpochTicker,
 }
 
@@ -162,7 +165,13 @@ impl Runtime {
             limits,
             blueprints: HashMap::new(),
             endpoints: HashMap::new(),
+            stores: None,
         })
+    }
+
+    /// Gives handler calls their data stores, kept by `storage`.
+    pub fn attach_storage(&mut self, storage: Arc<dyn Storage>) {
+        self.stores = Some(storage);
     }
 
     /// Compiles, links and describes each source, refusing the whole set on
@@ -242,6 +251,7 @@ impl Runtime {
     ) -> Result<Outcome, HandlerError> {
         let blueprint = blueprint.clone();
         let mut store = new_store(&self.engine, self.limits, blueprint.name.clone(), Some(context.job_id.clone()));
+        store.data_mut().stores = self.stores.clone();
         let mut call = Box::pin(async move {
             let instance = blueprint.pre.instantiate_async(&mut store).await.map_err(classify)?;
             let answer =

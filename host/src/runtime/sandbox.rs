@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
+use crate::storage::Storage;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// The data of one handler call's store: one field per granted capability,
@@ -15,6 +16,9 @@ pub struct Sandbox {
     /// The job the call runs for; unset during `describe`.
     pub job_id: Option<String>,
     pub limits: MemoryLimit,
+    /// Where the blueprint's data stores live; unset during `describe` and in
+    /// runtimes without storage (stores then answer `unavailable`).
+    pub stores: Option<Arc<dyn Storage>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -25,7 +29,14 @@ impl Sandbox {
         // builder's defaults); stdio goes nowhere; clocks are frozen so a
         // handler's answer depends only on its input.
         let wasi = WasiCtx::builder().wall_clock(FrozenClock).monotonic_clock(FrozenClock).build();
-        Self { blueprint, job_id, limits: MemoryLimit::new(memory_bytes), wasi, table: ResourceTable::new() }
+        Self {
+            blueprint,
+            job_id,
+            limits: MemoryLimit::new(memory_bytes),
+            stores: None,
+            wasi,
+            table: ResourceTable::new(),
+        }
     }
 }
 

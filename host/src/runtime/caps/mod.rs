@@ -1,3 +1,4 @@
 //! The capabilities the host grants to blueprints, one module per WIT interface.
 
+pub mod data_store;
 pub mod log;

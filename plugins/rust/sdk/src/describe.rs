@@ -13,6 +13,10 @@ pub struct Describe {
 
 impl Describe {
     /// A blueprint called `name` with no endpoint and no states yet.
+    ///
+    /// Without [`endpoint`](Self::endpoint), clients cannot create its jobs
+    /// over HTTP: it runs only as another blueprint's child
+    /// ([`Next::run_blueprint`](crate::Next::run_blueprint)) or on a schedule.
     pub fn new(name: impl Into<String>) -> Self {
         Self { name: name.into(), api_version: None, api_endpoint: None, states: Vec::new() }
     }
@@ -71,7 +75,9 @@ impl State {
         Self { end: Some(TerminalStatus::Failed), ..Self::new(name) }
     }
 
-    /// The states this state's handler may move the job to.
+    /// The states this state's handler may move the job to: every target of
+    /// `go_to`, of a task's, approval's or child run's transitions, and a
+    /// parallel step's aggregator state.
     pub fn to<I, S>(mut self, states: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -33,19 +33,52 @@
 //! avtomatika_blueprint::export!(Hello);
 //! ```
 //!
+//! # What a handler can answer
+//!
+//! Every target state below must be among the current state's transitions
+//! (`State::to`), or the host rejects the answer and retries the handler.
+//! [`Next::with_history`] adds a JSON object to the job's state history with
+//! any of them.
+//!
+//! ```ignore
+//! // Move on; an end state ends the job.
+//! Next::go_to("publish").with_history(json!({ "length": 42 }));
+//!
+//! // One task for a worker; its result status picks the next state.
+//! Next::dispatch(Task::new("greet", json!({ "name": "Ada" })).on("success", "finished").on("failure", "failed"));
+//!
+//! // Several tasks at once; `collect` runs when every branch has a result,
+//! // and reads them in `job.aggregation_results()`.
+//! Next::parallel("collect", ["small", "large"].map(|size| Branch::new("resize", json!({ "size": size }))));
+//!
+//! // Wait for a person, who posts `{"decision": "approved"}` to `job.approval_path()`.
+//! Next::await_approval(Approval::new("Publish the post?").on("approved", "publish").on("rejected", "reject"));
+//!
+//! // Run another blueprint as a child job; the next handler reads it in `job.child_result()`.
+//! Next::run_blueprint(ChildRun::new("payment", json!({ "amount": 10 })).on("finished", "ship").on("failed", "refund"));
+//!
+//! // End the job as `failed` with this error message.
+//! Next::fail("the document is empty");
+//! ```
+//!
+//! Handlers may also keep small state shared across jobs in the blueprint's
+//! [`store`]s, and write to the host's [`log`].
+//!
 //! The WIT contract behind this crate is `wit/` at the repository root
-//! (`avtomatika:blueprint@0.1.0`); this crate only makes it pleasant to use.
+//! (`avtomatika:blueprint@1.0.0`); this crate only makes it pleasant to use.
 #![deny(missing_docs)]
 
 mod describe;
 mod job;
 pub mod log;
 mod next;
+pub mod store;
 
 pub use describe::{Describe, State};
 pub use job::{Client, Job};
-pub use next::{Next, Task};
+pub use next::{Approval, Branch, ChildRun, Next, Task};
 pub use serde_json::{Value, json};
+pub use store::{Store, StoreError};
 
 /// The generated WIT bindings. Blueprints do not need them directly.
 #[doc(hidden)]
@@ -62,7 +95,8 @@ pub mod bindings {
 /// A job state machine.
 ///
 /// Both functions run in a fresh, sandboxed instance for every call: keep
-/// nothing in statics, carry state in the job's history instead.
+/// nothing in statics, carry state in the job's history instead (or, for state
+/// shared across jobs, in a [`Store`]).
 pub trait Blueprint {
     /// The blueprint's name, endpoint and state graph. Called once at load time.
     fn describe() -> Describe;
@@ -74,6 +108,9 @@ pub trait Blueprint {
 }
 
 /// Exports a [`Blueprint`] implementation as the component's `handler` interface.
+// rustfmt cannot parse the `with_types_in` call and mangles the indentation
+// around it, so the macro's layout is kept by hand.
+#[rustfmt::skip]
 #[macro_export]
 macro_rules! export {
     ($blueprint:ty) => {
@@ -92,7 +129,7 @@ macro_rules! export {
                     ::std::string::String,
                 > {
                     $crate::__private::handle::<$blueprint>(context)
-        }
+                }
             }
 
             $crate::bindings::__export_blueprint_world!(__AvtomatikaExport with_types_in $crate::bindings);

@@ -9,13 +9,34 @@
 //! - `"error"`: returns a handler error;
 //! - `"undeclared"`: moves to `nowhere`, a transition `describe` never declared;
 //! - `"cycle"`: moves back to `start` forever (the transition limit must stop it);
+//!
+//! The next modes answer with an outcome that breaks the v1 contract; the host
+//! must refuse to act on it (no task, wait or child job may come of it):
+//!
+//! - `"parallel-empty"`: `dispatch-parallel` with no branches, aggregating into
+//!   the declared `collect`;
+//! - `"parallel-undeclared"`: one `noop` branch aggregating into `nowhere`;
+//! - `"approval-empty"`: `await-human-approval` with no decisions;
+//! - `"approval-undeclared"`: decisions `approved` → `nowhere` and `rejected`
+//!   → `failed` (only the first is wrong);
+//! - `"child-unknown"`: `run-blueprint` of `no-such-blueprint`, which is not
+//!   loaded, with `finished` → `finished` and `failed` → `failed`;
+//! - `"child-undeclared"`: `run-blueprint` of `misbehave` itself (its default
+//!   mode) with `finished` → `nowhere`.
+//!
+//! And the rest:
+//!
+//! - `"store-bad"`: `get`s key `key` from a store with an empty name; the
+//!   host must answer with an error (not a trap), and the job fails with
+//!   `store-bad: <the error's text>` (or with `store-bad: the host accepted an
+//!   empty store name` if it did not);
 //! - anything else, or no mode: moves to `finished` with `{"ok": true}` and
 //!   the job's client (`name`, `plan`, `params`) in the history, so a test can
 //!   check that a healthy call still works and what the handler was told.
 
 use std::hint::black_box;
 
-use avtomatika_blueprint::{Blueprint, Describe, Job, Next, State, json};
+use avtomatika_blueprint::{Approval, Blueprint, Branch, ChildRun, Describe, Job, Next, State, Store, json};
 
 const MIB: usize = 1 << 20;
 
@@ -25,7 +46,10 @@ impl Blueprint for Misbehave {
     fn describe() -> Describe {
         Describe::new("misbehave")
             .endpoint("v1", "/jobs/misbehave")
-            .state(State::start("start").to(["finished", "failed", "start"]))
+            .state(State::start("start").to(["finished", "failed", "start", "collect"]))
+            // Only a parallel step aggregates here, and the one `misbehave`
+            // sends has no branches: the host must never run this handler.
+            .state(State::new("collect").to(["finished"]))
             .state(State::finished("finished"))
             .state(State::failed("failed"))
     }
@@ -41,6 +65,22 @@ impl Blueprint for Misbehave {
             Some("error") => Err("misbehave: deliberate handler error".to_string()),
             Some("undeclared") => Ok(Next::go_to("nowhere")),
             Some("cycle") => Ok(Next::go_to("start")),
+            Some("parallel-empty") => Ok(Next::parallel("collect", [])),
+            Some("parallel-undeclared") => Ok(Next::parallel("nowhere", [Branch::new("noop", json!({}))])),
+            Some("approval-empty") => Ok(Next::await_approval(Approval::new("misbehave: no decisions"))),
+            Some("approval-undeclared") => Ok(Next::await_approval(
+                Approval::new("misbehave: an undeclared decision").on("approved", "nowhere").on("rejected", "failed"),
+            )),
+            Some("child-unknown") => Ok(Next::run_blueprint(
+                ChildRun::new("no-such-blueprint", json!({})).on("finished", "finished").on("failed", "failed"),
+            )),
+            Some("child-undeclared") => {
+                Ok(Next::run_blueprint(ChildRun::new("misbehave", json!({})).on("finished", "nowhere")))
+            }
+            Some("store-bad") => Ok(match Store::named("").get("key") {
+                Err(e) => Next::fail(format!("store-bad: {e}")),
+                Ok(_) => Next::fail("store-bad: the host accepted an empty store name"),
+            }),
             _ => {
                 let client = job.client();
                 Ok(Next::go_to("finished").with_history(json!({

@@ -1,0 +1,63 @@
+//! Read-only views over many jobs: a client's jobs, quarantined jobs and the
+//! dashboard's counts.
+
+use serde_json::{Map, Value, json};
+
+use super::{Orchestrator, OrchestratorError, OrchestratorResult};
+use crate::auth::Client;
+use crate::model::{Job, JobId, JobStatus};
+
+/// Jobs returned when a listing names no `limit`.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most jobs one listing returns.
+pub const MAX_LIMIT: usize = 1000;
+
+/// `limit` and `offset` of a listing, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Page {
+    /// Reads the query parameters `limit` and `offset` (both optional).
+    pub fn from_query(limit: Option<&str>, offset: Option<&str>) -> OrchestratorResult<Self> {
+        let parse = |name: &str, text: Option<&str>, default: usize| -> OrchestratorResult<usize> {
+            match text {
+                None => Ok(default),
+                Some(text) => text.parse().map_err(|_| {
+                    OrchestratorError::BadRequest(format!("{name} must be a non-negative integer, got {text:?}"))
+                }),
+            }
+        };
+        let limit = parse("limit", limit, DEFAULT_LIMIT)?;
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(OrchestratorError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, got {limit}")));
+        }
+        Ok(Self { limit, offset: parse("offset", offset, 0)? })
+    }
+}
+
+impl Orchestrator {
+    /// `client`'s jobs, newest first.
+    pub async fn list_jobs(&self, client: &Client, page: Page) -> OrchestratorResult<Vec<Job>> {
+        Ok(self.storage.client_jobs(&client.name, page.limit, page.offset).await?)
+    }
+
+    /// Ids of quarantined jobs, most recently quarantined first.
+    pub async fn quarantined_jobs(&self, page: Page) -> OrchestratorResult<Vec<JobId>> {
+        Ok(self.storage.jobs_with_status(JobStatus::Quarantined, page.limit, page.offset).await?)
+    }
+
+    /// `{"workers": {"total": N}, "jobs": {"queued": N, <status>: N, …}}`.
+    pub async fn dashboard(&self) -> OrchestratorResult<Value> {
+        let workers = self.storage.live_workers().await?.len();
+        let counts = self.storage.job_counts().await?;
+        let mut jobs = Map::new();
+        jobs.insert("queued".into(), counts.queued.into());
+        for status in JobStatus::ALL {
+            jobs.insert(status.as_str().into(), counts.by_status.get(&status).copied().unwrap_or(0).into());
+        }
+        Ok(json!({ "workers": { "total": workers }, "jobs": jobs }))
+    }
+}
