@@ -6,8 +6,9 @@
 //! per case inside a module named after the backend (`memory::…`, `redis::…`),
 //! so `cargo test -p avtomatika-tests --test storage redis::` runs one backend.
 //!
-//! The only sleeps wait for a TTL (or the ended-job retention) to run out.
-//! Timed checks otherwise assert a behaviour: an empty poll must wait out its
+//! The only sleeps wait for a TTL (or the ended-job retention) to run out,
+//! or for the clock to move on between two updates whose order a listing
+//! must show ([`STAMP_GAP`]). Timed checks otherwise assert a behaviour: an empty poll must wait out its
 //! timeout, a waiting poll must not return before something is queued and must
 //! wake promptly once it is.
 //!
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
 use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
-use avtomatika::storage::{FollowUp, MemoryStorage, Storage, WorkerLoad};
+use avtomatika::storage::{Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, Storage, WorkerLoad};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
@@ -53,6 +54,11 @@ const RETENTION: Duration = SHORT_TTL;
 const EXPIRED: Duration = Duration::from_millis(450);
 /// A TTL that does not run out during the case.
 const LONG_TTL: Duration = Duration::from_secs(60);
+/// Between two updates whose order a listing must show: enough for the
+/// timestamps to differ even where a backend keeps milliseconds.
+const STAMP_GAP: Duration = Duration::from_millis(10);
+/// A listing page large enough for everything a case stores.
+const ALL: usize = 1000;
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -130,6 +136,20 @@ macro_rules! conformance {
             a_schedule_slot_is_claimed_once,
             an_applied_update_can_release_an_in_flight_slot,
             concurrent_patches_are_all_applied,
+            one_update_pushes_to_several_workers_and_parks,
+            parking_for_several_task_types_parks_once_per_type,
+            the_status_index_follows_every_applied_update,
+            jobs_with_status_lists_the_most_recently_updated_first_in_pages,
+            client_jobs_are_per_client_newest_first_in_pages,
+            job_counts_count_held_jobs_by_status_and_the_queue,
+            forgotten_jobs_leave_every_index,
+            a_child_ending_queues_its_parent,
+            a_queued_task_can_be_withdrawn_until_a_worker_takes_it,
+            branch_results_are_recorded_once_per_branch,
+            concurrent_branch_results_complete_the_fan_out_once,
+            data_stores_get_set_and_delete_per_scope,
+            data_increment_counts_integers_only,
+            concurrent_data_increments_are_all_counted,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -362,6 +382,31 @@ async fn created(s: &Arc<dyn Storage>) -> Job {
     let job = plain_job();
     s.create_job(&job).await.unwrap();
     job
+}
+
+/// A stored job of `client`, created `secs` seconds after a fixed instant.
+async fn created_for(s: &Arc<dyn Storage>, client: &str, base: chrono::DateTime<chrono::Utc>, secs: i64) -> Job {
+    let mut job = plain_job();
+    job.client = client.to_owned();
+    job.created_at = base + chrono::TimeDelta::seconds(secs);
+    job.updated_at = job.created_at;
+    s.create_job(&job).await.unwrap();
+    job
+}
+
+/// `jobs_with_status` with one page holding everything.
+async fn with_status(s: &Arc<dyn Storage>, status: JobStatus) -> Vec<JobId> {
+    s.jobs_with_status(status, ALL, 0).await.unwrap()
+}
+
+/// `job_counts` with zero counts left out (a backend may list them or not).
+async fn counts(s: &Arc<dyn Storage>) -> (BTreeMap<JobStatus, u64>, u64) {
+    let JobCounts { by_status, queued } = s.job_counts().await.unwrap();
+    (by_status.into_iter().filter(|(_, n)| *n > 0).collect(), queued)
+}
+
+fn ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
 }
 
 /// Starts `call` (a poll on an empty queue) on its own task and returns once
@@ -1125,5 +1170,432 @@ mod cases {
         }
         assert_eq!(owners.len(), 1, "exactly one locker wins: {owners:?}");
         assert!(s.release_lock("scheduler", &owners[0]).await.unwrap(), "the winner holds it");
+    }
+
+    // ---- multi-task dispatch ------------------------------------------------
+
+    pub async fn one_update_pushes_to_several_workers_and_parks(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w1", &["a"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("w2", &["a"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        assert_eq!(drain_queue(&s).await, vec![job.id]);
+        let waiting = start_waiting({
+            let s = s.clone();
+            async move { s.pop_task("w2", LONG_POLL).await }
+        })
+        .await;
+        let (first, second) = (task(job.id, 0), task(job.id, 2));
+        let dispatch = FollowUp::Dispatch(vec![
+            Assignment::Push { worker_id: "w1".into(), task: first.clone() },
+            Assignment::Park { task_type: "b".into() },
+            Assignment::Push { worker_id: "w2".into(), task: second.clone() },
+        ]);
+
+        let mut stale = job.clone();
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        assert!(!s.update_job(&mut stale, dispatch.clone()).await.unwrap());
+        assert_eq!(s.pop_task("w1", ABSENT).await.unwrap(), None, "a refused dispatch pushes nothing");
+        assert_eq!(s.take_parked("b", 10).await.unwrap(), NO_JOBS, "a refused dispatch parks nothing");
+        assert_eq!(candidates(&s, "a").await, vec![load("w1", true, 0), load("w2", true, 0)]);
+
+        job.status = JobStatus::WaitingForParallelTasks;
+        assert!(s.update_job(&mut job, dispatch).await.unwrap());
+        assert_eq!(woken(waiting, "pop_task of the second worker").await.unwrap(), Some(second));
+        assert_eq!(s.pop_task("w1", PRESENT).await.unwrap(), Some(first));
+        assert_eq!(s.pop_task("w1", ABSENT).await.unwrap(), None, "each task went to its own worker only");
+        assert_eq!(s.pop_task("w2", ABSENT).await.unwrap(), None);
+        assert_eq!(candidates(&s, "a").await, vec![load("w1", true, 1), load("w2", true, 1)], "each push counted");
+        assert_eq!(s.take_parked("b", 10).await.unwrap(), vec![job.id]);
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "a dispatch does not queue the job itself");
+
+        assert!(s.update_job(&mut job, FollowUp::Dispatch(Vec::new())).await.unwrap(), "an empty dispatch");
+        assert_eq!(s.pop_task("w1", ABSENT).await.unwrap(), None);
+        assert_eq!(drain_queue(&s).await, NO_JOBS);
+    }
+
+    pub async fn parking_for_several_task_types_parks_once_per_type(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let dispatch = FollowUp::Dispatch(vec![
+            Assignment::Park { task_type: "a".into() },
+            Assignment::Park { task_type: "b".into() },
+            Assignment::Park { task_type: "a".into() },
+            Assignment::Park { task_type: "a".into() },
+        ]);
+        assert!(s.update_job(&mut job, dispatch).await.unwrap());
+        assert_eq!(s.take_parked("a", 10).await.unwrap(), vec![job.id], "three branches of type a, parked once");
+        assert_eq!(s.take_parked("b", 10).await.unwrap(), vec![job.id]);
+        assert_eq!(s.take_parked("a", 10).await.unwrap(), NO_JOBS);
+    }
+
+    // ---- listings -----------------------------------------------------------
+
+    pub async fn the_status_index_follows_every_applied_update(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let other = created(&s).await;
+        let mut pending = with_status(&s, JobStatus::Pending).await;
+        pending.sort();
+        let mut expected = vec![job.id, other.id];
+        expected.sort();
+        assert_eq!(pending, expected, "a created job is pending");
+        assert_eq!(with_status(&s, JobStatus::Running).await, NO_JOBS);
+
+        let stale = job.clone();
+        job.status = JobStatus::Running;
+        assert!(s.update_job(&mut job, FollowUp::Enqueue).await.unwrap());
+        assert_eq!(with_status(&s, JobStatus::Pending).await, vec![other.id], "it left its old status");
+        assert_eq!(with_status(&s, JobStatus::Running).await, vec![job.id]);
+
+        let mut refused = stale;
+        refused.status = JobStatus::Cancelled;
+        assert!(!s.update_job(&mut refused, FollowUp::None).await.unwrap());
+        assert_eq!(with_status(&s, JobStatus::Cancelled).await, NO_JOBS, "a refused update moves nothing");
+        assert_eq!(with_status(&s, JobStatus::Running).await, vec![job.id]);
+
+        job.status = JobStatus::WaitingForWorker;
+        job.current_task = full_job().current_task;
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        assert_eq!(with_status(&s, JobStatus::Running).await, NO_JOBS);
+        assert_eq!(with_status(&s, JobStatus::WaitingForWorker).await, vec![job.id]);
+
+        job.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        assert_eq!(with_status(&s, JobStatus::WaitingForWorker).await, NO_JOBS);
+        assert_eq!(with_status(&s, JobStatus::Finished).await, vec![job.id], "ended jobs are listed while kept");
+        for status in JobStatus::ALL {
+            let listed = with_status(&s, status).await;
+            let expected = match status {
+                JobStatus::Pending => vec![other.id],
+                JobStatus::Finished => vec![job.id],
+                _ => NO_JOBS,
+            };
+            assert_eq!(listed, expected, "{status}");
+        }
+    }
+
+    pub async fn jobs_with_status_lists_the_most_recently_updated_first_in_pages(s: Arc<dyn Storage>) {
+        let mut jobs = Vec::new();
+        for _ in 0..5 {
+            jobs.push(created(&s).await);
+        }
+        for job in &mut jobs {
+            tokio::time::sleep(STAMP_GAP).await;
+            job.status = JobStatus::Running;
+            assert!(s.update_job(job, FollowUp::None).await.unwrap());
+        }
+        let newest_first: Vec<JobId> = ids(&jobs).into_iter().rev().collect();
+        assert_eq!(with_status(&s, JobStatus::Running).await, newest_first);
+        let page = |limit, offset| s.jobs_with_status(JobStatus::Running, limit, offset);
+        assert_eq!(page(2, 0).await.unwrap(), newest_first[..2]);
+        assert_eq!(page(2, 2).await.unwrap(), newest_first[2..4]);
+        assert_eq!(page(2, 4).await.unwrap(), newest_first[4..]);
+        assert_eq!(page(2, 5).await.unwrap(), NO_JOBS, "past the end");
+        assert_eq!(page(0, 0).await.unwrap(), NO_JOBS, "limit 0");
+        assert_eq!(page(3, 1).await.unwrap(), newest_first[1..4]);
+
+        // Updating the oldest again makes it the most recently updated.
+        tokio::time::sleep(STAMP_GAP).await;
+        assert!(s.update_job(&mut jobs[0], FollowUp::None).await.unwrap());
+        let expected = [jobs[0].id, jobs[4].id, jobs[3].id, jobs[2].id, jobs[1].id];
+        assert_eq!(with_status(&s, JobStatus::Running).await, expected);
+        assert_eq!(s.jobs_with_status(JobStatus::Pending, ALL, 0).await.unwrap(), NO_JOBS);
+    }
+
+    pub async fn client_jobs_are_per_client_newest_first_in_pages(s: Arc<dyn Storage>) {
+        let base = chrono::Utc::now();
+        // Created out of order: the listing follows created_at, not arrival.
+        let mut acme = Vec::new();
+        for secs in [3, 1, 4, 2, 0] {
+            acme.push(created_for(&s, "acme", base, secs).await);
+        }
+        let globex = [created_for(&s, "globex", base, 10).await, created_for(&s, "globex", base, 5).await];
+        let mut newest_first = acme.clone();
+        newest_first.sort_by_key(|j| std::cmp::Reverse(j.created_at));
+
+        assert_eq!(s.client_jobs("acme", ALL, 0).await.unwrap(), newest_first, "whole jobs, newest first");
+        assert_eq!(s.client_jobs("globex", ALL, 0).await.unwrap(), globex, "clients see only their own");
+        assert_eq!(s.client_jobs("nobody", ALL, 0).await.unwrap(), vec![]);
+        assert_eq!(ids(&s.client_jobs("acme", 2, 0).await.unwrap()), ids(&newest_first[..2]));
+        assert_eq!(ids(&s.client_jobs("acme", 2, 3).await.unwrap()), ids(&newest_first[3..]));
+        assert_eq!(ids(&s.client_jobs("acme", 2, 5).await.unwrap()), NO_JOBS, "past the end");
+        assert_eq!(ids(&s.client_jobs("acme", 0, 0).await.unwrap()), NO_JOBS, "limit 0");
+
+        // An update keeps a job's place (created_at) and shows in the listing.
+        let mut oldest = newest_first[4].clone();
+        oldest.status = JobStatus::Running;
+        oldest.current_state = "moved".into();
+        assert!(s.update_job(&mut oldest, FollowUp::None).await.unwrap());
+        newest_first[4] = oldest;
+        assert_eq!(s.client_jobs("acme", ALL, 0).await.unwrap(), newest_first);
+        assert_eq!(s.client_jobs("globex", ALL, 0).await.unwrap(), globex);
+    }
+
+    pub async fn job_counts_count_held_jobs_by_status_and_the_queue(s: Arc<dyn Storage>) {
+        assert_eq!(counts(&s).await, (BTreeMap::new(), 0), "nothing stored");
+        let mut a = created(&s).await;
+        let mut b = created(&s).await;
+        let _c = created(&s).await;
+        assert_eq!(counts(&s).await, (BTreeMap::from([(JobStatus::Pending, 3)]), 3));
+
+        a.status = JobStatus::Running;
+        assert!(s.update_job(&mut a, FollowUp::Enqueue).await.unwrap());
+        b.end(JobStatus::Failed, Some("boom".into()));
+        assert!(s.update_job(&mut b, FollowUp::None).await.unwrap());
+        let mut stale = a.clone();
+        stale.version = 0;
+        stale.status = JobStatus::Cancelled;
+        assert!(!s.update_job(&mut stale, FollowUp::Enqueue).await.unwrap());
+        let by_status = BTreeMap::from([(JobStatus::Pending, 1), (JobStatus::Running, 1), (JobStatus::Failed, 1)]);
+        assert_eq!(counts(&s).await, (by_status.clone(), 4), "three creations and one Enqueue are queued");
+
+        assert_eq!(drain_queue(&s).await.len(), 4);
+        assert_eq!(counts(&s).await, (by_status, 0), "handed-out jobs are no longer queued");
+    }
+
+    pub async fn forgotten_jobs_leave_every_index(s: Arc<dyn Storage>) {
+        let base = chrono::Utc::now();
+        let mut first = created_for(&s, "acme", base, 0).await;
+        let kept = created_for(&s, "acme", base, 1).await;
+        first.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut first, FollowUp::None).await.unwrap());
+        assert_eq!(with_status(&s, JobStatus::Finished).await, vec![first.id]);
+        assert_eq!(ids(&s.client_jobs("acme", ALL, 0).await.unwrap()), vec![kept.id, first.id]);
+        tokio::time::sleep(EXPIRED).await;
+
+        // The memory backend forgets ended jobs as later ones end, so end one.
+        let mut later = created_for(&s, "globex", base, 2).await;
+        later.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut later, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(first.id).await.unwrap(), None);
+        assert_eq!(with_status(&s, JobStatus::Finished).await, vec![later.id], "gone from the status index");
+        assert_eq!(ids(&s.client_jobs("acme", ALL, 0).await.unwrap()), vec![kept.id], "gone from its client's");
+        assert_eq!(ids(&s.client_jobs("globex", ALL, 0).await.unwrap()), vec![later.id]);
+        let by_status = BTreeMap::from([(JobStatus::Pending, 1), (JobStatus::Finished, 1)]);
+        assert_eq!(counts(&s).await.0, by_status, "and from the counts");
+    }
+
+    // ---- child jobs ---------------------------------------------------------
+
+    pub async fn a_child_ending_queues_its_parent(s: Arc<dyn Storage>) {
+        let mut parent = created(&s).await;
+        let mut child = plain_job();
+        child.parent_job_id = Some(parent.id);
+        s.create_job(&child).await.unwrap();
+        let mut sibling = plain_job();
+        sibling.parent_job_id = Some(parent.id);
+        s.create_job(&sibling).await.unwrap();
+        assert_eq!(drain_queue(&s).await, vec![parent.id, child.id, sibling.id]);
+        parent.status = JobStatus::WaitingForChildJob;
+        assert!(s.update_job(&mut parent, FollowUp::None).await.unwrap());
+
+        child.status = JobStatus::Running;
+        assert!(s.update_job(&mut child, FollowUp::None).await.unwrap());
+        child.status = JobStatus::WaitingForWorker;
+        assert!(s.update_job(&mut child, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "a child that has not ended wakes nobody");
+
+        let mut stale = child.clone();
+        stale.version -= 1;
+        stale.end(JobStatus::Failed, None);
+        assert!(!s.update_job(&mut stale, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "a refused end wakes nobody");
+
+        child.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut child, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, vec![parent.id], "the child's end queues its parent");
+        child.error_message = Some("annotated later".into());
+        assert!(s.update_job(&mut child, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "an ended child's later updates wake nobody again");
+
+        sibling.end(JobStatus::Cancelled, None);
+        assert!(s.update_job(&mut sibling, FollowUp::Enqueue).await.unwrap());
+        let mut queued = drain_queue(&s).await;
+        queued.sort();
+        let mut expected = vec![parent.id, sibling.id];
+        expected.sort();
+        assert_eq!(queued, expected, "any terminal status wakes the parent, beside the update's own follow-up");
+
+        parent.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut parent, FollowUp::None).await.unwrap());
+        assert_eq!(drain_queue(&s).await, NO_JOBS, "a job without a parent wakes nobody");
+        assert_eq!(s.get_job(parent.id).await.unwrap(), Some(parent), "the parent itself is not changed");
+    }
+
+    // ---- withdrawing tasks --------------------------------------------------
+
+    pub async fn a_queued_task_can_be_withdrawn_until_a_worker_takes_it(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["greet"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("other", &["greet"]), LONG_TTL).await.unwrap();
+        let mut job = created(&s).await;
+        let (withdrawn, kept) = (task(job.id, 5), task(job.id, 0));
+        for t in [&withdrawn, &kept] {
+            assert!(s.update_job(&mut job, push("w", t)).await.unwrap());
+        }
+        assert_eq!(in_flight(&s, "greet", "w").await, 2);
+
+        assert!(!s.withdraw_task("other", withdrawn.task_id).await.unwrap(), "queued for another worker");
+        assert!(!s.withdraw_task("w", Uuid::new_v4()).await.unwrap(), "never queued");
+        assert_eq!(in_flight(&s, "greet", "w").await, 2, "a failed withdrawal gives nothing back");
+        assert!(s.withdraw_task("w", withdrawn.task_id).await.unwrap());
+        assert_eq!(in_flight(&s, "greet", "w").await, 1, "a withdrawn task is no longer in flight");
+        assert!(!s.withdraw_task("w", withdrawn.task_id).await.unwrap(), "withdrawn already");
+        assert_eq!(in_flight(&s, "greet", "w").await, 1);
+
+        assert_eq!(s.pop_task("w", PRESENT).await.unwrap(), Some(kept.clone()), "the higher-priority one is gone");
+        assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None, "a withdrawn task is never handed out");
+        assert!(!s.withdraw_task("w", kept.task_id).await.unwrap(), "a worker has it already");
+        assert_eq!(in_flight(&s, "greet", "w").await, 1, "a task a worker has stays in flight");
+
+        // A push wakes a poll; withdrawn before any poll took it, nobody gets it.
+        let late = task(job.id, 0);
+        assert!(s.update_job(&mut job, push("w", &late)).await.unwrap());
+        assert!(s.withdraw_task("w", late.task_id).await.unwrap());
+        assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None);
+        assert_eq!(in_flight(&s, "greet", "w").await, 1);
+        assert_eq!(in_flight(&s, "greet", "other").await, 0);
+    }
+
+    // ---- parallel branches --------------------------------------------------
+
+    pub async fn branch_results_are_recorded_once_per_branch(s: Arc<dyn Storage>) {
+        let (wait, other_wait) = (Uuid::new_v4(), Uuid::new_v4());
+        let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = json!({"status": "success", "data": {"n": [1, 2.5, null], "text": "Grüße ✓"}}).to_string();
+        let second = json!({"status": "failure", "error": {"code": "E1"}}).to_string();
+        assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::new(), "nothing recorded yet");
+
+        assert_eq!(s.record_branch_result(wait, t1, &first).await.unwrap(), BranchRecord::Recorded { answered: 1 });
+        assert_eq!(s.record_branch_result(wait, t1, &second).await.unwrap(), BranchRecord::Duplicate);
+        assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::from([(t1, first.clone())]), "the first stays");
+        assert_eq!(
+            s.record_branch_result(other_wait, t1, &second).await.unwrap(),
+            BranchRecord::Recorded { answered: 1 },
+            "results are per fan-out"
+        );
+        assert_eq!(s.record_branch_result(wait, t2, &second).await.unwrap(), BranchRecord::Recorded { answered: 2 });
+        assert_eq!(s.record_branch_result(wait, t2, &first).await.unwrap(), BranchRecord::Duplicate);
+        let both = HashMap::from([(t1, first.clone()), (t2, second.clone())]);
+        assert_eq!(s.branch_results(wait).await.unwrap(), both);
+
+        s.clear_branch_results(wait).await.unwrap();
+        assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::new());
+        assert_eq!(s.branch_results(other_wait).await.unwrap(), HashMap::from([(t1, second)]), "left alone");
+        assert_eq!(s.record_branch_result(wait, t1, &first).await.unwrap(), BranchRecord::Recorded { answered: 1 });
+        s.clear_branch_results(Uuid::new_v4()).await.unwrap();
+    }
+
+    pub async fn concurrent_branch_results_complete_the_fan_out_once(s: Arc<dyn Storage>) {
+        const BRANCHES: usize = 32;
+        let wait = Uuid::new_v4();
+        let barrier = Arc::new(Barrier::new(BRANCHES));
+        let recorders: Vec<_> = (0..BRANCHES)
+            .map(|i| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let task_id = Uuid::new_v4();
+                    let result = json!({"branch": i}).to_string();
+                    barrier.wait().await;
+                    let record = s.record_branch_result(wait, task_id, &result).await.unwrap();
+                    (task_id, result, record)
+                })
+            })
+            .collect();
+        let (mut expected, mut answered) = (HashMap::new(), Vec::new());
+        for recorder in recorders {
+            let (task_id, result, record) = recorder.await.unwrap();
+            match record {
+                BranchRecord::Recorded { answered: n } => answered.push(n),
+                BranchRecord::Duplicate => panic!("branch {result} was the first to answer"),
+            }
+            expected.insert(task_id, result);
+        }
+        assert_eq!(answered.iter().filter(|n| **n == BRANCHES).count(), 1, "exactly one sees the last answer");
+        answered.sort_unstable();
+        assert_eq!(answered, (1..=BRANCHES).collect::<Vec<_>>(), "each recorder saw its own count");
+        assert_eq!(s.branch_results(wait).await.unwrap(), expected);
+    }
+
+    // ---- data stores --------------------------------------------------------
+
+    pub async fn data_stores_get_set_and_delete_per_scope(s: Arc<dyn Storage>) {
+        let (orders, stock, other) = ("shop/orders", "shop/stock", "billing/orders");
+        assert_eq!(s.data_get(orders, "k").await.unwrap(), None);
+        assert!(!s.data_delete(orders, "k").await.unwrap(), "nothing to delete");
+
+        let value = json!({"items": [1, 2.5, null, "x"], "text": "Grüße, 世界 ✓", "ok": true}).to_string();
+        s.data_set(orders, "k", &value).await.unwrap();
+        assert_eq!(s.data_get(orders, "k").await.unwrap(), Some(value.clone()));
+        for scope in [stock, other, "shop", "shop/orders/k"] {
+            assert_eq!(s.data_get(scope, "k").await.unwrap(), None, "stores are per scope: {scope}");
+        }
+        s.data_set(stock, "k", "7").await.unwrap();
+        s.data_set(orders, "user:42/ü", "\"odd key\"").await.unwrap();
+        s.data_set(orders, "k", "[]").await.unwrap();
+        assert_eq!(s.data_get(orders, "k").await.unwrap().as_deref(), Some("[]"), "a set replaces");
+        assert_eq!(s.data_get(stock, "k").await.unwrap().as_deref(), Some("7"));
+        assert_eq!(s.data_get(orders, "user:42/ü").await.unwrap().as_deref(), Some("\"odd key\""));
+        assert_eq!(s.data_get(orders, "user:42").await.unwrap(), None);
+
+        assert!(s.data_delete(orders, "k").await.unwrap());
+        assert!(!s.data_delete(orders, "k").await.unwrap(), "deleted already");
+        assert_eq!(s.data_get(orders, "k").await.unwrap(), None);
+        assert_eq!(s.data_get(stock, "k").await.unwrap().as_deref(), Some("7"), "the other scope keeps its key");
+        assert_eq!(s.data_get(orders, "user:42/ü").await.unwrap().as_deref(), Some("\"odd key\""));
+        s.data_set(orders, "k", "null").await.unwrap();
+        assert_eq!(s.data_get(orders, "k").await.unwrap().as_deref(), Some("null"), "JSON null is a value");
+    }
+
+    pub async fn data_increment_counts_integers_only(s: Arc<dyn Storage>) {
+        let scope = "shop/counters";
+        assert_eq!(s.data_increment(scope, "n", 5).await.unwrap(), Some(5), "a missing key counts as 0");
+        assert_eq!(s.data_get(scope, "n").await.unwrap().as_deref(), Some("5"));
+        assert_eq!(s.data_increment(scope, "n", -8).await.unwrap(), Some(-3));
+        assert_eq!(s.data_get(scope, "n").await.unwrap().as_deref(), Some("-3"));
+        assert_eq!(s.data_increment("shop/other", "n", 1).await.unwrap(), Some(1), "counters are per scope");
+        assert_eq!(s.data_get(scope, "n").await.unwrap().as_deref(), Some("-3"));
+        s.data_set(scope, "set", "41").await.unwrap();
+        assert_eq!(s.data_increment(scope, "set", 1).await.unwrap(), Some(42), "a value set as an integer");
+
+        for not_an_integer in ["\"x\"", "\"7\"", "1.5", "true", "null", "[1]", "{\"n\": 1}"] {
+            s.data_set(scope, "odd", not_an_integer).await.unwrap();
+            assert_eq!(s.data_increment(scope, "odd", 1).await.unwrap(), None, "{not_an_integer}");
+            assert_eq!(s.data_get(scope, "odd").await.unwrap().as_deref(), Some(not_an_integer), "unchanged");
+        }
+
+        let max = i64::MAX.to_string();
+        s.data_set(scope, "big", &max).await.unwrap();
+        assert_eq!(s.data_increment(scope, "big", 0).await.unwrap(), Some(i64::MAX), "the largest i64 is read");
+        assert_eq!(s.data_increment(scope, "big", 1).await.unwrap(), None, "overflow");
+        assert_eq!(s.data_get(scope, "big").await.unwrap(), Some(max), "unchanged");
+        let min = i64::MIN.to_string();
+        s.data_set(scope, "small", &min).await.unwrap();
+        assert_eq!(s.data_increment(scope, "small", -1).await.unwrap(), None, "underflow");
+        assert_eq!(s.data_get(scope, "small").await.unwrap(), Some(min));
+        assert_eq!(s.data_increment(scope, "small", i64::MAX).await.unwrap(), Some(-1));
+        assert_eq!(s.data_increment(scope, "fresh", i64::MIN).await.unwrap(), Some(i64::MIN));
+        assert_eq!(s.data_get(scope, "fresh").await.unwrap(), Some(i64::MIN.to_string()));
+    }
+
+    pub async fn concurrent_data_increments_are_all_counted(s: Arc<dyn Storage>) {
+        const INCREMENTERS: i64 = 64;
+        let barrier = Arc::new(Barrier::new(INCREMENTERS as usize));
+        let incrementers: Vec<_> = (1..=INCREMENTERS)
+            .map(|delta| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.data_increment("shop/counters", "hits", delta).await.unwrap().expect("an integer")
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for incrementer in incrementers {
+            seen.push(incrementer.await.unwrap());
+        }
+        let total = INCREMENTERS * (INCREMENTERS + 1) / 2;
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), INCREMENTERS as usize, "every increment saw its own total");
+        assert_eq!(seen.last(), Some(&total));
+        assert_eq!(s.data_get("shop/counters", "hits").await.unwrap(), Some(total.to_string()));
     }
 }

@@ -5,24 +5,32 @@
 //! a few hundred bytes, and every read is a private copy no other task can
 //! mutate.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{self, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
 
-use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
+use super::{
+    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, Storage, StorageError, StorageResult, WorkerLoad,
+};
 use crate::auth::TokenHash;
-use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The in-memory backend.
 pub struct MemoryStorage {
-    jobs: Mutex<HashMap<JobId, StoredJob>>,
+    /// Jobs and their listing indexes, under one lock so they never disagree.
+    jobs: Mutex<JobTable>,
     queue_tx: mpsc::UnboundedSender<JobId>,
     queue_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<JobId>>,
+    /// Jobs sent on the queue and not yet handed out by `next_job`. Counted
+    /// up before each send and down after each receive, so never below zero.
+    queued: AtomicU64,
     parked: Mutex<HashMap<String, VecDeque<JobId>>>,
     tasks: Mutex<HashMap<String, TaskQueue>>,
     workers: Mutex<HashMap<String, LiveWorker>>,
@@ -37,6 +45,58 @@ pub struct MemoryStorage {
     retention: Duration,
     ended: Mutex<VecDeque<(Instant, JobId)>>,
     watch: Mutex<Watch>,
+    /// Fan-out id → branch task id → result (JSON).
+    branches: Mutex<HashMap<Uuid, HashMap<Uuid, String>>>,
+    /// Data store scope → key → value (JSON).
+    data: Mutex<HashMap<String, HashMap<String, String>>>,
+}
+
+/// Job ids, newest first: by a timestamp, descending, then by id.
+type Newest = BTreeSet<(Reverse<DateTime<Utc>>, JobId)>;
+
+/// Every stored job, with its status and client indexes.
+#[derive(Default)]
+struct JobTable {
+    records: HashMap<JobId, StoredJob>,
+    /// Status → its jobs, most recently updated first.
+    by_status: BTreeMap<JobStatus, Newest>,
+    /// Client → its jobs, most recently created first.
+    by_client: HashMap<String, Newest>,
+}
+
+impl JobTable {
+    /// Stores `job` (replacing any record under its id) and indexes it.
+    fn insert(&mut self, job: &Job, bytes: Box<[u8]>) {
+        self.remove(job.id);
+        self.by_status.entry(job.status).or_default().insert((Reverse(job.updated_at), job.id));
+        self.by_client.entry(job.client.clone()).or_default().insert((Reverse(job.created_at), job.id));
+        let stored = StoredJob {
+            version: job.version,
+            status: job.status,
+            client: job.client.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            bytes,
+        };
+        self.records.insert(job.id, stored);
+    }
+
+    /// Forgets job `id` and its index entries; dropping emptied index sets.
+    fn remove(&mut self, id: JobId) {
+        let Some(old) = self.records.remove(&id) else { return };
+        if let Some(ids) = self.by_status.get_mut(&old.status) {
+            ids.remove(&(Reverse(old.updated_at), id));
+            if ids.is_empty() {
+                self.by_status.remove(&old.status);
+            }
+        }
+        if let Some(ids) = self.by_client.get_mut(&old.client) {
+            ids.remove(&(Reverse(old.created_at), id));
+            if ids.is_empty() {
+                self.by_client.remove(&old.client);
+            }
+        }
+    }
 }
 
 /// Jobs waiting on a task, by deadline, and each one's current deadline.
@@ -52,8 +112,14 @@ struct WorkerTokens {
     by_hash: HashMap<TokenHash, String>,
 }
 
+/// A job's storage encoding, and what the indexes need of it in the clear
+/// (so no update has to decode the old record).
 struct StoredJob {
     version: u64,
+    status: JobStatus,
+    client: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     bytes: Box<[u8]>,
 }
 
@@ -127,6 +193,7 @@ impl MemoryStorage {
             jobs: Mutex::default(),
             queue_tx,
             queue_rx: tokio::sync::Mutex::new(queue_rx),
+            queued: AtomicU64::new(0),
             parked: Mutex::default(),
             tasks: Mutex::default(),
             workers: Mutex::default(),
@@ -137,6 +204,8 @@ impl MemoryStorage {
             retention: Duration::from_secs(86_400),
             ended: Mutex::default(),
             watch: Mutex::default(),
+            branches: Mutex::default(),
+            data: Mutex::default(),
         }
     }
 
@@ -162,8 +231,12 @@ impl MemoryStorage {
         drop(ended);
         if !expired.is_empty() {
             let mut jobs = lock(&self.jobs);
+            for id in &expired {
+                jobs.remove(*id);
+            }
+            drop(jobs);
             for id in expired {
-                jobs.remove(&id);
+                self.set_watch(id, None);
             }
         }
     }
@@ -180,8 +253,34 @@ impl MemoryStorage {
     }
 
     fn enqueue(&self, id: JobId) {
+        // Counted before the send, so `next_job` never counts it down first.
+        self.queued.fetch_add(1, atomic::Ordering::SeqCst);
         // The receiver lives as long as `self`, so sending cannot fail.
-        let _ = self.queue_tx.send(id);
+        if self.queue_tx.send(id).is_err() {
+            self.queued.fetch_sub(1, atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Hands out a job's tasks: pushes each to its worker and parks the job
+    /// once under each task type no live worker takes.
+    fn dispatch(&self, id: JobId, assignments: Vec<Assignment>) {
+        let mut parked_under: Vec<String> = Vec::new();
+        for assignment in assignments {
+            match assignment {
+                Assignment::Push { worker_id, task } => self.push_task(&worker_id, task),
+                Assignment::Park { task_type } => {
+                    if !parked_under.contains(&task_type) {
+                        parked_under.push(task_type);
+                    }
+                }
+            }
+        }
+        if !parked_under.is_empty() {
+            let mut parked = lock(&self.parked);
+            for task_type in parked_under {
+                parked.entry(task_type).or_default().push_back(id);
+            }
+        }
     }
 
     fn push_task(&self, worker_id: &str, task: TaskPayload) {
@@ -204,14 +303,14 @@ impl MemoryStorage {
 impl Storage for MemoryStorage {
     async fn create_job(&self, job: &Job) -> StorageResult<()> {
         let bytes = encode(job)?;
-        lock(&self.jobs).insert(job.id, StoredJob { version: job.version, bytes });
+        lock(&self.jobs).insert(job, bytes);
         self.enqueue(job.id);
         Ok(())
     }
 
     async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>> {
         let jobs = lock(&self.jobs);
-        let Some(stored) = jobs.get(&id) else { return Ok(None) };
+        let Some(stored) = jobs.records.get(&id) else { return Ok(None) };
         Job::decode(&stored.bytes).map(Some).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}")))
     }
 
@@ -226,27 +325,32 @@ impl Storage for MemoryStorage {
                 return Err(e);
             }
         };
-        {
+        let was_terminal = {
             let mut jobs = lock(&self.jobs);
-            match jobs.get_mut(&job.id) {
+            match jobs.records.get(&job.id) {
                 Some(stored) if stored.version == expected => {
-                    *stored = StoredJob { version: job.version, bytes };
+                    let was_terminal = stored.status.is_terminal();
+                    jobs.insert(job, bytes);
+                    was_terminal
                 }
                 _ => {
                     job.version = expected;
                     return Ok(false);
                 }
             }
-        }
+        };
         if job.status.is_terminal() {
             self.ended(job.id);
+            // This update ended the job: its parent (waiting for it) runs next.
+            if !was_terminal && let Some(parent) = job.parent_job_id {
+                self.enqueue(parent);
+            }
         }
         self.set_watch(job.id, job.task_deadline());
         match follow_up {
             FollowUp::None => {}
             FollowUp::Enqueue => self.enqueue(job.id),
-            FollowUp::PushTask { worker_id, task } => self.push_task(&worker_id, task),
-            FollowUp::Park { task_type } => lock(&self.parked).entry(task_type).or_default().push_back(job.id),
+            FollowUp::Dispatch(assignments) => self.dispatch(job.id, assignments),
         }
         Ok(true)
     }
@@ -264,7 +368,10 @@ impl Storage for MemoryStorage {
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
         let mut rx = self.queue_rx.lock().await;
         match tokio::time::timeout(timeout, rx.recv()).await {
-            Ok(Some(job_id)) => Ok(Some(JobTicket { job_id, receipt: None })),
+            Ok(Some(job_id)) => {
+                self.queued.fetch_sub(1, atomic::Ordering::SeqCst);
+                Ok(Some(JobTicket { job_id, receipt: None }))
+            }
             // The sender lives in `self`: a closed channel cannot happen, and a
             // timeout simply means the queue stayed empty.
             Ok(None) | Err(_) => Ok(None),
@@ -437,6 +544,108 @@ impl Storage for MemoryStorage {
         *used += 1;
         Ok(true)
     }
+
+    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
+        let withdrawn = {
+            let mut tasks = lock(&self.tasks);
+            let Some(queue) = tasks.get_mut(worker_id) else { return Ok(false) };
+            let before = queue.heap.len();
+            queue.heap.retain(|queued| queued.payload.task_id != task_id);
+            queue.heap.len() < before
+        };
+        if withdrawn && let Some(worker) = lock(&self.workers).get_mut(worker_id) {
+            // Its push counted it in flight; no worker will ever answer it.
+            worker.info.in_flight = worker.info.in_flight.saturating_sub(1);
+        }
+        Ok(withdrawn)
+    }
+
+    async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord> {
+        let mut branches = lock(&self.branches);
+        let results = branches.entry(wait_id).or_default();
+        match results.entry(task_id) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(BranchRecord::Duplicate),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(result.to_owned());
+                Ok(BranchRecord::Recorded { answered: results.len() })
+            }
+        }
+    }
+
+    async fn branch_results(&self, wait_id: Uuid) -> StorageResult<HashMap<Uuid, String>> {
+        Ok(lock(&self.branches).get(&wait_id).cloned().unwrap_or_default())
+    }
+
+    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()> {
+        lock(&self.branches).remove(&wait_id);
+        Ok(())
+    }
+
+    async fn data_get(&self, scope: &str, key: &str) -> StorageResult<Option<String>> {
+        Ok(lock(&self.data).get(scope).and_then(|store| store.get(key)).cloned())
+    }
+
+    async fn data_set(&self, scope: &str, key: &str, value: &str) -> StorageResult<()> {
+        lock(&self.data).entry(scope.to_owned()).or_default().insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn data_delete(&self, scope: &str, key: &str) -> StorageResult<bool> {
+        let mut data = lock(&self.data);
+        let Some(store) = data.get_mut(scope) else { return Ok(false) };
+        let existed = store.remove(key).is_some();
+        if store.is_empty() {
+            data.remove(scope);
+        }
+        Ok(existed)
+    }
+
+    async fn data_increment(&self, scope: &str, key: &str, delta: i64) -> StorageResult<Option<i64>> {
+        let mut data = lock(&self.data);
+        let current = match data.get(scope).and_then(|store| store.get(key)) {
+            None => 0,
+            // Only a JSON integer that fits an i64 counts: not "1.5", not "\"7\"".
+            Some(value) => match serde_json::from_str::<i64>(value) {
+                Ok(n) => n,
+                Err(_) => return Ok(None),
+            },
+        };
+        let Some(next) = current.checked_add(delta) else { return Ok(None) };
+        data.entry(scope.to_owned()).or_default().insert(key.to_owned(), next.to_string());
+        Ok(Some(next))
+    }
+
+    async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> StorageResult<Vec<Job>> {
+        // Copy the encodings under the lock; decode after it.
+        let encoded: Vec<(JobId, Box<[u8]>)> = {
+            let jobs = lock(&self.jobs);
+            let Some(ids) = jobs.by_client.get(client) else { return Ok(Vec::new()) };
+            ids.iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|(_, id)| jobs.records.get(id).map(|stored| (*id, stored.bytes.clone())))
+                .collect()
+        };
+        encoded
+            .into_iter()
+            .map(|(id, bytes)| Job::decode(&bytes).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}"))))
+            .collect()
+    }
+
+    async fn jobs_with_status(&self, status: JobStatus, limit: usize, offset: usize) -> StorageResult<Vec<JobId>> {
+        let jobs = lock(&self.jobs);
+        let Some(ids) = jobs.by_status.get(&status) else { return Ok(Vec::new()) };
+        Ok(ids.iter().skip(offset).take(limit).map(|(_, id)| *id).collect())
+    }
+
+    async fn job_counts(&self) -> StorageResult<JobCounts> {
+        let by_status = lock(&self.jobs)
+            .by_status
+            .iter()
+            .map(|(status, ids)| (*status, u64::try_from(ids.len()).unwrap_or(u64::MAX)))
+            .collect();
+        Ok(JobCounts { by_status, queued: self.queued.load(atomic::Ordering::SeqCst) })
+    }
 }
 
 #[cfg(test)]
@@ -517,7 +726,7 @@ mod tests {
         let queued = task(Uuid::new_v4(), 0);
         let mut job = job();
         storage.create_job(&job).await.unwrap();
-        let follow_up = FollowUp::PushTask { worker_id: "w".into(), task: queued.clone() };
+        let follow_up = FollowUp::push("w".into(), queued.clone());
         storage.update_job(&mut job, follow_up).await.unwrap();
         let popped = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
         assert_eq!(popped.unwrap().task_id, queued.task_id);
@@ -644,7 +853,7 @@ mod tests {
         for _ in 0..3 {
             let mut job = job();
             storage.create_job(&job).await.unwrap();
-            storage.update_job(&mut job, FollowUp::Park { task_type: "greet".into() }).await.unwrap();
+            storage.update_job(&mut job, FollowUp::park("greet".into())).await.unwrap();
             ids.push(job.id);
         }
         assert_eq!(storage.take_parked("greet", 2).await.unwrap(), ids[..2]);
