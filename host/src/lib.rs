@@ -14,6 +14,7 @@ pub mod orchestrator;
 pub mod runtime;
 pub mod scheduler;
 pub mod storage;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
