@@ -31,6 +31,7 @@ use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
+use crate::webhook::Webhooks;
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
 
 /// The prefix of every key this server writes to Redis.
@@ -105,6 +106,8 @@ impl Setup {
 /// A configured server, ready to serve.
 pub struct App {
     pub orchestrator: Arc<Orchestrator>,
+    /// Stops webhook delivery once the server has stopped.
+    webhooks_stop: CancellationToken,
 }
 
 impl App {
@@ -136,7 +139,11 @@ impl App {
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);
-        Ok(Self { orchestrator: Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, crate::webhook::Webhooks)) })
+        // Stops with the server (`serve`); deliveries still queued then are lost.
+        let webhooks_stop = CancellationToken::new();
+        let webhooks = Webhooks::start(config.webhooks.clone(), webhooks_stop.clone());
+        let orchestrator = Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, webhooks));
+        Ok(Self { orchestrator, webhooks_stop })
     }
 
     /// Binds the configured `API_HOST:API_PORT`.
@@ -157,6 +164,8 @@ impl App {
         tracing::info!(addr = ?addr, "serving");
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        // Jobs that ended during the drain still get their deliveries queued first.
+        self.webhooks_stop.cancel();
         for (name, task) in
             [("executor", executor), ("maintenance", maintenance), ("watcher", watcher), ("scheduler", scheduler)]
         {

@@ -82,6 +82,43 @@ impl Default for PluginLimits {
     }
 }
 
+/// Outgoing job webhooks (`spec/http-api.md`, "Webhooks"): how each POST is
+/// tried and how many may wait or run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// The limit on one delivery attempt, connecting included
+    /// (`WEBHOOK_TIMEOUT_SECONDS`, default 10 s).
+    pub timeout: Duration,
+    /// Attempts before a delivery is given up, the first included
+    /// (`WEBHOOK_MAX_ATTEMPTS`, default 5, at least 1).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each further
+    /// one (`WEBHOOK_RETRY_INITIAL_MS`, default 1000 ms).
+    pub retry_initial: Duration,
+    /// The longest wait between two attempts, however many failed (60 s; set
+    /// in code only).
+    pub retry_max: Duration,
+    /// Deliveries that may wait for the dispatcher; one more is dropped with
+    /// a warning (`WEBHOOK_QUEUE_CAPACITY`, default 10000).
+    pub queue_capacity: usize,
+    /// POSTs in flight at once, all receivers together (`WEBHOOK_CONCURRENCY`,
+    /// default 16).
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_initial: Duration::from_millis(1000),
+            retry_max: Duration::from_secs(60),
+            queue_capacity: 10_000,
+            concurrency: 16,
+        }
+    }
+}
+
 /// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`); unset means memory storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -172,6 +209,9 @@ pub struct Config {
     pub plugin_limits: PluginLimits,
     /// `MAX_REQUEST_BODY_BYTES` (10 MiB): larger request bodies get a 413.
     pub max_request_body_bytes: usize,
+    /// `WEBHOOK_TIMEOUT_SECONDS`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_INITIAL_MS`,
+    /// `WEBHOOK_QUEUE_CAPACITY`, `WEBHOOK_CONCURRENCY`.
+    pub webhooks: WebhookSettings,
 }
 
 /// The documented default tokens: fine on a laptop, never in production.
@@ -210,6 +250,7 @@ impl Default for Config {
             blueprints_dir: None,
             plugin_limits: PluginLimits::default(),
             max_request_body_bytes: 10 << 20,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -295,6 +336,17 @@ impl Config {
                     .unwrap_or(d.plugin_limits.timeout),
             },
             max_request_body_bytes: env.positive("MAX_REQUEST_BODY_BYTES")?.unwrap_or(d.max_request_body_bytes),
+            webhooks: WebhookSettings {
+                timeout: env.seconds("WEBHOOK_TIMEOUT_SECONDS")?.unwrap_or(d.webhooks.timeout),
+                max_attempts: env.positive("WEBHOOK_MAX_ATTEMPTS")?.unwrap_or(d.webhooks.max_attempts),
+                retry_initial: env
+                    .positive("WEBHOOK_RETRY_INITIAL_MS")?
+                    .map(Duration::from_millis)
+                    .unwrap_or(d.webhooks.retry_initial),
+                retry_max: d.webhooks.retry_max,
+                queue_capacity: env.positive("WEBHOOK_QUEUE_CAPACITY")?.unwrap_or(d.webhooks.queue_capacity),
+                concurrency: env.positive("WEBHOOK_CONCURRENCY")?.unwrap_or(d.webhooks.concurrency),
+            },
         })
     }
 
@@ -426,6 +478,11 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.plugin_limits, PluginLimits::default());
         assert_eq!(c.max_request_body_bytes, 10 << 20);
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks.max_attempts, 5);
+        assert_eq!(c.webhooks.retry_initial, Duration::from_millis(1000));
+        assert_eq!(c.webhooks.queue_capacity, 10_000);
+        assert_eq!(c.webhooks.concurrency, 16);
     }
 
     #[test]
@@ -464,6 +521,11 @@ mod tests {
             ("S3_MAX_CONCURRENCY", "8"),
             ("TASK_FILES_DIR", "/data/tasks"),
             ("CLIENTS_CONFIG_PATH", "/etc/avtomatika/clients.toml"),
+            ("WEBHOOK_TIMEOUT_SECONDS", "3"),
+            ("WEBHOOK_MAX_ATTEMPTS", "1"),
+            ("WEBHOOK_RETRY_INITIAL_MS", "250"),
+            ("WEBHOOK_QUEUE_CAPACITY", "50"),
+            ("WEBHOOK_CONCURRENCY", "2"),
         ])
         .unwrap();
         assert_eq!(c.redis, Some(RedisConfig { host: "redis.local".into(), port: 6379, db: 3 }));
@@ -475,6 +537,17 @@ mod tests {
         assert_eq!(c.s3_max_concurrency, 8);
         assert_eq!(c.task_files_dir, PathBuf::from("/data/tasks"));
         assert_eq!(c.clients_config_path, Some(PathBuf::from("/etc/avtomatika/clients.toml")));
+        assert_eq!(
+            c.webhooks,
+            WebhookSettings {
+                timeout: Duration::from_secs(3),
+                max_attempts: 1,
+                retry_initial: Duration::from_millis(250),
+                retry_max: Duration::from_secs(60),
+                queue_capacity: 50,
+                concurrency: 2,
+            }
+        );
         let pg = config(&[("HISTORY_DATABASE_URI", "postgresql://u:pw@127.0.0.1:5432/db")]).unwrap();
         assert!(matches!(pg.history_database, Some(HistoryDatabase::Postgres(_))));
     }
@@ -512,6 +585,12 @@ mod tests {
             ("HISTORY_DATABASE_URI", "not a uri"),
             ("S3_ACCESS_KEY", "only-this"),
             ("S3_MAX_CONCURRENCY", "0"),
+            ("WEBHOOK_TIMEOUT_SECONDS", "0"),
+            ("WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("WEBHOOK_MAX_ATTEMPTS", "-2"),
+            ("WEBHOOK_RETRY_INITIAL_MS", "soon"),
+            ("WEBHOOK_QUEUE_CAPACITY", "0"),
+            ("WEBHOOK_CONCURRENCY", "many"),
         ] {
             let vars: &[(&str, &str)] =
                 if var == "REDIS_PORT" { &[("REDIS_HOST", "h"), (var, value)] } else { &[(var, value)] };
