@@ -7,8 +7,11 @@
 //! entries a dead instance left unacknowledged are claimed by the others.
 //! Long-polls wait on a per-instance pub/sub subscription that announces
 //! every task pushed for a worker, on whichever instance it was created.
+//! Jobs are indexed by status and by client in sorted sets that the same
+//! scripts keep current; entries of ended jobs whose retention lapsed are
+//! dropped as the indexes are read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,11 +20,14 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script, Value as RedisValue};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
-use super::{FollowUp, JobTicket, Storage, StorageError, StorageResult, WorkerLoad};
+use super::{
+    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, Storage, StorageError, StorageResult, WorkerLoad,
+};
 use crate::auth::TokenHash;
 use crate::config::RedisConfig;
-use crate::model::{Job, JobId, TaskPayload, WorkerInfo, WorkerPatch};
+use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The executors' consumer group on the job stream.
 const GROUP: &str = "executors";
@@ -44,6 +50,12 @@ const MAX_WORKER_CONFLICTS: usize = 32;
 const MAX_PENDING_ACKS: usize = 256;
 /// Quota counters outlive their month by a few days, then go.
 const QUOTA_TTL_SECS: u64 = 40 * 86_400;
+/// One job ending in this many also drops the index entries of ended jobs
+/// whose retention lapsed (see `update`).
+const PRUNE_EVERY: u128 = 16;
+/// A fan-out's branch results outlive its last answer by this much, then go
+/// (the job moved on without clearing them, or was lost).
+const BRANCH_RESULTS_TTL_SECS: u64 = 7 * 86_400;
 
 struct Scripts {
     create_job: Script,
@@ -57,6 +69,9 @@ struct Scripts {
     replace_tokens: Script,
     take_quota: Script,
     release_lock: Script,
+    withdraw_task: Script,
+    record_branch: Script,
+    list_jobs: Script,
 }
 
 impl Scripts {
@@ -73,6 +88,9 @@ impl Scripts {
             replace_tokens: Script::new(include_str!("lua/replace_tokens.lua")),
             take_quota: Script::new(include_str!("lua/take_quota.lua")),
             release_lock: Script::new(include_str!("lua/release_lock.lua")),
+            withdraw_task: Script::new(include_str!("lua/withdraw_task.lua")),
+            record_branch: Script::new(include_str!("lua/record_branch.lua")),
+            list_jobs: Script::new(include_str!("lua/list_jobs.lua")),
         }
     }
 }
@@ -85,6 +103,28 @@ struct Keys {
 impl Keys {
     fn job(&self, id: JobId) -> String {
         format!("{}:job:{id}", self.prefix)
+    }
+    fn job_prefix(&self) -> String {
+        format!("{}:job:", self.prefix)
+    }
+    /// Jobs with one status, scored by `updated_at` in µs.
+    fn status(&self, status: JobStatus) -> String {
+        format!("{}{status}", self.status_prefix())
+    }
+    fn status_prefix(&self) -> String {
+        format!("{}:status:", self.prefix)
+    }
+    /// One client's jobs, scored by `created_at` in µs.
+    fn client_jobs(&self, client: &str) -> String {
+        format!("{}:client:{client}", self.prefix)
+    }
+    /// One fan-out's branch results: task id → result JSON.
+    fn branches(&self, wait_id: Uuid) -> String {
+        format!("{}:branches:{wait_id}", self.prefix)
+    }
+    /// One data store (`{blueprint}/{store}`): key → JSON.
+    fn data(&self, scope: &str) -> String {
+        format!("{}:data:{scope}", self.prefix)
     }
     fn watch(&self) -> String {
         format!("{}:watch", self.prefix)
@@ -423,6 +463,14 @@ fn parse_entries(value: &RedisValue) -> StorageResult<Vec<(String, JobId)>> {
     Ok(out)
 }
 
+/// Whether Redis refused an increment because the stored value is not an
+/// integer or the result would overflow (`ERR hash value is not an integer`,
+/// `ERR increment or decrement would overflow`).
+fn is_not_an_integer(error: &RedisError) -> bool {
+    error.code() == Some("ERR")
+        && error.detail().is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
+}
+
 fn encode_job(job: &Job) -> StorageResult<Vec<u8>> {
     job.encode().map_err(StorageError::Corrupt)
 }
@@ -455,9 +503,14 @@ impl Storage for RedisStorage {
             .create_job
             .key(self.keys.job(job.id))
             .key(self.keys.jobs())
+            .key(self.keys.status(job.status))
+            .key(self.keys.client_jobs(&job.client))
             .arg(job.version)
             .arg(bytes)
             .arg(job.id.to_string())
+            .arg(job.status.as_str())
+            .arg(job.updated_at.timestamp_micros())
+            .arg(job.created_at.timestamp_micros())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -820,6 +873,139 @@ impl Storage for RedisStorage {
             .map_err(unavailable)?;
         Ok(released == 1)
     }
+
+    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
+        let withdrawn: i64 = self
+            .scripts
+            .withdraw_task
+            .key(self.keys.tasks(worker_id))
+            .key(self.keys.worker(worker_id))
+            .arg(task_id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(withdrawn == 1)
+    }
+
+    async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord> {
+        let answered: i64 = self
+            .scripts
+            .record_branch
+            .key(self.keys.branches(wait_id))
+            .arg(task_id.to_string())
+            .arg(result)
+            .arg(BRANCH_RESULTS_TTL_SECS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match usize::try_from(answered) {
+            Ok(answered) => BranchRecord::Recorded { answered },
+            Err(_) => BranchRecord::Duplicate,
+        })
+    }
+
+    async fn branch_results(&self, wait_id: Uuid) -> StorageResult<HashMap<Uuid, String>> {
+        let results: HashMap<String, String> =
+            self.conn().hgetall(self.keys.branches(wait_id)).await.map_err(unavailable)?;
+        results
+            .into_iter()
+            .map(|(task_id, result)| {
+                let task_id =
+                    task_id.parse().map_err(|e| corrupt(format!("branch result of fan-out {wait_id}: {e}")))?;
+                Ok((task_id, result))
+            })
+            .collect()
+    }
+
+    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()> {
+        let _: i64 = self.conn().del(self.keys.branches(wait_id)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn data_get(&self, scope: &str, key: &str) -> StorageResult<Option<String>> {
+        self.conn().hget(self.keys.data(scope), key).await.map_err(unavailable)
+    }
+
+    async fn data_set(&self, scope: &str, key: &str, value: &str) -> StorageResult<()> {
+        let _: i64 = self.conn().hset(self.keys.data(scope), key, value).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn data_delete(&self, scope: &str, key: &str) -> StorageResult<bool> {
+        let deleted: i64 = self.conn().hdel(self.keys.data(scope), key).await.map_err(unavailable)?;
+        Ok(deleted == 1)
+    }
+
+    async fn data_increment(&self, scope: &str, key: &str, delta: i64) -> StorageResult<Option<i64>> {
+        // The value is stored as decimal text, which is also its JSON.
+        match self.conn().hincr(self.keys.data(scope), key, delta).await {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if is_not_an_integer(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> StorageResult<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let encoded: Vec<Vec<u8>> = self
+            .scripts
+            .list_jobs
+            .key(self.keys.client_jobs(client))
+            .arg(self.keys.job_prefix())
+            .arg(offset)
+            .arg(limit)
+            .arg("jobs")
+            .arg("")
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        encoded.iter().map(|bytes| Job::decode(bytes).map_err(|e| corrupt(format!("job of {client}: {e}")))).collect()
+    }
+
+    async fn jobs_with_status(&self, status: JobStatus, limit: usize, offset: usize) -> StorageResult<Vec<JobId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cutoff = if status.is_terminal() { self.ended_cutoff().to_string() } else { String::new() };
+        let ids: Vec<String> = self
+            .scripts
+            .list_jobs
+            .key(self.keys.status(status))
+            .arg(self.keys.job_prefix())
+            .arg(offset)
+            .arg(limit)
+            .arg("ids")
+            .arg(cutoff)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        ids.iter().map(|id| id.parse().map_err(|e| corrupt(format!("{status} index entry {id}: {e}")))).collect()
+    }
+
+    async fn job_counts(&self) -> StorageResult<JobCounts> {
+        // Acknowledged entries are deleted from the stream; send the held-back
+        // acknowledgements first so that the stream holds exactly the jobs
+        // queued or in progress.
+        self.flush_acks().await?;
+        let cutoff = self.ended_cutoff();
+        let mut pipe = redis::pipe();
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            pipe.cmd("ZREMRANGEBYSCORE").arg(self.keys.status(status)).arg("-inf").arg(format!("({cutoff}")).ignore();
+        }
+        for status in JobStatus::ALL {
+            pipe.zcard(self.keys.status(status));
+        }
+        pipe.xlen(self.keys.jobs());
+        let mut counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let queued = counts.pop().ok_or_else(|| corrupt("job counts: short reply"))?;
+        if counts.len() != JobStatus::ALL.len() {
+            return Err(corrupt("job counts: short reply"));
+        }
+        let by_status = JobStatus::ALL.into_iter().zip(counts).filter(|&(_, n)| n > 0).collect();
+        Ok(JobCounts { by_status, queued })
+    }
 }
 
 impl RedisStorage {
@@ -829,44 +1015,56 @@ impl RedisStorage {
         let expected = job.version;
         job.version += 1;
         job.updated_at = chrono::Utc::now();
-        let bytes = match encode_job(job) {
-            Ok(bytes) => bytes,
+        let prepared = encode_job(job).and_then(|bytes| Ok((bytes, Dispatch::new(follow_up)?)));
+        let (bytes, dispatch) = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => {
                 job.version = expected;
                 return Err(e);
             }
         };
-        let retention_ms = if job.status.is_terminal() { self.retention.as_millis().max(1) as u64 } else { 0 };
+        let ended = job.status.is_terminal();
+        let retention_ms = if ended { self.retention.as_millis().max(1) as u64 } else { 0 };
+        let score = job.updated_at.timestamp_micros();
+        // Ended jobs' index entries are pruned by score when listed or
+        // counted; one in every PRUNE_EVERY endings also prunes here, so the
+        // index stays bounded where nothing reads it, at a fraction of a
+        // command per job.
+        let prune = ended && job.id.as_u128().is_multiple_of(PRUNE_EVERY);
+        let cutoff = if prune { (score - self.retention_micros()).to_string() } else { String::new() };
+        let wake_parent = job.parent_job_id.filter(|_| ended).map_or_else(String::new, |id| id.to_string());
+
         let mut call = self.scripts.update_job.key(self.keys.job(job.id));
-        let (kind, target, payload, score, worker) = match &follow_up {
-            FollowUp::None => ("none", String::new(), Vec::new(), 0i64, String::new()),
-            FollowUp::Enqueue => ("enqueue", self.keys.jobs(), job.id.to_string().into_bytes(), 0, String::new()),
-            FollowUp::Park { task_type } => {
-                ("park", self.keys.parked(task_type), job.id.to_string().into_bytes(), 0, String::new())
-            }
-            FollowUp::PushTask { worker_id, task } => {
-                let payload = serde_json::to_vec(task).map_err(|e| corrupt(format!("task {}: {e}", task.task_id)))?;
-                ("push", self.keys.tasks(worker_id), payload, -i64::from(task.priority), worker_id.clone())
-            }
-        };
-        call.key(if target.is_empty() { self.keys.jobs() } else { target })
+        call.key(self.keys.jobs())
             .key(self.keys.task_seq())
-            .key(self.keys.worker(if worker.is_empty() { "-" } else { &worker }))
             .key(self.keys.watch())
             .key(self.keys.worker(release.unwrap_or("-")))
-            .key(self.keys.jobs())
-            .arg(expected)
+            .key(self.keys.status(job.status));
+        for (worker_id, _, _) in &dispatch.pushes {
+            call.key(self.keys.tasks(worker_id)).key(self.keys.worker(worker_id));
+        }
+        for task_type in &dispatch.parks {
+            call.key(self.keys.parked(task_type));
+        }
+        call.arg(expected)
             .arg(bytes)
-            .arg(kind)
-            .arg(payload)
-            .arg(score)
-            .arg(self.keys.wake())
-            .arg(&worker)
             .arg(retention_ms)
             .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
             .arg(job.id.to_string())
             .arg(if release.is_some() { "1" } else { "0" })
-            .arg(GROUP);
+            .arg(GROUP)
+            .arg(if dispatch.enqueue { "1" } else { "0" })
+            .arg(job.status.as_str())
+            .arg(self.keys.status_prefix())
+            .arg(score)
+            .arg(cutoff)
+            .arg(wake_parent)
+            .arg(self.keys.wake())
+            .arg(dispatch.pushes.len())
+            .arg(dispatch.parks.len());
+        for (worker_id, score, payload) in &dispatch.pushes {
+            call.arg(score).arg(payload).arg(worker_id);
+        }
         let acks = std::mem::take(&mut *self.pending());
         for entry in &acks {
             call.arg(entry);
@@ -883,6 +1081,54 @@ impl RedisStorage {
             job.version = expected;
         }
         Ok(applied == 1)
+    }
+
+    fn retention_micros(&self) -> i64 {
+        i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// The score below which an ended job's index entry has outlived its
+    /// retention (its job hash has expired or is about to).
+    fn ended_cutoff(&self) -> i64 {
+        chrono::Utc::now().timestamp_micros().saturating_sub(self.retention_micros())
+    }
+}
+
+/// A follow-up in the shape `update_job.lua` takes it.
+#[derive(Default)]
+struct Dispatch {
+    enqueue: bool,
+    /// Worker id, score (-priority) and encoded payload per pushed task.
+    pushes: Vec<(String, i64, Vec<u8>)>,
+    /// Distinct task types to park the job under, first-named first.
+    parks: Vec<String>,
+}
+
+impl Dispatch {
+    fn new(follow_up: FollowUp) -> StorageResult<Self> {
+        let mut dispatch = Self::default();
+        match follow_up {
+            FollowUp::None => {}
+            FollowUp::Enqueue => dispatch.enqueue = true,
+            FollowUp::Dispatch(assignments) => {
+                let mut parked = BTreeSet::new();
+                for assignment in assignments {
+                    match assignment {
+                        Assignment::Push { worker_id, task } => {
+                            let payload = serde_json::to_vec(&task)
+                                .map_err(|e| corrupt(format!("task {}: {e}", task.task_id)))?;
+                            dispatch.pushes.push((worker_id, -i64::from(task.priority), payload));
+                        }
+                        Assignment::Park { task_type } => {
+                            if parked.insert(task_type.clone()) {
+                                dispatch.parks.push(task_type);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(dispatch)
     }
 }
 
@@ -969,5 +1215,23 @@ mod tests {
         assert_eq!(unhex(&hex(&hash)), Some(hash));
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex(&"g".repeat(64)), None);
+    }
+
+    /// `withdraw_task.lua` takes a queued task's first `"task_id"` for its
+    /// own: serde writes the fields in declaration order, before the params.
+    #[test]
+    fn a_task_entry_names_its_own_id_first() {
+        let own = Uuid::new_v4();
+        let task = TaskPayload {
+            job_id: Uuid::new_v4(),
+            task_id: own,
+            task_type: "greet".into(),
+            params: serde_json::json!({"task_id": Uuid::new_v4().to_string()}),
+            priority: 0,
+            tracing_context: serde_json::Map::new(),
+        };
+        let json = serde_json::to_string(&task).unwrap();
+        let at = json.find("\"task_id\":\"").unwrap();
+        assert_eq!(json.get(at + 11..at + 47), Some(own.to_string().as_str()));
     }
 }

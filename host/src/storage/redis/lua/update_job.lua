@@ -1,60 +1,85 @@
 -- Replaces a job if it is still at the expected version, then applies the
--- follow-up that must land with it. Returns 1 when applied, 0 when the job
--- changed meanwhile (nothing is written then).
--- KEYS[1] job hash
--- KEYS[2] follow-up target: job queue stream (enqueue), worker task zset
---         (push) or parked list (park); unused otherwise
+-- follow-up that must land with it and keeps the job's indexes current.
+-- Returns 1 when applied, 0 when the job changed meanwhile (nothing is
+-- written then).
+-- KEYS[1] job hash: v (version), d (encoded job), s (status)
+-- KEYS[2] job queue stream (enqueue, parent wake-up, acknowledgements)
 -- KEYS[3] task sequence counter (push)
--- KEYS[4] worker hash (push)
--- KEYS[5] watch zset (job id -> task deadline in ms)
--- KEYS[6] hash of a worker whose in-flight count drops by one (release)
--- KEYS[7] job queue stream (acknowledgements)
+-- KEYS[4] watch zset (job id -> task deadline in ms)
+-- KEYS[5] hash of a worker whose in-flight count drops by one (release)
+-- KEYS[6] status zset of the job's new status (job id -> updated_at in µs)
+-- KEYS[7 .. 6+2P] per pushed task: the worker's task zset, the worker's hash
+-- KEYS[7+2P .. 6+2P+K] per distinct parked task type: its parked list
 -- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
--- ARGV[3] follow-up: none | enqueue | push | park
--- ARGV[4] job id (enqueue, park) or encoded task payload (push)
--- ARGV[5] task score: -priority (push)
--- ARGV[6] wake-up channel (push)   ARGV[7] worker id (push)
--- ARGV[8] retention in ms for a job that has ended; 0 keeps it
--- ARGV[9] deadline in ms of the task the job now waits on; empty when it waits on none
--- ARGV[10] job id
--- ARGV[11] '1' to release one of KEYS[6]'s in-flight slots
--- ARGV[12] consumer group   ARGV[13..] job queue entries to acknowledge and delete
---          (earlier steps' acknowledgements riding along; done whether or not
---          this update applies)
-if #ARGV >= 13 then
-  redis.call('XACK', KEYS[7], ARGV[12], unpack(ARGV, 13))
-  redis.call('XDEL', KEYS[7], unpack(ARGV, 13))
+-- ARGV[3] retention in ms for a job that has ended; 0 keeps it
+-- ARGV[4] deadline in ms of the task the job now waits on; empty when it waits on none
+-- ARGV[5] job id                   ARGV[6] '1' to release one of KEYS[5]'s in-flight slots
+-- ARGV[7] consumer group           ARGV[8] '1' to queue the job for the executors
+-- ARGV[9] new status               ARGV[10] status zset key prefix (+ status)
+-- ARGV[11] status score: updated_at in µs
+-- ARGV[12] cutoff score: entries below it leave KEYS[6] (an ended status whose
+--          retention lapsed for them; now and then); empty for none
+-- ARGV[13] parent job id to queue when the job ends now; empty for none
+-- ARGV[14] wake-up channel (push)
+-- ARGV[15] P, tasks pushed         ARGV[16] K, task types parked
+-- ARGV[17 .. 16+3P] per pushed task: score (-priority), encoded payload, worker id
+-- ARGV[17+3P ..] job queue entries to acknowledge and delete (earlier steps'
+--          acknowledgements riding along; done whether or not this update applies)
+local pushes = tonumber(ARGV[15])
+local parks = tonumber(ARGV[16])
+local acks = 17 + 3 * pushes
+if #ARGV >= acks then
+  redis.call('XACK', KEYS[2], ARGV[7], unpack(ARGV, acks))
+  redis.call('XDEL', KEYS[2], unpack(ARGV, acks))
 end
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
+local current = redis.call('HMGET', KEYS[1], 'v', 's')
+if current[1] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
-if tonumber(ARGV[8]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+local old_status = current[2]
+local status = ARGV[9]
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2], 's', status)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-if ARGV[9] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 else
-  redis.call('ZREM', KEYS[5], ARGV[10])
+  redis.call('ZREM', KEYS[4], ARGV[5])
 end
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
-  if redis.call('HINCRBY', KEYS[6], 'in_flight', -1) < 0 then
-    redis.call('HSET', KEYS[6], 'in_flight', 0)
+-- Status index: the job leaves its old status's set for its new one.
+if old_status and old_status ~= status then
+  redis.call('ZREM', ARGV[10] .. old_status, ARGV[5])
+end
+redis.call('ZADD', KEYS[6], ARGV[11], ARGV[5])
+if ARGV[12] ~= '' then
+  -- Ended jobs expire by PEXPIRE; their index entries go by score.
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[12])
+end
+if ARGV[13] ~= '' and old_status ~= status then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[13])
+end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  if redis.call('HINCRBY', KEYS[5], 'in_flight', -1) < 0 then
+    redis.call('HSET', KEYS[5], 'in_flight', 0)
   end
 end
-local kind = ARGV[3]
-if kind == 'enqueue' then
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[4])
-elseif kind == 'park' then
-  redis.call('RPUSH', KEYS[2], ARGV[4])
-elseif kind == 'push' then
+if ARGV[8] == '1' then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[5])
+end
+for i = 0, pushes - 1 do
+  local tasks, worker = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
+  local score, payload, worker_id = ARGV[17 + 3 * i], ARGV[18 + 3 * i], ARGV[19 + 3 * i]
   -- Equal scores pop in member order: a zero-padded sequence number first
   -- keeps one priority first-in, first-out.
   local seq = redis.call('INCR', KEYS[3])
-  redis.call('ZADD', KEYS[2], ARGV[5], string.format('%020d', seq) .. ARGV[4])
-  if redis.call('EXISTS', KEYS[4]) == 1 then
-    redis.call('HINCRBY', KEYS[4], 'in_flight', 1)
+  redis.call('ZADD', tasks, score, string.format('%020d', seq) .. payload)
+  if redis.call('EXISTS', worker) == 1 then
+    redis.call('HINCRBY', worker, 'in_flight', 1)
   end
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  redis.call('PUBLISH', ARGV[14], worker_id)
+end
+for i = 1, parks do
+  redis.call('RPUSH', KEYS[6 + 2 * pushes + i], ARGV[5])
 end
 return 1
