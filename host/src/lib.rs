@@ -31,8 +31,8 @@ use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
-use crate::webhook::Webhooks;
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
+use crate::webhook::Webhooks;
 
 /// The prefix of every key this server writes to Redis.
 pub const REDIS_PREFIX: &str = "avtomatika";
@@ -141,7 +141,7 @@ impl App {
         let credentials = Credentials::new(&config, clients);
         // Stops with the server (`serve`); deliveries still queued then are lost.
         let webhooks_stop = CancellationToken::new();
-        let webhooks = Webhooks::start(config.webhooks.clone(), webhooks_stop.clone());
+        let webhooks = Webhooks::start(config.webhooks, webhooks_stop.clone());
         let orchestrator = Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, webhooks));
         Ok(Self { orchestrator, webhooks_stop })
     }

@@ -122,7 +122,11 @@ impl Orchestrator {
     /// Takes the tasks `job` waited on back from their workers' queues, or,
     /// where a worker already has one, gives back that worker's slot (the
     /// answer will be ignored). Skips tasks for which `answered` holds.
-    pub(super) async fn release_waiting_tasks(&self, job: &Job, answered: impl Fn(Uuid) -> bool) -> OrchestratorResult<()> {
+    pub(super) async fn release_waiting_tasks(
+        &self,
+        job: &Job,
+        answered: impl Fn(Uuid) -> bool,
+    ) -> OrchestratorResult<()> {
         self.release_waiting_tasks_of(job, job.status, answered).await
     }
 
@@ -148,7 +152,12 @@ impl Orchestrator {
     }
 
     /// Whether the worker holding `task_id` of job `job_id` should stop.
-    pub async fn cancellation_requested(&self, worker_id: &str, job_id: &str, task_id: &str) -> OrchestratorResult<bool> {
+    pub async fn cancellation_requested(
+        &self,
+        worker_id: &str,
+        job_id: &str,
+        task_id: &str,
+    ) -> OrchestratorResult<bool> {
         let not_found = || OrchestratorError::NotFound(format!("task {task_id} of job {job_id} not found"));
         let job_id: JobId = job_id.parse().map_err(|_| not_found())?;
         let task_id: Uuid = task_id.parse().map_err(|_| not_found())?;

@@ -12,9 +12,9 @@ use super::{Orchestrator, OrchestratorResult};
 use serde_json::Value;
 
 use crate::model::{ApprovalWait, Job, JobId, JobStatus};
-use crate::webhook::Delivery;
 use crate::runtime::{Blueprint, EndKind, Step, types};
 use crate::storage::{FollowUp, JobTicket};
+use crate::webhook::Delivery;
 
 /// `go-to` steps one job may take before it goes back to the end of the
 /// queue, so a blueprint that loops between states cannot hog a slot.
@@ -253,9 +253,10 @@ impl Orchestrator {
                 plan: client.and_then(|c| c.plan.clone()),
                 params: client.map_or_else(|| "{}".to_owned(), |c| c.params.to_string()),
             },
-            aggregation_results: job.aggregation_results.as_ref().map(|results| {
-                serde_json::to_string(results).unwrap_or_else(|_| "{}".into())
-            }),
+            aggregation_results: job
+                .aggregation_results
+                .as_ref()
+                .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "{}".into())),
             child_result: job.sub_job_result.as_ref().map(Value::to_string),
             webhook_url: job.webhook_url.clone(),
             approval_path: format!("/_public/webhooks/approval/{}", job.id),

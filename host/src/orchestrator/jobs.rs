@@ -135,8 +135,7 @@ mod tests {
         assert_eq!(body.initial_data, json!({"name": "Ada", "result_timeout": 5}));
         assert_eq!((body.webhook_url, body.timeouts), (None, JobTimeouts::default()));
 
-        let body =
-            split_create_body(json!({"initial_data": {"name": "Ada"}, "webhook_url": "http://x/y"})).unwrap();
+        let body = split_create_body(json!({"initial_data": {"name": "Ada"}, "webhook_url": "http://x/y"})).unwrap();
         assert_eq!((body.initial_data, body.webhook_url.as_deref()), (json!({"name": "Ada"}), Some("http://x/y")));
 
         let body = split_create_body(json!({"webhook_url": null})).unwrap();

@@ -432,9 +432,8 @@ mod tests {
     #[test]
     fn approvals_and_child_runs_map_declared_states() {
         let graph = Graph::from_info(hello()).unwrap();
-        let approval = |transitions| {
-            outcome(Action::AwaitHumanApproval(types::Approval { message: "ok?".into(), transitions }))
-        };
+        let approval =
+            |transitions| outcome(Action::AwaitHumanApproval(types::Approval { message: "ok?".into(), transitions }));
         let step = graph
             .check_outcome("start", approval(vec![transition("approved", "finished"), transition("no", "failed")]))
             .unwrap()

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::Storage;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
-use crate::storage::Storage;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// The data of one handler call's store: one field per granted capability,
