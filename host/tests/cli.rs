@@ -158,7 +158,13 @@ fn check_config_accepts_the_example_files() {
         ("GLOBAL_WORKER_TOKEN", "cli-global-worker-token"),
     ]);
     assert!(run.status.success(), "{run:#?}");
-    for part in ["configuration OK", "[hello, pipeline]", "3 client(s)", "3 worker token(s)", "4 schedule(s)"] {
+    for part in [
+        "configuration OK",
+        "7 blueprint(s) [counter, hello, image-pipeline, moderation, order, payment, pipeline]",
+        "3 client(s)",
+        "3 worker token(s)",
+        "4 schedule(s)",
+    ] {
         assert!(run.stdout.contains(part), "the summary should say {part:?}: {run:#?}");
     }
     assert!(!run.all().contains("replace-me"), "tokens of the files must not be shown: {run:#?}");

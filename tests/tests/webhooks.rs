@@ -71,9 +71,8 @@ fn config() -> Config {
 
 /// Runs a `hello` job with `webhook_url` to the worker's `result`.
 async fn hello_job(server: &TestServer, url: &str, result: Value) -> String {
-    let job_id = server
-        .create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": "Ada"}, "webhook_url": url}))
-        .await;
+    let job_id =
+        server.create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": "Ada"}, "webhook_url": url})).await;
     // One worker for all jobs of a test: registering again is harmless.
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;

@@ -293,10 +293,10 @@ impl Job {
         single.chain(branches).find(|task| task.task_id == task_id)
     }
 
-    /// Forgets every wait and what the last state's handler was given; the
-    /// job is about to enter another state.
+    /// Forgets the waits and what the last state's handler was given; the
+    /// job is about to enter another state. The last single task stays (as
+    /// the record of what the job last waited on) until the next dispatch.
     pub fn clear_waits(&mut self) {
-        self.current_task = None;
         self.parallel = None;
         self.approval = None;
         self.child = None;

@@ -41,6 +41,9 @@ impl Orchestrator {
 
     /// Cancels job `id` (a client's job, or a child whose parent was cancelled).
     async fn cancel(&self, id: JobId) -> OrchestratorResult<Cancellation> {
+        // A task this call already took off its queue: on a retry after a
+        // conflict it must still count as never taken.
+        let mut withdrawn: Option<Uuid> = None;
         for _ in 0..MAX_CONFLICTS {
             let Some(mut job) = self.storage.get_job(id).await? else {
                 return Err(OrchestratorError::NotFound(format!("job {id} not found")));
@@ -49,10 +52,12 @@ impl Orchestrator {
                 JobStatus::WaitingForWorker => {
                     let Some(task) = job.current_task.clone() else { return Err(not_cancellable(&job)) };
                     let queued = match &task.worker_id {
+                        _ if withdrawn == Some(task.task_id) => true,
                         None => true,
                         Some(worker) => self.storage.withdraw_task(worker, task.task_id).await?,
                     };
                     if queued {
+                        withdrawn = Some(task.task_id);
                         tracing::info!(job_id = %id, task_id = %task.task_id, "task withdrawn before a worker took it");
                         if self.end_cancelled(&mut job, &task).await? {
                             return Ok(Cancellation::Done);
@@ -75,6 +80,7 @@ impl Orchestrator {
                         None => HashSet::new(),
                     };
                     let child = job.child.as_ref().map(|c| c.job_id);
+                    let fan_out = job.parallel.as_ref().map(|w| w.wait_id);
                     let waiting = job.status;
                     for task in job.parallel.iter_mut().flat_map(|w| w.branches.iter_mut()) {
                         task.cancel_requested = true;
@@ -83,6 +89,9 @@ impl Orchestrator {
                     let applied = self.save(&mut job, FollowUp::None).await?;
                     if applied {
                         self.release_waiting_tasks_of(&job, waiting, |task| answered.contains(&task)).await?;
+                        if let Some(wait_id) = fan_out {
+                            self.storage.clear_branch_results(wait_id).await?;
+                        }
                         if let Some(child) = child {
                             self.cancel_child(child).await;
                         }

@@ -1,7 +1,7 @@
 //! Handing tasks to workers: choosing one, queueing the task for it, and
 //! holding tasks no live worker takes until one registers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -93,25 +93,39 @@ impl Orchestrator {
     /// live worker, or parks the job for its type. One storage update.
     pub(super) async fn assign(&self, job: &mut Job) -> OrchestratorResult<bool> {
         let job_id = job.id;
-        let mut assignments = Vec::new();
-        let mut chosen: Vec<(Uuid, String)> = Vec::new();
         let unassigned: Vec<(Uuid, String)> = job
             .waiting_tasks()
             .filter(|task| task.worker_id.is_none())
             .map(|task| (task.task_id, task.task_type.clone()))
             .collect();
+        // One look at the workers per task type. The loads are bumped as
+        // tasks are given out here, since storage counts them in flight only
+        // once the update lands: a fan-out spreads over the workers.
+        let mut candidates: HashMap<String, Vec<WorkerLoad>> = HashMap::new();
+        let mut chosen: Vec<(Uuid, String)> = Vec::new();
+        let mut parked: BTreeSet<String> = BTreeSet::new();
         for (task_id, task_type) in unassigned {
-            match self.choose_worker(&task_type).await? {
-                Some(worker_id) => chosen.push((task_id, worker_id)),
+            if !candidates.contains_key(&task_type) {
+                let loads = self.storage.candidates_for(&task_type).await?;
+                candidates.insert(task_type.clone(), loads);
+            }
+            let loads = candidates.get_mut(&task_type).map(Vec::as_mut_slice).unwrap_or_default();
+            match best(loads) {
+                Some(worker) => {
+                    worker.in_flight += 1;
+                    chosen.push((task_id, worker.worker_id.clone()));
+                }
                 None => {
                     tracing::info!(
                         %job_id, %task_id, task_type,
                         "no live worker takes this task type; the task waits for one to register"
                     );
-                    assignments.push(Assignment::Park { task_type });
+                    parked.insert(task_type);
                 }
             }
         }
+        let mut assignments: Vec<Assignment> =
+            parked.iter().map(|task_type| Assignment::Park { task_type: task_type.clone() }).collect();
         for (task_id, worker_id) in chosen {
             let Some(task) = job.task_mut(task_id) else { continue };
             task.worker_id = Some(worker_id.clone());
@@ -129,14 +143,16 @@ impl Orchestrator {
         let applied = self.save(job, FollowUp::Dispatch(assignments)).await?;
         if !applied {
             tracing::debug!(%job_id, "job changed concurrently; dispatch dropped");
+            return Ok(false);
         }
-        Ok(applied)
-    }
-
-    /// The live worker for `task_type`: idle before busy, then fewest tasks in flight.
-    async fn choose_worker(&self, task_type: &str) -> OrchestratorResult<Option<String>> {
-        let candidates = self.storage.candidates_for(task_type).await?;
-        Ok(best(candidates))
+        // A worker registering between our look and the park took the parked
+        // list before our entry was in it: look once more now that it is.
+        for task_type in parked {
+            if !self.storage.candidates_for(&task_type).await?.is_empty() {
+                Box::pin(self.assign_parked(std::slice::from_ref(&task_type))).await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Gives tasks parked for any of `task_types` to live workers, now that
@@ -166,8 +182,9 @@ impl Orchestrator {
     }
 }
 
-fn best(candidates: Vec<WorkerLoad>) -> Option<String> {
-    candidates.into_iter().min_by_key(|w| (!w.idle, w.in_flight)).map(|w| w.worker_id)
+/// The worker to give a task: idle before busy, then fewest tasks in flight.
+fn best(candidates: &mut [WorkerLoad]) -> Option<&mut WorkerLoad> {
+    candidates.iter_mut().min_by_key(|w| (!w.idle, w.in_flight))
 }
 
 #[cfg(test)]
@@ -180,8 +197,9 @@ mod tests {
 
     #[test]
     fn idle_workers_with_fewest_tasks_in_flight_win() {
-        assert_eq!(best(vec![]), None);
-        assert_eq!(best(vec![load("busy", false, 0), load("idle", true, 5)]).as_deref(), Some("idle"));
-        assert_eq!(best(vec![load("a", true, 3), load("b", true, 1), load("c", true, 2)]).as_deref(), Some("b"));
+        let id = |loads: &mut [WorkerLoad]| best(loads).map(|w| w.worker_id.clone());
+        assert_eq!(id(&mut []), None);
+        assert_eq!(id(&mut [load("busy", false, 0), load("idle", true, 5)]).as_deref(), Some("idle"));
+        assert_eq!(id(&mut [load("a", true, 3), load("b", true, 1), load("c", true, 2)]).as_deref(), Some("b"));
     }
 }

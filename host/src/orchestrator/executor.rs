@@ -84,6 +84,15 @@ impl Orchestrator {
             // Queued by its child's end (see `Storage::update_job`).
             return self.resume_after_child(job).await;
         }
+        if job.status.is_runnable()
+            && let Some(parent) = job.parent_job_id
+            && self.storage.get_job(parent).await?.is_none_or(|p| p.status.is_terminal())
+        {
+            // The parent was cancelled while this child ran or waited to run.
+            job.end(JobStatus::Cancelled, Some(format!("parent job {parent} ended")));
+            self.save(&mut job, FollowUp::None).await?;
+            return Ok(());
+        }
         for _ in 0..MAX_STEPS_PER_TURN {
             if !job.status.is_runnable() {
                 // Already handled (a duplicate or redelivered queue entry).

@@ -116,7 +116,9 @@ impl Orchestrator {
             }
             let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
                 job.end(JobStatus::Failed, Some(format!("blueprint {:?} is not loaded", job.blueprint_name)));
-                self.save(&mut job, FollowUp::None).await?;
+                if self.save(&mut job, FollowUp::None).await? {
+                    self.storage.clear_branch_results(wait_id).await?;
+                }
                 return Ok(());
             };
             let runs = self.enter_state(&blueprint, &mut job, wait.aggregate_into.clone());
@@ -149,7 +151,12 @@ impl Orchestrator {
                 continue;
             }
             match self.check_timeouts(&job, branch, now).await? {
-                Verdict::FailJob { message, .. } => return self.fail_fan_out(job, &answered, message).await,
+                Verdict::FailJob { message, release } => {
+                    // A branch its dispatch timeout took back off the queue has
+                    // given its worker's slot back already.
+                    let withdrawn = (!release).then_some(branch.task_id);
+                    return self.fail_fan_out(job, &answered, withdrawn, message).await;
+                }
                 Verdict::Later(deadline) => {
                     if let Some(task) = job.task_mut(branch.task_id) {
                         task.deadline = deadline;
@@ -178,17 +185,24 @@ impl Orchestrator {
     }
 
     /// Fails a fan-out job, taking its branches still queued back from
-    /// their workers.
+    /// their workers (all but `withdrawn`, which already was).
     async fn fail_fan_out(
         &self,
         mut job: Job,
         answered: &HashMap<Uuid, String>,
+        withdrawn: Option<Uuid>,
         message: String,
     ) -> OrchestratorResult<()> {
-        self.release_waiting_tasks(&job, |task| answered.contains_key(&task)).await?;
+        self.release_waiting_tasks(&job, |task| answered.contains_key(&task) || withdrawn == Some(task)).await?;
         tracing::warn!(job_id = %job.id, %message, "job failed");
+        let wait_id = job.parallel.as_ref().map(|w| w.wait_id);
         job.end(JobStatus::Failed, Some(message));
-        self.save(&mut job, FollowUp::None).await?;
+        // The job will never be joined: forget the results recorded so far.
+        if self.save(&mut job, FollowUp::None).await?
+            && let Some(wait_id) = wait_id
+        {
+            self.storage.clear_branch_results(wait_id).await?;
+        }
         Ok(())
     }
 }

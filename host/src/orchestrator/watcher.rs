@@ -76,9 +76,14 @@ impl Orchestrator {
                 self.save(&mut job, FollowUp::None).await?;
             }
             Verdict::FailJob { message, release } => {
-                tracing::warn!(job_id = %job.id, task_id = %task.task_id, %message, "job failed");
-                job.end(JobStatus::Failed, Some(message));
-                let applied = self.save(&mut job, FollowUp::None).await?;
+                let applied = if task.cancel_requested {
+                    // The client asked to cancel it: that, not the timeout, ends the job.
+                    self.end_cancelled(&mut job, &task).await?
+                } else {
+                    tracing::warn!(job_id = %job.id, task_id = %task.task_id, %message, "job failed");
+                    job.end(JobStatus::Failed, Some(message));
+                    self.save(&mut job, FollowUp::None).await?
+                };
                 if let (true, true, Some(worker)) = (applied, release, &task.worker_id) {
                     self.storage.add_in_flight(worker, -1).await?;
                 }

@@ -1,8 +1,8 @@
 //! `hello`: greets the name a client sends, through a worker.
 //!
 //! `POST /api/v1/jobs/hello {"name": "Ada"}` dispatches a `greet` task with
-//! `{"name": "Ada"}`; the worker's `success` ends the job `finished`, its
-//! `failure` ends it `failed`.
+//! `{"name": "Ada"}`; the worker's `success` ends the job `finished`; a
+//! `failure` follows its error code (retried, quarantined or failed).
 
 use avtomatika_blueprint::{Blueprint, Describe, Job, Next, State, Task, json};
 

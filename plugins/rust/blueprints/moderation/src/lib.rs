@@ -9,7 +9,7 @@
 //!
 //! - `approved` moves to `publish`, which dispatches a `publish` task with
 //!   `{"title": ..., "body": ...}`; the worker's `success` ends the job
-//!   `finished` (in `published`), its `failure` ends it `failed`.
+//!   `finished` (in `published`); a `failure` follows its error code.
 //! - `rejected` moves to `reject`, which records `{"published": false}` and
 //!   ends the job `finished` (in `rejected`): turning a post down is a normal
 //!   outcome, not a failure.

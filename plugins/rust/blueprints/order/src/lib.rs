@@ -6,7 +6,7 @@
 //! for it to end. When the child ends `finished`, `ship` records the child's
 //! state history as `{"payment": {...}}` and dispatches a `ship` task with
 //! `{"address": ..., "amount": ...}`; the worker's `success` ends the job
-//! `finished` (in `shipped`), its `failure` ends it `failed`. When the child
+//! `finished` (in `shipped`); a `failure` follows its error code. When the child
 //! ends `failed`, `quarantined` or `cancelled`, the order ends `failed` in
 //! `cancelled`. Initial data without a numeric amount fails the job at once.
 

@@ -3,9 +3,11 @@
 //!
 //! A parent starts it with `run-blueprint` and initial data `{"amount": 42.5}`.
 //! `charge` dispatches a `charge` task with `{"amount": 42.5}`; the worker's
-//! `success` ends the job `finished` (in `paid`), its `failure` ends it
-//! `failed` (in `declined`). The worker's result data joins the state history,
-//! which the parent receives as the child's `state_history`.
+//! `success` ends the job `finished` (in `paid`), the custom status `declined`
+//! (a card refused: an outcome, not an error) ends it `failed` (in
+//! `declined`). A `failure` follows its error code like any task's (retried,
+//! quarantined or failed by the host). The worker's result data joins the
+//! state history, which the parent receives as the child's `state_history`.
 
 use avtomatika_blueprint::{Blueprint, Describe, Job, Next, State, Task, json};
 
@@ -25,7 +27,7 @@ impl Blueprint for Payment {
             "charge" => Ok(Next::dispatch(
                 Task::new("charge", json!({ "amount": job.initial_data()["amount"] }))
                     .on("success", "paid")
-                    .on("failure", "declined"),
+                    .on("declined", "declined"),
             )),
             other => Err(format!("payment has no handler for state {other}")),
         }

@@ -6,7 +6,7 @@
 //! `{"content": "..."}`) joins the state history, and `transform` records the
 //! content's length in characters, or fails the job if there is no content.
 //! `publish` then dispatches a priority-5 `publish` task with `{"length": ...}`;
-//! its `success` ends the job `finished`. Any `failure` ends it `failed`.
+//! its `success` ends the job `finished`. A `failure` follows its error code.
 
 use avtomatika_blueprint::{Blueprint, Describe, Job, Next, State, Task, json};
 
