@@ -26,7 +26,6 @@ fn main() {
             aggregation_results: None,
             child_result: None,
             webhook_url: None,
-            approval_path: "/_public/webhooks/approval/6f0f5a43-3a3c-4f6e-9d1e-3f0c2d9d8a11".into(),
         };
 
         // Warm up the allocator's slots and the code's caches.

@@ -268,7 +268,6 @@ impl Orchestrator {
                 .map(|results| serde_json::to_string(results).unwrap_or_else(|_| "{}".into())),
             child_result: job.sub_job_result.as_ref().map(Value::to_string),
             webhook_url: job.webhook_url.clone(),
-            approval_path: format!("/_public/webhooks/approval/{}", job.id),
         }
     }
 }

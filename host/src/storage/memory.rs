@@ -61,24 +61,47 @@ struct JobTable {
     /// Status → its jobs, most recently updated first.
     by_status: BTreeMap<JobStatus, Newest>,
     /// Client → its jobs, most recently created first.
-    by_client: HashMap<String, Newest>,
+    by_client: HashMap<Arc<str>, Newest>,
 }
 
 impl JobTable {
-    /// Stores `job` (replacing any record under its id) and indexes it.
+    /// Stores a new `job` and indexes it.
     fn insert(&mut self, job: &Job, bytes: Box<[u8]>) {
         self.remove(job.id);
+        let client: Arc<str> = job.client.as_str().into();
         self.by_status.entry(job.status).or_default().insert((Reverse(job.updated_at), job.id));
-        self.by_client.entry(job.client.clone()).or_default().insert((Reverse(job.created_at), job.id));
+        self.by_client.entry(client.clone()).or_default().insert((Reverse(job.created_at), job.id));
         let stored = StoredJob {
             version: job.version,
             status: job.status,
-            client: job.client.clone(),
+            client,
             created_at: job.created_at,
             updated_at: job.updated_at,
             bytes,
         };
         self.records.insert(job.id, stored);
+    }
+
+    /// Replaces the record of `job` if it is still at `expected`; returns
+    /// whether it had ended before, or `None` when it changed meanwhile. The
+    /// client index keys on the creation time, which never changes, so only
+    /// the status index moves.
+    fn update(&mut self, job: &Job, expected: u64, bytes: Box<[u8]>) -> Option<bool> {
+        let stored = self.records.get_mut(&job.id).filter(|stored| stored.version == expected)?;
+        let was_terminal = stored.status.is_terminal();
+        let (old_status, old_updated) = (stored.status, stored.updated_at);
+        stored.version = job.version;
+        stored.status = job.status;
+        stored.updated_at = job.updated_at;
+        stored.bytes = bytes;
+        if let Some(ids) = self.by_status.get_mut(&old_status) {
+            ids.remove(&(Reverse(old_updated), job.id));
+            if ids.is_empty() {
+                self.by_status.remove(&old_status);
+            }
+        }
+        self.by_status.entry(job.status).or_default().insert((Reverse(job.updated_at), job.id));
+        Some(was_terminal)
     }
 
     /// Forgets job `id` and its index entries; dropping emptied index sets.
@@ -117,7 +140,8 @@ struct WorkerTokens {
 struct StoredJob {
     version: u64,
     status: JobStatus,
-    client: String,
+    /// Shared with the client index.
+    client: Arc<str>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     bytes: Box<[u8]>,
@@ -325,19 +349,9 @@ impl Storage for MemoryStorage {
                 return Err(e);
             }
         };
-        let was_terminal = {
-            let mut jobs = lock(&self.jobs);
-            match jobs.records.get(&job.id) {
-                Some(stored) if stored.version == expected => {
-                    let was_terminal = stored.status.is_terminal();
-                    jobs.insert(job, bytes);
-                    was_terminal
-                }
-                _ => {
-                    job.version = expected;
-                    return Ok(false);
-                }
-            }
+        let Some(was_terminal) = lock(&self.jobs).update(job, expected, bytes) else {
+            job.version = expected;
+            return Ok(false);
         };
         if job.status.is_terminal() {
             self.ended(job.id);

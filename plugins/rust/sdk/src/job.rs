@@ -27,7 +27,6 @@ pub struct Job {
     aggregation_results: Option<Value>,
     child_result: Option<Value>,
     webhook_url: Option<String>,
-    approval_path: String,
 }
 
 impl Job {
@@ -44,7 +43,6 @@ impl Job {
                 .transpose()?,
             child_result: context.child_result.map(|text| parse("child-result", &text)).transpose()?,
             webhook_url: context.webhook_url,
-            approval_path: context.approval_path,
             client: Client {
                 params: parse("client params", &context.client.params)?,
                 name: context.client.name,
@@ -120,7 +118,7 @@ impl Job {
     /// `/_public/webhooks/approval/{job-id}`, posted `{"decision": "<name>"}`.
     /// A handler can hand it to a worker task that notifies the person, and
     /// send the job to the wait once that task succeeds.
-    pub fn approval_path(&self) -> &str {
-        &self.approval_path
+    pub fn approval_path(&self) -> String {
+        format!("/_public/webhooks/approval/{}", self.id())
     }
 }

@@ -39,7 +39,7 @@ impl Blueprint for Moderation {
                 let Some(title) = post["title"].as_str() else {
                     return Ok(Next::fail("the post has no title"));
                 };
-                log::info("post awaits review", &[("title", title), ("approval_path", job.approval_path())]);
+                log::info("post awaits review", &[("title", title), ("approval_path", &job.approval_path())]);
                 Ok(Next::await_approval(
                     Approval::new(format!("Publish post {title}?")).on("approved", "publish").on("rejected", "reject"),
                 ))
