@@ -305,3 +305,32 @@ impl TestWorker<'_> {
         }
     }
 }
+
+/// A fresh directory holding `files`: (file name in the directory, source
+/// path), e.g. `("hello.wasm", avtomatika_plugins::HELLO_COMPONENT)`. Serve it
+/// with `Config::blueprints_dir`; keep it alive as long as the server.
+pub fn blueprints_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (name, source) in files {
+        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
+    }
+    dir
+}
+
+/// `config` serving only `misbehave` and `hello`, with one executor slot: a
+/// `misbehave` job in mode `loop` holds the slot for `PLUGIN_TIMEOUT_MS` (5 s),
+/// so jobs created meanwhile stay `pending`. Keep the directory alive.
+pub fn one_busy_slot(config: Config) -> (Config, tempfile::TempDir) {
+    let dir = blueprints_dir(&[
+        ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
+        ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
+    ]);
+    let config = Config {
+        blueprints_dir: Some(dir.path().to_owned()),
+        executor_max_concurrent_jobs: 1,
+        job_max_retries: 0,
+        plugin_limits: avtomatika::config::PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_secs(5) },
+        ..config
+    };
+    (config, dir)
+}

@@ -5,15 +5,13 @@
 //! (queued branches taken back, the child cancelled too); anything else is a
 //! `409`, and another client's job does not exist.
 
-use std::path::Path;
 use std::time::Duration;
 
-use avtomatika_tests::config::{Config, PluginLimits};
-use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, test_config};
+use avtomatika_tests::config::Config;
+use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, one_busy_slot, test_config};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const HELLO: &str = "/api/v1/jobs/hello";
 const PIPELINE: &str = "/api/v1/jobs/pipeline";
@@ -341,34 +339,10 @@ async fn ended_and_unknown_jobs_are_refused() {
     server.stop().await;
 }
 
-/// A directory holding the `misbehave` and `hello` components.
-fn misbehave_and_hello() -> TempDir {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    for (name, source) in [
-        ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
-        ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
-    ] {
-        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
-    }
-    dir
-}
-
-/// One executor slot, held for `PLUGIN_TIMEOUT_MS` by a spinning handler:
-/// jobs created meanwhile stay `pending`.
-fn one_slot(dir: &Path) -> Config {
-    Config {
-        blueprints_dir: Some(dir.to_owned()),
-        executor_max_concurrent_jobs: 1,
-        job_max_retries: 0,
-        plugin_limits: PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_secs(5) },
-        ..config()
-    }
-}
-
 #[tokio::test]
 async fn pending_jobs_are_refused() {
-    let dir = misbehave_and_hello();
-    let server = TestServer::start_with(one_slot(dir.path())).await;
+    let (config, _dir) = one_busy_slot(config());
+    let server = TestServer::start_with(config).await;
     let spinning = server.create_job("/api/v1/jobs/misbehave", json!({"mode": "loop"})).await;
     settle(&server).await;
     // The only slot runs the spinning handler: this job waits in the queue.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use avtomatika_tests::config::Config;
-use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, test_config};
+use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, blueprints_dir, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -19,13 +19,10 @@ const MAX_RETRIES: u32 = 2;
 
 /// A server with `misbehave` and `hello` only.
 async fn server() -> (TestServer, TempDir) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    for (name, source) in [
+    let dir = blueprints_dir(&[
         ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
         ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
-    ] {
-        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
-    }
+    ]);
     let config = Config {
         blueprints_dir: Some(dir.path().to_owned()),
         job_max_retries: MAX_RETRIES,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use avtomatika_tests::config::Config;
-use avtomatika_tests::{TestServer, test_config};
+use avtomatika_tests::{TestServer, blueprints_dir, test_config};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -102,9 +102,10 @@ async fn concurrent_jobs_increment_atomically() {
 /// blueprint as a store error, not a trap: `misbehave` fails its job with it.
 #[tokio::test]
 async fn a_refused_store_request_reaches_the_blueprint_as_an_error() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::copy(avtomatika_plugins::MISBEHAVE_COMPONENT, dir.path().join("misbehave.wasm")).expect("copy misbehave");
-    std::fs::copy(avtomatika_plugins::COUNTER_COMPONENT, dir.path().join("counter.wasm")).expect("copy counter");
+    let dir = blueprints_dir(&[
+        ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
+        ("counter.wasm", avtomatika_plugins::COUNTER_COMPONENT),
+    ]);
     let config = Config { blueprints_dir: Some(dir.path().to_owned()), job_max_retries: 1, ..test_config() };
     let server = TestServer::start_with(config).await;
 

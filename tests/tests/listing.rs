@@ -3,11 +3,10 @@
 //! (`GET /_public/jobs/quarantined`, no token, most recent first) and the
 //! dashboard's counts (`GET /api/v1/dashboard`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use avtomatika_tests::config::{Config, PluginLimits};
-use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, test_config};
+use avtomatika_tests::config::Config;
+use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, one_busy_slot, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -324,32 +323,10 @@ async fn workers_that_stop_sending_heartbeats_leave_the_dashboard() {
     server.stop().await;
 }
 
-/// A directory holding the `misbehave` and `hello` components.
-fn misbehave_and_hello() -> TempDir {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    for (name, source) in [
-        ("misbehave.wasm", avtomatika_plugins::MISBEHAVE_COMPONENT),
-        ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
-    ] {
-        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
-    }
-    dir
-}
-
-fn one_slot(dir: &Path) -> Config {
-    Config {
-        blueprints_dir: Some(dir.to_owned()),
-        executor_max_concurrent_jobs: 1,
-        job_max_retries: 0,
-        plugin_limits: PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_secs(5) },
-        ..config()
-    }
-}
-
 #[tokio::test]
 async fn the_dashboard_counts_jobs_still_queued_for_the_executor() {
-    let dir = misbehave_and_hello();
-    let server = TestServer::start_with(one_slot(dir.path())).await;
+    let (config, _dir) = one_busy_slot(config());
+    let server = TestServer::start_with(config).await;
     // A spinning handler holds the only executor slot until its time limit...
     let spinning = server.create_job("/api/v1/jobs/misbehave", json!({"mode": "loop"})).await;
     wait_for_counts(&server, &job_counts(0, &[("pending", 1)])).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use avtomatika::App;
 use avtomatika_tests::config::{Config, PluginLimits};
-use avtomatika_tests::{TestServer, test_config};
+use avtomatika_tests::{TestServer, blueprints_dir, test_config};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -22,15 +22,6 @@ macro_rules! assert_test_exists {
     };
 }
 avtomatika_plugins::foreach_testing_plugin!(assert_test_exists);
-
-/// A fresh directory holding `files`: (file name in the directory, source path).
-fn blueprints_dir(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    for (name, source) in files {
-        std::fs::copy(source, dir.path().join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
-    }
-    dir
-}
 
 fn config_for(dir: &Path) -> Config {
     Config {

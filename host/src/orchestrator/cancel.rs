@@ -48,7 +48,8 @@ impl Orchestrator {
             let Some(mut job) = self.storage.get_job(id).await? else {
                 return Err(OrchestratorError::NotFound(format!("job {id} not found")));
             };
-            let applied = match job.status {
+            // Each arm returns once its update lands; a conflict tries again.
+            match job.status {
                 JobStatus::WaitingForWorker => {
                     let Some(task) = job.current_task.clone() else { return Err(not_cancellable(&job)) };
                     let queued = match &task.worker_id {
@@ -72,7 +73,6 @@ impl Orchestrator {
                         tracing::info!(job_id = %id, task_id = %task.task_id, "worker asked to cancel its task");
                         return Ok(Cancellation::Requested);
                     }
-                    false
                 }
                 JobStatus::WaitingForHuman | JobStatus::WaitingForParallelTasks | JobStatus::WaitingForChildJob => {
                     let answered: HashSet<Uuid> = match &job.parallel {
@@ -98,17 +98,17 @@ impl Orchestrator {
                         tracing::info!(job_id = %id, %waiting, "job cancelled");
                         return Ok(Cancellation::Done);
                     }
-                    false
                 }
                 _ => return Err(not_cancellable(&job)),
-            };
-            debug_assert!(!applied);
+            }
         }
         Err(OrchestratorError::Conflict(format!("job {id} kept changing; try again")))
     }
 
     async fn cancel_child(&self, child: JobId) {
-        // A child that already ended, or is between steps, is simply left to end.
+        // A child that already ended is left as it is; one that is pending or
+        // running is cancelled by the executor before its next step, since
+        // its parent has ended.
         match Box::pin(self.cancel(child)).await {
             Ok(_) => tracing::info!(job_id = %child, "child job cancelled with its parent"),
             Err(e) => tracing::info!(job_id = %child, reason = %e, "child job not cancelled"),
