@@ -342,6 +342,13 @@ async fn a_waiting_poll_is_woken_as_soon_as_a_task_is_queued() {
     for key in ["job_id", "task_id", "type", "params", "priority", "tracing_context"] {
         assert!(task.get(key).is_some(), "task lacks {key}: {task:#}");
     }
+    // W3C trace context: the job's trace (its id), the task's span.
+    let traceparent = task["tracing_context"]["traceparent"].as_str().unwrap_or_default();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent:?}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{traceparent:?}");
+    assert_eq!(parts[1], job_id.replace('-', ""), "the trace id is the job id");
+    assert_eq!(parts[2], &task["task_id"].as_str().unwrap().replace('-', "")[..16], "the span id is the task's");
     assert!(latency < Duration::from_secs(2), "the poll was answered {latency:?} after the job was created");
     server.stop().await;
 }

@@ -136,7 +136,7 @@ impl Orchestrator {
                 task_type: task.task_type.clone(),
                 params: task.params.clone(),
                 priority: task.priority,
-                tracing_context: Map::new(),
+                tracing_context: trace_context(job_id, task_id),
             };
             assignments.push(Assignment::Push { worker_id, task: payload });
         }
@@ -182,6 +182,16 @@ impl Orchestrator {
     }
 }
 
+/// The task's W3C trace context, as the Python orchestrator puts it in
+/// `tracing_context`: every task of a job belongs to one trace, whose id is
+/// the job id (128 random bits, as a trace id must be); the task is its span.
+/// A worker that continues the trace links its work to the job's.
+fn trace_context(job_id: JobId, task_id: Uuid) -> Map<String, Value> {
+    let span_id = u64::from_be_bytes(task_id.as_bytes()[..8].try_into().unwrap_or([1; 8])).max(1);
+    let traceparent = format!("00-{}-{span_id:016x}-01", job_id.simple());
+    Map::from_iter([("traceparent".to_owned(), Value::String(traceparent))])
+}
+
 /// The worker to give a task: idle before busy, then fewest tasks in flight.
 fn best(candidates: &mut [WorkerLoad]) -> Option<&mut WorkerLoad> {
     candidates.iter_mut().min_by_key(|w| (!w.idle, w.in_flight))
@@ -193,6 +203,19 @@ mod tests {
 
     fn load(id: &str, idle: bool, in_flight: u32) -> WorkerLoad {
         WorkerLoad { worker_id: id.into(), idle, in_flight }
+    }
+
+    #[test]
+    fn tasks_carry_a_w3c_traceparent_of_their_job() {
+        let job_id: JobId = "0af7651916cd43dd8448eb211c80319c".parse().unwrap();
+        let task_id: Uuid = "b7ad6b7169203331aaaaaaaaaaaaaaaa".parse().unwrap();
+        let context = trace_context(job_id, task_id);
+        assert_eq!(context["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let zero = trace_context(job_id, Uuid::nil());
+        assert_eq!(
+            zero["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-0000000000000001-01",
+            "span ids are never 0"
+        );
     }
 
     #[test]
