@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;
@@ -29,6 +30,7 @@ use crate::config::file::FileError;
 use crate::config::schedules::{self, Schedule};
 use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
+use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
@@ -48,6 +50,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("cannot set up the WebAssembly runtime: {0}")]
     Runtime(String),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -142,7 +146,9 @@ impl App {
         // Stops with the server (`serve`); deliveries still queued then are lost.
         let webhooks_stop = CancellationToken::new();
         let webhooks = Webhooks::start(config.webhooks, webhooks_stop.clone());
-        let orchestrator = Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, webhooks));
+        let metrics = Metrics::new(runtime.blueprints().map(|b| b.name()))?;
+        let orchestrator =
+            Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, webhooks, metrics));
         Ok(Self { orchestrator, webhooks_stop })
     }
 

@@ -2,14 +2,15 @@
 
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use super::public::PageQuery;
+use super::{AppState, RouteLabel};
 use crate::model::Job;
 
 pub fn routes() -> Router<AppState> {
@@ -101,7 +102,7 @@ pub async fn create_job(
     state: State<AppState>,
     client: Result<ClientAuth, ApiError>,
     request: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let miss = ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()));
     create_job_or(state, client, request, miss).await
 }
@@ -112,7 +113,7 @@ pub async fn create_job_or_405(
     state: State<AppState>,
     client: Result<ClientAuth, ApiError>,
     request: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     create_job_or(state, client, request, ApiError::MethodNotAllowed).await
 }
 
@@ -121,16 +122,24 @@ async fn create_job_or(
     client: Result<ClientAuth, ApiError>,
     request: Request,
     miss: ApiError,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let path = request.uri().path().trim_end_matches('/');
     let blueprint = (request.method() == Method::POST)
         .then(|| state.orchestrator.runtime.by_endpoint(path))
         .flatten()
         .cloned()
         .ok_or(miss)?;
-    let ClientAuth(client) = client?;
-    let bytes = body_bytes(request, &state).await?;
-    let body = if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_json(&bytes)? };
-    let job_id = state.orchestrator.create_job(&client, &blueprint, body).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted", "job_id": job_id }))))
+    let created = async {
+        let ClientAuth(client) = client?;
+        let bytes = body_bytes(request, &state).await?;
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_json(&bytes)? };
+        let job_id = state.orchestrator.create_job(&client, &blueprint, body).await?;
+        Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(json!({ "status": "accepted", "job_id": job_id }))))
+    };
+    let mut response = created.await.into_response();
+    response.extensions_mut().insert(RouteLabel(CREATE_ROUTE));
+    Ok(response)
 }
+
+/// The route label of every blueprint endpoint in `avtomatika_http_requests_total`.
+pub const CREATE_ROUTE: &str = "/api/{version}/{endpoint}";

@@ -10,8 +10,10 @@ mod worker;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderName, Request};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -50,6 +52,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))
+        .layer(from_fn_with_state(state.clone(), count_request))
         .layer(middleware)
         .with_state(state)
+}
+
+/// The route label of a response whose request no fixed route matched but a
+/// handler recognised (blueprint endpoints are served by the fallback).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteLabel(pub &'static str);
+
+/// Counts each answered request by route template and status code. Requests
+/// no route took are counted under `unmatched`, so a scan of random paths
+/// cannot add series.
+async fn count_request(State(state): State<AppState>, request: axum::extract::Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let route = match (response.extensions().get::<RouteLabel>(), &matched) {
+        (Some(RouteLabel(route)), _) => route,
+        (None, Some(path)) => path.as_str(),
+        (None, None) => "unmatched",
+    };
+    state.orchestrator.metrics.http_request(route, response.status().as_str());
+    response
 }

@@ -1,6 +1,7 @@
 //! `/_public/…`: no authentication.
 
 use axum::extract::{Query, State};
+use axum::http::header;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_public/status", get(status))
         .route("/_public/webhooks/approval/{job_id}", post(approval))
         .route("/_public/jobs/quarantined", get(quarantined))
+        .route("/_public/metrics", get(metrics))
 }
 
 async fn status() -> Json<Value> {
@@ -54,4 +56,12 @@ impl PageQuery {
 async fn quarantined(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
     let ids = state.orchestrator.quarantined_jobs(query.page()?).await?;
     Ok(Json(json!(ids)))
+}
+
+/// Every metric in the Prometheus text exposition format.
+async fn metrics(State(state): State<AppState>) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    let orchestrator = &state.orchestrator;
+    let snapshot = orchestrator.metrics_snapshot().await?;
+    let text = orchestrator.metrics.render(&snapshot).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }

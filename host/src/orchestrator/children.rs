@@ -38,6 +38,7 @@ impl Orchestrator {
             return Ok(());
         }
         self.storage.create_job(&child).await?;
+        self.metrics.job_created(&child.blueprint_name);
         tracing::info!(job_id = %job.id, child_job_id = %child.id, blueprint = %child.blueprint_name, "child job started");
         Ok(())
     }

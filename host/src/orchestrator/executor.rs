@@ -118,10 +118,13 @@ impl Orchestrator {
     async fn step(&self, blueprint: &Arc<Blueprint>, job: &mut Job) -> OrchestratorResult<bool> {
         let started = Instant::now();
         let outcome = self.runtime.handle(blueprint, self.context(job)).await;
-        let elapsed_us = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        self.metrics.handler_ran(blueprint.name(), elapsed);
+        let elapsed_us = elapsed.as_micros() as u64;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
+                self.metrics.plugin_failed(&error);
                 job.handler_failures += 1;
                 if job.handler_failures > self.config.job_max_retries {
                     let message = format!(
@@ -204,10 +207,11 @@ impl Orchestrator {
         Ok(applied)
     }
 
-    /// A job just ended: notify its webhook. (A parent waiting on it was
-    /// queued by the same storage update.)
+    /// A job just ended: count it and notify its webhook. (A parent waiting
+    /// on it was queued by the same storage update.)
     fn job_ended(&self, job: &Job) {
         tracing::debug!(job_id = %job.id, status = %job.status, "job ended");
+        self.metrics.job_ended(&job.blueprint_name, job.status);
         if let Some(delivery) = Delivery::for_job(job) {
             self.webhooks.send(delivery);
         }

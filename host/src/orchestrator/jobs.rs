@@ -32,6 +32,7 @@ impl Orchestrator {
         );
         job.timeouts = timeouts;
         self.storage.create_job(&job).await?;
+        self.metrics.job_created(blueprint.name());
         tracing::debug!(job_id = %job.id, blueprint = blueprint.name(), client = %client.name, "job created");
         Ok(job.id)
     }

@@ -1,10 +1,11 @@
 //! Read-only views over many jobs: a client's jobs, quarantined jobs and the
-//! dashboard's counts.
+//! dashboard's counts and the metrics scrape's gauges.
 
 use serde_json::{Map, Value, json};
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
+use crate::metrics::Snapshot;
 use crate::model::{Job, JobId, JobStatus};
 
 /// Jobs returned when a listing names no `limit`.
@@ -59,5 +60,13 @@ impl Orchestrator {
             jobs.insert(status.as_str().into(), counts.by_status.get(&status).copied().unwrap_or(0).into());
         }
         Ok(json!({ "workers": { "total": workers }, "jobs": jobs }))
+    }
+
+    /// The values a metrics scrape reads at scrape time: live workers, job
+    /// counts and webhook totals.
+    pub async fn metrics_snapshot(&self) -> OrchestratorResult<Snapshot> {
+        let live_workers = self.storage.live_workers().await?.len();
+        let jobs = self.storage.job_counts().await?;
+        Ok(Snapshot { live_workers, jobs, webhooks: self.webhooks.stats() })
     }
 }

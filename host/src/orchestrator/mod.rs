@@ -23,6 +23,7 @@ use std::sync::Arc;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::config::schedules::Schedule;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 use crate::webhook::Webhooks;
@@ -64,6 +65,8 @@ pub struct Orchestrator {
     pub schedules: Vec<Schedule>,
     /// Delivers `webhook_url` notifications in the background.
     pub webhooks: Webhooks,
+    /// What `GET /_public/metrics` renders.
+    pub metrics: Metrics,
 }
 
 impl Orchestrator {
@@ -74,7 +77,8 @@ impl Orchestrator {
         credentials: Credentials,
         schedules: Vec<Schedule>,
         webhooks: Webhooks,
+        metrics: Metrics,
     ) -> Self {
-        Self { config, storage, runtime, credentials, schedules, webhooks }
+        Self { config, storage, runtime, credentials, schedules, webhooks, metrics }
     }
 }

@@ -56,6 +56,7 @@ impl Orchestrator {
         let data = result.data.clone().unwrap_or(Value::Null);
         let recorded = self.record_branch(job, branch, status, data, error.unwrap_or(Value::Null)).await?;
         if recorded {
+            self.task_round_trip(branch);
             self.storage.add_in_flight(worker_id, -1).await?;
         }
         Ok(recorded)

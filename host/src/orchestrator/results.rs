@@ -84,6 +84,7 @@ impl Orchestrator {
                 }
             };
             if applied {
+                self.task_round_trip(&task);
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);
             }
@@ -171,6 +172,12 @@ impl Orchestrator {
                 Ok((ResultAck::Success, Applied::Store(follow_up)))
             }
         }
+    }
+
+    /// Observes how long `task` took from its dispatch to its accepted result.
+    pub(super) fn task_round_trip(&self, task: &TaskRecord) {
+        let elapsed = (chrono::Utc::now() - task.dispatched_at).to_std().unwrap_or_default();
+        self.metrics.task_round_trip(&task.task_type, elapsed);
     }
 
     /// Merges the result's data and moves the job to `state`.
