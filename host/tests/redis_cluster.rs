@@ -101,6 +101,22 @@ fn stored_job_ids(conn: &mut redis::Connection) -> HashSet<String> {
     keys.into_iter().filter_map(|k| k.rsplit(':').next().map(str::to_owned)).collect()
 }
 
+/// Waits until the job stream is empty, up to `timeout`. A dead instance's
+/// step can be recorded while its acknowledgement (which rides along with
+/// that instance's next update) is lost: the job carries on, and its stale
+/// entry stays pending until a live instance claims it as abandoned (idle
+/// 10 s, checked every 2 s) and finds nothing left to do.
+async fn wait_stream_drained(conn: &mut redis::Connection, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stream_len: u64 = redis::cmd("XLEN").arg(JOB_STREAM).query(conn).expect("XLEN");
+        if stream_len == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Asserts that nothing is left queued: no job stream entry (entries are
 /// deleted once acknowledged), none pending, no task waiting for a worker.
 fn assert_queues_empty(conn: &mut redis::Connection, worker_ids: &[&str]) {
@@ -787,6 +803,7 @@ async fn a_crashed_instance_loses_no_job_and_finishes_none_twice() {
     let all_done = killed.elapsed();
 
     // Nothing is left queued anywhere, so nothing can touch the jobs again…
+    wait_stream_drained(&mut redis, Duration::from_secs(20)).await;
     assert_queues_empty(&mut redis, &worker_ids);
     // …and every job stored, including any whose create A never answered, finished.
     let stored = stored_job_ids(&mut redis);
