@@ -26,6 +26,17 @@ pub fn test_config() -> Config {
     }
 }
 
+/// `test_config()` whose watcher runs only when a test calls
+/// `orchestrator.time_out_overdue(now)`, with short polls (tests wait one out
+/// to see that no task is queued).
+pub fn manual_watcher_config() -> Config {
+    Config {
+        worker_poll_timeout: Duration::from_millis(500),
+        watcher_interval: Duration::from_secs(3600),
+        ..test_config()
+    }
+}
+
 /// A running server. Stopped when dropped.
 pub struct TestServer {
     pub base: String,

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use avtomatika_tests::config::Config;
-use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, one_busy_slot, test_config};
+use avtomatika_tests::{
+    Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, WORKER_TOKEN, manual_watcher_config, one_busy_slot,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -21,18 +23,8 @@ const ORDER: &str = "/api/v1/jobs/order";
 const TASK_WAIT: Duration = Duration::from_secs(10);
 const ACCEPTED: &str = "cancellation_request_accepted";
 
-/// Short polls (several tests wait one out to see that nothing is queued);
-/// the watcher runs only when a test calls it.
-fn config() -> Config {
-    Config {
-        worker_poll_timeout: Duration::from_millis(500),
-        watcher_interval: Duration::from_secs(3600),
-        ..test_config()
-    }
-}
-
 async fn server() -> TestServer {
-    TestServer::start_with(config()).await
+    TestServer::start_with(manual_watcher_config()).await
 }
 
 async fn cancel_as(server: &TestServer, token: &str, job_id: &str) -> Answer {
@@ -341,7 +333,7 @@ async fn ended_and_unknown_jobs_are_refused() {
 
 #[tokio::test]
 async fn pending_jobs_are_refused() {
-    let (config, _dir) = one_busy_slot(config());
+    let (config, _dir) = one_busy_slot(manual_watcher_config());
     let server = TestServer::start_with(config).await;
     let spinning = server.create_job("/api/v1/jobs/misbehave", json!({"mode": "loop"})).await;
     settle(&server).await;
@@ -372,7 +364,7 @@ async fn another_clients_job_cannot_be_cancelled() {
     let clients = dir.path().join("clients.toml");
     let text = format!("[acme]\ntoken = \"{ACME}\"\n\n[globex]\ntoken = \"{GLOBEX}\"\n");
     std::fs::write(&clients, text).expect("write clients.toml");
-    let server = TestServer::start_with(Config { clients_config_path: Some(clients), ..config() }).await;
+    let server = TestServer::start_with(Config { clients_config_path: Some(clients), ..manual_watcher_config() }).await;
 
     let answer = server.send(Method::POST, HELLO, Auth::Client(ACME), Some(r#"{"name": "Ada"}"#)).await;
     assert_eq!(answer.status, 202, "{answer:?}");

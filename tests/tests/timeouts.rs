@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use avtomatika_tests::config::Config;
-use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, test_config};
+use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, manual_watcher_config};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,18 +23,8 @@ const HELLO: &str = "/api/v1/jobs/hello";
 const IMAGES: &str = "/api/v1/jobs/image-pipeline";
 const TASK_WAIT: Duration = Duration::from_secs(10);
 
-/// The watcher only runs when a test calls it; polls are short because
-/// several tests wait one out to see that no task is queued.
-fn config() -> Config {
-    Config {
-        worker_poll_timeout: Duration::from_millis(500),
-        watcher_interval: Duration::from_secs(3600),
-        ..test_config()
-    }
-}
-
 async fn server() -> TestServer {
-    TestServer::start_with(config()).await
+    TestServer::start_with(manual_watcher_config()).await
 }
 
 async fn create(server: &TestServer, path: &str, body: Value) -> Answer {
@@ -113,7 +103,9 @@ async fn without_a_worker_for_the_task_type_the_job_fails_at_its_dispatch_timeou
 
 #[tokio::test]
 async fn the_watcher_loop_applies_dispatch_timeouts_on_its_own() {
-    let server = TestServer::start_with(Config { watcher_interval: Duration::from_millis(100), ..config() }).await;
+    let server =
+        TestServer::start_with(Config { watcher_interval: Duration::from_millis(100), ..manual_watcher_config() })
+            .await;
     let started = Instant::now();
     let job_id = hello_with(&server, json!(0.3), Value::Null).await;
     let job = server.wait_for(&job_id, Duration::from_secs(20), |j| j["status"] == "failed").await;

@@ -286,6 +286,13 @@ impl Job {
         single.chain(branches.flat_map(|wait| wait.branches.iter()))
     }
 
+    /// The task of the job with id `task_id`, its one task or a branch,
+    /// whether or not the job still waits on it.
+    pub fn task(&self, task_id: Uuid) -> Option<&TaskRecord> {
+        let branches = self.parallel.iter().flat_map(|wait| wait.branches.iter());
+        self.current_task.iter().chain(branches).find(|task| task.task_id == task_id)
+    }
+
     /// The task the job waits on with id `task_id`, its one task or a branch.
     pub fn task_mut(&mut self, task_id: Uuid) -> Option<&mut TaskRecord> {
         let single = self.current_task.iter_mut();

@@ -171,12 +171,7 @@ impl Orchestrator {
         let job_id: JobId = job_id.parse().map_err(|_| not_found())?;
         let task_id: Uuid = task_id.parse().map_err(|_| not_found())?;
         let job = self.storage.get_job(job_id).await?.ok_or_else(not_found)?;
-        let task = job
-            .current_task
-            .iter()
-            .chain(job.parallel.iter().flat_map(|w| w.branches.iter()))
-            .find(|t| t.task_id == task_id)
-            .ok_or_else(not_found)?;
+        let task = job.task(task_id).ok_or_else(not_found)?;
         if task.worker_id.as_deref() != Some(worker_id) {
             return Err(OrchestratorError::Forbidden(format!("task {task_id} was not given to worker {worker_id}")));
         }

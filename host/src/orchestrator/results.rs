@@ -56,13 +56,7 @@ impl Orchestrator {
 
         for _ in 0..MAX_CONFLICTS {
             let mut job = self.storage.get_job(job_id).await?.ok_or_else(not_found)?;
-            if job.status == JobStatus::WaitingForParallelTasks {
-                return self.accept_for_branch(&job, task_id, worker_id, &body).await;
-            }
-            let current = job
-                .current_task
-                .as_ref()
-                .filter(|task| job.status == JobStatus::WaitingForWorker && Some(task.task_id) == task_id);
+            let current = job.waiting_tasks().find(|task| Some(task.task_id) == task_id);
             let Some(task) = current.cloned() else {
                 tracing::info!(%job_id, task_id = body.task_id.as_deref(), worker_id, "stale or duplicate result ignored");
                 return Ok(ResultAck::Ignored);
@@ -72,6 +66,9 @@ impl Orchestrator {
                     "task {} was not given to worker {worker_id}",
                     task.task_id
                 )));
+            }
+            if job.status == JobStatus::WaitingForParallelTasks {
+                return self.accept_for_branch(&job, &task, worker_id, &body).await;
             }
             let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
             let applied = match follow_up {
@@ -96,21 +93,10 @@ impl Orchestrator {
     async fn accept_for_branch(
         &self,
         job: &Job,
-        task_id: Option<Uuid>,
+        branch: &TaskRecord,
         worker_id: &str,
         body: &WorkerResultBody,
     ) -> OrchestratorResult<ResultAck> {
-        let branch = job.parallel.iter().flat_map(|w| w.branches.iter()).find(|b| Some(b.task_id) == task_id);
-        let Some(branch) = branch else {
-            tracing::info!(job_id = %job.id, task_id = body.task_id.as_deref(), worker_id, "stale or duplicate result ignored");
-            return Ok(ResultAck::Ignored);
-        };
-        if branch.worker_id.as_deref() != Some(worker_id) {
-            return Err(OrchestratorError::Forbidden(format!(
-                "task {} was not given to worker {worker_id}",
-                branch.task_id
-            )));
-        }
         if self.accept_branch_result(job, branch, worker_id, &body.result).await? {
             Ok(ResultAck::Branch)
         } else {
