@@ -21,7 +21,7 @@
 //!
 //! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
 //!   [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
-//!   [--redis-db N [--instances 2] [--monitor-seconds 3]]`
+//!   [--redis-db N [--instances 2] [--monitor-seconds 3]] [--history-uri URI]`
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -53,6 +53,8 @@ struct Options {
     instances: usize,
     /// Seconds of load under `MONITOR` after the timed runs (Redis only).
     monitor_seconds: u64,
+    /// `HISTORY_DATABASE_URI` for the server(s); history off when unset.
+    history_uri: Option<String>,
 }
 
 impl Options {
@@ -67,6 +69,7 @@ impl Options {
             redis_db: None,
             instances: 1,
             monitor_seconds: 3,
+            history_uri: None,
         };
         let args: Vec<String> = std::env::args().collect();
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -104,6 +107,7 @@ impl Options {
         if options.redis_db.is_none() {
             options.monitor_seconds = 0;
         }
+        options.history_uri = value("--history-uri");
         options
     }
 }
@@ -152,7 +156,7 @@ fn free_port() -> u16 {
 
 const REDIS_ADDR: &str = "127.0.0.1:6379";
 
-fn start_server(port: u16, redis_db: Option<u32>, instance_id: &str) -> Child {
+fn start_server(port: u16, options: &Options, instance_id: &str) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_avtomatika"));
     command
         .env("API_HOST", "127.0.0.1")
@@ -162,9 +166,12 @@ fn start_server(port: u16, redis_db: Option<u32>, instance_id: &str) -> Child {
         .env("LOG_LEVEL", "ERROR")
         .env("WORKER_POLL_TIMEOUT_SECONDS", "5")
         .env("INSTANCE_ID", instance_id);
-    if let Some(db) = redis_db {
+    if let Some(db) = options.redis_db {
         let (host, port) = REDIS_ADDR.split_once(':').expect("host:port");
         command.env("REDIS_HOST", host).env("REDIS_PORT", port).env("REDIS_DB", db.to_string());
+    }
+    if let Some(uri) = &options.history_uri {
+        command.env("HISTORY_DATABASE_URI", uri);
     }
     command.stdout(Stdio::null()).spawn().expect("start the server binary")
 }
@@ -373,17 +380,20 @@ async fn run(options: Options) {
     let ready = Instant::now();
     for i in 0..options.instances {
         let port = free_port();
-        servers.push(start_server(port, options.redis_db, &format!("bench-{i}")));
+        servers.push(start_server(port, &options, &format!("bench-{i}")));
         addrs.push(format!("127.0.0.1:{port}"));
     }
     for addr in &addrs {
         wait_until_serving(addr).await;
     }
     let pids: Vec<u32> = servers.iter().map(Child::id).collect();
-    let storage = match options.redis_db {
+    let mut storage = match options.redis_db {
         Some(db) => format!("Redis {REDIS_ADDR} db {db}"),
         None => "memory".to_owned(),
     };
+    if let Some(uri) = &options.history_uri {
+        storage.push_str(&format!(", history {uri}"));
+    }
     println!(
         "{} server(s) (pid {pids:?}, {storage}) ready in {:?}; RSS at start {}",
         addrs.len(),
@@ -472,6 +482,25 @@ async fn run(options: Options) {
             );
         } else {
             println!("              CPU cores: server {} | load generator {:.2}", server_cores.join(" + "), own_cores);
+        }
+        if options.history_uri.is_some() {
+            // Events dropped would make history look cheaper than it is.
+            let mut conn = Conn::open(&addrs[0]).await;
+            let (_, body) =
+                conn.send(Method::GET, "/_public/metrics", ("X-Avtomatika-Token", CLIENT_TOKEN), None).await;
+            let text = String::from_utf8_lossy(&body);
+            let read = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+                    .unwrap_or(-1.0)
+            };
+            println!(
+                "              history: {} events written, {} dropped, {} in the buffer, {} failed writes",
+                read("avtomatika_history_events_written_total "),
+                read("avtomatika_history_events_dropped_total "),
+                read("avtomatika_history_buffer_depth "),
+                read("avtomatika_history_write_failures_total "),
+            );
         }
         // Keep the last client count going until enough jobs went through
         // for the RSS reading.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod history;
 pub mod logging;
 pub mod metrics;
 pub mod model;
@@ -30,6 +31,7 @@ use crate::config::file::FileError;
 use crate::config::schedules::{self, Schedule};
 use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
+use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
 use crate::runtime::{LoadError, Runtime, Source};
@@ -38,6 +40,9 @@ use crate::webhook::Webhooks;
 
 /// The prefix of every key this server writes to Redis.
 pub const REDIS_PREFIX: &str = "avtomatika";
+
+/// How long a stopping server waits for the history writer to flush.
+const HISTORY_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("cannot set up the WebAssembly runtime: {0}")]
     Runtime(String),
+    #[error("cannot open the job history database (HISTORY_DATABASE_URI, {target}): {source}")]
+    History { target: String, source: history::HistoryError },
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -110,8 +117,9 @@ impl Setup {
 /// A configured server, ready to serve.
 pub struct App {
     pub orchestrator: Arc<Orchestrator>,
-    /// Stops webhook delivery once the server has stopped.
-    webhooks_stop: CancellationToken,
+    /// Stops webhook delivery and the history writer once the server has stopped.
+    background_stop: CancellationToken,
+    history_writer: Option<WriterHandle>,
 }
 
 impl App {
@@ -143,13 +151,25 @@ impl App {
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);
-        // Stops with the server (`serve`); deliveries still queued then are lost.
-        let webhooks_stop = CancellationToken::new();
-        let webhooks = Webhooks::start(config.webhooks, webhooks_stop.clone());
+        // Stops with the server (`serve`): webhook deliveries still queued
+        // then are lost; the history writer flushes its buffer first.
+        let background_stop = CancellationToken::new();
+        let webhooks = Webhooks::start(config.webhooks, background_stop.clone());
+        let (history, history_writer) = match &config.history_database {
+            Some(database) => {
+                let (history, writer) =
+                    History::open(database, config.history_buffer_size, config.tz, background_stop.clone())
+                        .await
+                        .map_err(|source| StartError::History { target: database.describe(), source })?;
+                tracing::info!(database = %database.describe(), "job history enabled");
+                (history, Some(writer))
+            }
+            None => (History::disabled(), None),
+        };
         let metrics = Metrics::new(runtime.blueprints().map(|b| b.name()))?;
         let orchestrator =
-            Arc::new(Orchestrator::new(config, storage, runtime, credentials, schedules, webhooks, metrics));
-        Ok(Self { orchestrator, webhooks_stop })
+            Arc::new(Orchestrator { config, storage, runtime, credentials, schedules, webhooks, metrics, history });
+        Ok(Self { orchestrator, background_stop, history_writer })
     }
 
     /// Binds the configured `API_HOST:API_PORT`.
@@ -170,14 +190,18 @@ impl App {
         tracing::info!(addr = ?addr, "serving");
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        // Jobs that ended during the drain still get their deliveries queued first.
-        self.webhooks_stop.cancel();
         for (name, task) in
             [("executor", executor), ("maintenance", maintenance), ("watcher", watcher), ("scheduler", scheduler)]
         {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "background task stopped abnormally");
             }
+        }
+        // Jobs that ended during the drain still get their deliveries queued
+        // and their events recorded first.
+        self.background_stop.cancel();
+        if let Some(writer) = self.history_writer {
+            writer.finish(HISTORY_FLUSH_TIMEOUT).await;
         }
         served
     }

@@ -13,6 +13,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::history::HistoryStats;
 use crate::model::JobStatus;
 use crate::runtime::HandlerError;
 use crate::storage::JobCounts;
@@ -46,6 +47,7 @@ pub struct Metrics {
     jobs: IntGaugeVec,
     jobs_queued: IntGauge,
     webhooks: WebhookCounters,
+    history: HistoryCounters,
 }
 
 /// One pre-resolved counter per [`HandlerError`] variant.
@@ -66,11 +68,21 @@ struct WebhookCounters {
     sync: Mutex<()>,
 }
 
+/// Mirrors of [`HistoryStats`], kept like [`WebhookCounters`].
+struct HistoryCounters {
+    depth: IntGauge,
+    written: IntCounter,
+    dropped: IntCounter,
+    write_failures: IntCounter,
+    sync: Mutex<()>,
+}
+
 /// What a scrape reads from storage and the webhook service.
 pub struct Snapshot {
     pub live_workers: usize,
     pub jobs: JobCounts,
     pub webhooks: WebhookStats,
+    pub history: HistoryStats,
 }
 
 fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> prometheus::Result<M> {
@@ -144,6 +156,31 @@ impl Metrics {
             dropped: deliveries.get_metric_with_label_values(&["dropped"])?,
             sync: Mutex::new(()),
         };
+        let history = HistoryCounters {
+            depth: register(
+                r,
+                IntGauge::new("avtomatika_history_buffer_depth", "History events waiting to be written.")?,
+            )?,
+            written: register(
+                r,
+                IntCounter::new("avtomatika_history_events_written_total", "History events written to the database.")?,
+            )?,
+            dropped: register(
+                r,
+                IntCounter::new(
+                    "avtomatika_history_events_dropped_total",
+                    "History events dropped because the buffer was full (HISTORY_BUFFER_SIZE).",
+                )?,
+            )?,
+            write_failures: register(
+                r,
+                IntCounter::new(
+                    "avtomatika_history_write_failures_total",
+                    "Failed attempts at writing a batch of history events (each is retried).",
+                )?,
+            )?,
+            sync: Mutex::new(()),
+        };
         for blueprint in blueprints {
             jobs_created.get_metric_with_label_values(&[blueprint])?;
             handler_duration.get_metric_with_label_values(&[blueprint])?;
@@ -160,6 +197,7 @@ impl Metrics {
             jobs,
             jobs_queued,
             webhooks,
+            history,
         })
     }
 
@@ -207,6 +245,7 @@ impl Metrics {
             self.jobs.with_label_values(&[status.as_str()]).set(gauge_value(count));
         }
         self.webhooks.catch_up(&snapshot.webhooks);
+        self.history.catch_up(&snapshot.history);
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
@@ -215,11 +254,30 @@ impl WebhookCounters {
     /// Adds to each counter what the webhook service counted since the last scrape.
     fn catch_up(&self, stats: &WebhookStats) {
         let _guard = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
-        for (counter, total) in
-            [(&self.delivered, stats.delivered), (&self.given_up, stats.given_up), (&self.dropped, stats.dropped)]
-        {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
+        add_missing(&[
+            (&self.delivered, stats.delivered),
+            (&self.given_up, stats.given_up),
+            (&self.dropped, stats.dropped),
+        ]);
+    }
+}
+
+impl HistoryCounters {
+    fn catch_up(&self, stats: &HistoryStats) {
+        let _guard = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        self.depth.set(gauge_value(stats.depth));
+        add_missing(&[
+            (&self.written, stats.written),
+            (&self.dropped, stats.dropped),
+            (&self.write_failures, stats.write_failures),
+        ]);
+    }
+}
+
+/// Raises each counter to its service's running total.
+fn add_missing(counters: &[(&IntCounter, u64)]) {
+    for (counter, total) in counters {
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 }
 
@@ -240,7 +298,7 @@ mod tests {
         metrics.http_request("/api/v1/jobs/{job_id}", "200");
         let jobs = JobCounts { queued: 3, by_status: [(JobStatus::Running, 2)].into() };
         let webhooks = WebhookStats { delivered: 4, given_up: 1, dropped: 0, attempts: 6 };
-        let snapshot = Snapshot { live_workers: 1, jobs, webhooks };
+        let snapshot = Snapshot { live_workers: 1, jobs, webhooks, history: HistoryStats::default() };
         let text = metrics.render(&snapshot).unwrap();
         for line in [
             r#"avtomatika_jobs_created_total{blueprint="hello"} 1"#,

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use avtomatika::config;
 
+pub mod databases;
+
 pub const CLIENT_TOKEN: &str = "test-client-token";
 pub const WORKER_TOKEN: &str = "test-worker-token";
 

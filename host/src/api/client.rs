@@ -13,8 +13,12 @@ use super::public::PageQuery;
 use super::{AppState, RouteLabel};
 use crate::model::Job;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The client routes; the history route exists only when history is on
+/// (the spec: "only when history storage is enabled").
+pub fn routes(history: bool) -> Router<AppState> {
+    let router =
+        if history { Router::new().route("/api/v1/jobs/{job_id}/history", get(job_history)) } else { Router::new() };
+    router
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{job_id}", get(get_job))
         .route("/api/v1/jobs/{job_id}/cancel", post(cancel_job))
@@ -68,8 +72,20 @@ async fn list_jobs(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     Query(query): Query<PageQuery>,
-) -> Result<Json<Vec<Job>>, ApiError> {
+) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(state.orchestrator.list_jobs(&client, query.page()?).await?))
+}
+
+/// The job's history events in order (`?limit=&offset=`, up to 1000 at a
+/// time, all of a typical job by default). Routed only when history is on.
+async fn job_history(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath(job_id): ApiPath<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let page = query.page_or(crate::orchestrator::MAX_LIMIT)?;
+    Ok(Json(state.orchestrator.job_history(&client, &job_id, page).await?))
 }
 
 async fn cancel_job(

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::history::HistoryError;
 use crate::orchestrator::OrchestratorError;
 use crate::storage::StorageError;
 
@@ -32,6 +33,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("storage is unavailable; try again")]
     Unavailable(#[source] StorageError),
+    #[error("the job history database is unavailable; try again")]
+    HistoryUnavailable(#[source] HistoryError),
     /// A server fault; the cause is logged, never shown to the caller.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
@@ -48,7 +51,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +61,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "request failed: storage unavailable"),
+            Self::HistoryUnavailable(cause) => tracing::warn!(error = %cause, "request failed: history unavailable"),
             Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
             _ => {}
         }
@@ -76,6 +80,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Conflict(m) => Self::Conflict(m),
             OrchestratorError::Storage(e @ StorageError::Unavailable(_)) => Self::Unavailable(e),
             OrchestratorError::Storage(e) => Self::Internal(e.into()),
+            OrchestratorError::History(e) => Self::HistoryUnavailable(e),
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(public::routes())
-        .merge(client::routes())
+        .merge(client::routes(state.orchestrator.history.is_enabled()))
         .merge(worker::routes())
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)

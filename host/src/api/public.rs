@@ -47,7 +47,12 @@ pub struct PageQuery {
 
 impl PageQuery {
     pub fn page(&self) -> Result<Page, ApiError> {
-        Ok(Page::from_query(self.limit.as_deref(), self.offset.as_deref())?)
+        self.page_or(crate::orchestrator::DEFAULT_LIMIT)
+    }
+
+    /// [`page`](Self::page) with another default `limit`.
+    pub fn page_or(&self, default_limit: usize) -> Result<Page, ApiError> {
+        Ok(Page::from_query(self.limit.as_deref(), self.offset.as_deref(), default_limit)?)
     }
 }
 

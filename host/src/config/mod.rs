@@ -136,6 +136,24 @@ pub enum HistoryDatabase {
     Postgres(Secret),
 }
 
+impl HistoryDatabase {
+    /// Which database, for logs and errors: never the password.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("SQLite file {}", path.display()),
+            Self::Postgres(uri) => match url::Url::parse(uri.expose()) {
+                Ok(url) => format!(
+                    "PostgreSQL at {}:{}, database {}",
+                    url.host_str().unwrap_or(""),
+                    url.port().unwrap_or(5432),
+                    url.path().trim_start_matches('/')
+                ),
+                Err(_) => "PostgreSQL".to_owned(),
+            },
+        }
+    }
+}
+
 /// S3 payload offloading; set only when endpoint and both keys are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Config {
@@ -188,6 +206,9 @@ pub struct Config {
     pub job_retention: Duration,
     /// `HISTORY_DATABASE_URI`; unset: no job history.
     pub history_database: Option<HistoryDatabase>,
+    /// `HISTORY_BUFFER_SIZE` (10000): history events waiting for the
+    /// database; past this new events are dropped (and counted).
+    pub history_buffer_size: usize,
     /// `S3_ENDPOINT_URL`, `S3_ACCESS_KEY`, `S3_SECRET_KEY`: all or none.
     pub s3: Option<S3Config>,
     /// `S3_DEFAULT_BUCKET` (`avtomatika-payloads`).
@@ -240,6 +261,7 @@ impl Default for Config {
             max_transitions_per_job: 100,
             job_retention: Duration::from_secs(86_400),
             history_database: None,
+            history_buffer_size: 10_000,
             s3: None,
             s3_default_bucket: "avtomatika-payloads".to_owned(),
             s3_region: "us-east-1".to_owned(),
@@ -304,6 +326,7 @@ impl Config {
             max_transitions_per_job: env.positive("MAX_TRANSITIONS_PER_JOB")?.unwrap_or(d.max_transitions_per_job),
             job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
             history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
+            history_buffer_size: env.positive("HISTORY_BUFFER_SIZE")?.unwrap_or(d.history_buffer_size),
             s3: s3(&env)?,
             s3_default_bucket: env.string("S3_DEFAULT_BUCKET").unwrap_or(d.s3_default_bucket),
             s3_region: env.string("S3_REGION").unwrap_or(d.s3_region),

@@ -1,7 +1,10 @@
 //! Human decisions for jobs waiting in `waiting_for_human`
 //! (`POST /_public/webhooks/approval/{job_id}`).
 
+use serde_json::json;
+
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{JobId, JobStatus};
 
 /// Attempts at applying a decision to a job that keeps changing underneath.
@@ -31,8 +34,14 @@ impl Orchestrator {
                     known.join(", ")
                 )));
             };
+            let event = self.history.prepare(|| {
+                JobEvent::new(JobEventKind::ApprovalDecided, &job)
+                    .next_state(next.clone())
+                    .context(json!({ "decision": decision }))
+            });
             let follow_up = self.move_on(&mut job, next.clone(), None);
             if self.save(&mut job, follow_up).await? {
+                self.history.record(event);
                 tracing::info!(job_id = %id, decision, state = %job.current_state, "human decision applied");
                 return Ok(id);
             }

@@ -13,10 +13,12 @@
 
 use std::collections::HashSet;
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobStatus, TaskRecord};
 use crate::storage::FollowUp;
 
@@ -57,10 +59,12 @@ impl Orchestrator {
                         None => true,
                         Some(worker) => self.storage.withdraw_task(worker, task.task_id).await?,
                     };
+                    let event = self.history.prepare(|| cancel_event(&job, &task, queued));
                     if queued {
                         withdrawn = Some(task.task_id);
                         tracing::info!(job_id = %id, task_id = %task.task_id, "task withdrawn before a worker took it");
                         if self.end_cancelled(&mut job, &task).await? {
+                            self.history.record(event);
                             return Ok(Cancellation::Done);
                         }
                         // The job changed meanwhile and the task is off its queue.
@@ -70,6 +74,7 @@ impl Orchestrator {
                         current.cancel_requested = true;
                     }
                     if self.save(&mut job, FollowUp::None).await? {
+                        self.history.record(event);
                         tracing::info!(job_id = %id, task_id = %task.task_id, "worker asked to cancel its task");
                         return Ok(Cancellation::Requested);
                     }
@@ -85,9 +90,14 @@ impl Orchestrator {
                     for task in job.parallel.iter_mut().flat_map(|w| w.branches.iter_mut()) {
                         task.cancel_requested = true;
                     }
+                    let event = self.history.prepare(|| {
+                        JobEvent::new(JobEventKind::CancellationRequested, &job)
+                            .context(json!({ "while": waiting.as_str() }))
+                    });
                     job.end(JobStatus::Cancelled, Some(format!("cancelled by the client while {waiting}")));
                     let applied = self.save(&mut job, FollowUp::None).await?;
                     if applied {
+                        self.history.record(event);
                         self.release_waiting_tasks_of(&job, waiting, |task| answered.contains(&task)).await?;
                         if let Some(wait_id) = fan_out {
                             self.storage.clear_branch_results(wait_id).await?;
@@ -176,6 +186,18 @@ impl Orchestrator {
             return Err(OrchestratorError::Forbidden(format!("task {task_id} was not given to worker {worker_id}")));
         }
         Ok(task.cancel_requested || job.status == JobStatus::Cancelled)
+    }
+}
+
+/// The history's record of a cancellation of `task`'s job: `queued` when
+/// the task was taken back before any worker had it.
+fn cancel_event(job: &Job, task: &TaskRecord, queued: bool) -> JobEvent {
+    let event = JobEvent::new(JobEventKind::CancellationRequested, job)
+        .task(task.task_id)
+        .context(json!({ "while": job.status.as_str(), "task_withdrawn": queued }));
+    match &task.worker_id {
+        Some(worker) => event.worker(worker.clone()),
+        None => event,
     }
 }
 

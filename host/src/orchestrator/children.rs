@@ -9,6 +9,7 @@
 use serde_json::json;
 
 use super::{Orchestrator, OrchestratorResult};
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{ChildWait, Job, JobStatus};
 use crate::runtime::ChildSpec;
 use crate::storage::FollowUp;
@@ -37,8 +38,13 @@ impl Orchestrator {
         if !self.save(job, FollowUp::None).await? {
             return Ok(());
         }
+        self.history.job(|| {
+            JobEvent::new(JobEventKind::SubJobStarted, job)
+                .context(json!({ "child_job_id": child.id, "blueprint": child.blueprint_name }))
+        });
         self.storage.create_job(&child).await?;
         self.metrics.job_created(&child.blueprint_name);
+        self.history.job(|| self.created_event(&child));
         tracing::info!(job_id = %job.id, child_job_id = %child.id, blueprint = %child.blueprint_name, "child job started");
         Ok(())
     }
@@ -65,6 +71,17 @@ impl Orchestrator {
             "error_message": child.error_message,
             "state_history": child.state_history,
         });
+        let event = self.history.prepare(|| {
+            let event = JobEvent::new(JobEventKind::SubJobFinished, &job).context(json!({
+                "child_job_id": child.id,
+                "status": status,
+                "error_message": child.error_message,
+            }));
+            match wait.transitions.get(status) {
+                Some(next) => event.next_state(next.clone()),
+                None => event,
+            }
+        });
         let follow_up = match wait.transitions.get(status) {
             Some(next) => {
                 let follow_up = self.move_on(&mut job, next.clone(), None);
@@ -82,6 +99,7 @@ impl Orchestrator {
             }
         };
         if self.save(&mut job, follow_up).await? {
+            self.history.record(event);
             tracing::info!(job_id = %job.id, child_job_id = %child.id, child_status = status, "parent resumed");
         }
         Ok(())

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorResult};
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord};
 use crate::runtime::TaskSpec;
 use crate::storage::{Assignment, FollowUp, WorkerLoad};
@@ -75,13 +76,23 @@ impl Orchestrator {
     pub(super) async fn retry_task(&self, job: &mut Job, task: &TaskRecord, cause: &str) -> OrchestratorResult<bool> {
         if task.retries < self.config.job_max_retries {
             tracing::info!(job_id = %job.id, task_id = %task.task_id, retry = task.retries + 1, "dispatching the task again");
+            let event = self.history.prepare(|| {
+                JobEvent::new(JobEventKind::TaskRetried, job)
+                    .task(task.task_id)
+                    .attempt(task.retries + 1)
+                    .context(json!({ "task_type": task.task_type, "cause": cause }))
+            });
             let spec = TaskSpec {
                 task_type: task.task_type.clone(),
                 params: task.params.clone(),
                 transitions: task.transitions.clone(),
                 priority: task.priority,
             };
-            return self.dispatch(job, spec, task.retries + 1).await;
+            let applied = self.dispatch(job, spec, task.retries + 1).await?;
+            if applied {
+                self.history.record(event);
+            }
+            return Ok(applied);
         }
         let message = format!("Task {} failed after {} retries: {cause}", task.task_type, task.retries);
         tracing::error!(job_id = %job.id, task_id = %task.task_id, %message, "job quarantined");
@@ -126,6 +137,17 @@ impl Orchestrator {
         }
         let mut assignments: Vec<Assignment> =
             parked.iter().map(|task_type| Assignment::Park { task_type: task_type.clone() }).collect();
+        let mut events = Vec::new();
+        if self.history.is_enabled() {
+            for task in job.waiting_tasks().filter(|t| t.worker_id.is_none() && parked.contains(&t.task_type)) {
+                events.extend(self.history.prepare(|| {
+                    JobEvent::new(JobEventKind::TaskWaitingForWorker, job)
+                        .task(task.task_id)
+                        .attempt(task.retries + 1)
+                        .context(json!({ "task_type": task.task_type }))
+                }));
+            }
+        }
         for (task_id, worker_id) in chosen {
             let Some(task) = job.task_mut(task_id) else { continue };
             task.worker_id = Some(worker_id.clone());
@@ -138,12 +160,23 @@ impl Orchestrator {
                 priority: task.priority,
                 tracing_context: trace_context(job_id, task_id),
             };
+            let attempt = task.retries + 1;
+            events.extend(self.history.prepare(|| {
+                JobEvent::new(JobEventKind::TaskDispatched, job)
+                    .worker(worker_id.clone())
+                    .task(task_id)
+                    .attempt(attempt)
+                    .context(json!({ "task_type": payload.task_type, "params": payload.params, "priority": payload.priority }))
+            }));
             assignments.push(Assignment::Push { worker_id, task: payload });
         }
         let applied = self.save(job, FollowUp::Dispatch(assignments)).await?;
         if !applied {
             tracing::debug!(%job_id, "job changed concurrently; dispatch dropped");
             return Ok(false);
+        }
+        for event in events {
+            self.history.record(Some(event));
         }
         // A worker registering between our look and the park took the parked
         // list before our entry was in it: look once more now that it is.

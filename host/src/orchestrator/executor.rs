@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Orchestrator, OrchestratorResult};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{ApprovalWait, Job, JobId, JobStatus};
 use crate::runtime::{Blueprint, EndKind, Step, types};
 use crate::storage::{FollowUp, JobTicket};
@@ -116,6 +117,7 @@ impl Orchestrator {
     /// Runs one handler call and applies its outcome. `true` when the job
     /// moved to another state whose handler should run next.
     async fn step(&self, blueprint: &Arc<Blueprint>, job: &mut Job) -> OrchestratorResult<bool> {
+        self.history.job(|| JobEvent::new(JobEventKind::StateStarted, job).attempt(job.handler_failures + 1));
         let started = Instant::now();
         let outcome = self.runtime.handle(blueprint, self.context(job)).await;
         let elapsed = started.elapsed();
@@ -125,6 +127,12 @@ impl Orchestrator {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.metrics.plugin_failed(&error);
+                self.history.job(|| {
+                    JobEvent::new(JobEventKind::StateFailed, job)
+                        .attempt(job.handler_failures + 1)
+                        .duration(elapsed)
+                        .context(json!({ "error": error.to_string() }))
+                });
                 job.handler_failures += 1;
                 if job.handler_failures > self.config.job_max_retries {
                     let message = format!(
@@ -146,6 +154,17 @@ impl Orchestrator {
         };
         tracing::debug!(job_id = %job.id, state = %job.current_state, elapsed_us, "handler ran");
 
+        self.history.job(|| {
+            let mut event = JobEvent::new(JobEventKind::StateFinished, job).duration(elapsed);
+            if let Step::GoTo(next) = &outcome.step {
+                event = event.next_state(next.clone());
+            }
+            let mut context = json!({ "action": outcome.step.action_name() });
+            if let Some(update) = &outcome.history_update {
+                context["state_history_update"] = Value::Object(update.clone());
+            }
+            event.context(context)
+        });
         job.handler_failures = 0;
         if let Some(update) = outcome.history_update {
             job.merge_history(update);
@@ -168,7 +187,15 @@ impl Orchestrator {
                 tracing::info!(job_id = %job.id, state = %job.current_state, "job waits for a human decision");
                 job.status = JobStatus::WaitingForHuman;
                 job.approval = Some(ApprovalWait { message, transitions });
-                self.save(job, FollowUp::None).await?;
+                if self.save(job, FollowUp::None).await? {
+                    self.history.job(|| {
+                        let approval = job.approval.as_ref();
+                        JobEvent::new(JobEventKind::ApprovalRequested, job).context(json!({
+                            "message": approval.map(|a| a.message.clone()),
+                            "decisions": approval.map(|a| a.transitions.keys().cloned().collect::<Vec<_>>()),
+                        }))
+                    });
+                }
                 Ok(false)
             }
             Step::RunBlueprint(child) => {
@@ -212,6 +239,13 @@ impl Orchestrator {
     fn job_ended(&self, job: &Job) {
         tracing::debug!(job_id = %job.id, status = %job.status, "job ended");
         self.metrics.job_ended(&job.blueprint_name, job.status);
+        self.history.job(|| {
+            JobEvent::new(JobEventKind::ended(job.status), job).context(json!({
+                "status": job.status.as_str(),
+                "error_message": job.error_message,
+                "state_history": job.state_history,
+            }))
+        });
         if let Some(delivery) = Delivery::for_job(job) {
             self.webhooks.send(delivery);
         }

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobTimeouts};
 use crate::runtime::Blueprint;
 
@@ -33,6 +34,7 @@ impl Orchestrator {
         job.timeouts = timeouts;
         self.storage.create_job(&job).await?;
         self.metrics.job_created(blueprint.name());
+        self.history.job(|| self.created_event(&job));
         tracing::debug!(job_id = %job.id, blueprint = blueprint.name(), client = %client.name, "job created");
         Ok(job.id)
     }
@@ -50,6 +52,18 @@ impl Orchestrator {
 }
 
 impl Orchestrator {
+    /// The history's record of `job`'s creation. The webhook URL is not
+    /// copied (it may carry a token), only whether there is one.
+    pub(super) fn created_event(&self, job: &Job) -> JobEvent {
+        JobEvent::new(JobEventKind::JobCreated, job).context(json!({
+            "initial_data": job.initial_data,
+            "webhook": job.webhook_url.is_some(),
+            "parent_job_id": job.parent_job_id,
+            "dispatch_timeout_ms": job.timeouts.dispatch_timeout_ms,
+            "result_timeout_ms": job.timeouts.result_timeout_ms,
+        }))
+    }
+
     /// Counts one job creation against the client's monthly quota, if it has one.
     async fn charge_quota(&self, client: &Client) -> OrchestratorResult<()> {
         let Some(limit) = client.monthly_attempts else { return Ok(()) };

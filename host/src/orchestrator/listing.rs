@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
 use crate::metrics::Snapshot;
-use crate::model::{Job, JobId, JobStatus};
+use crate::model::{JobId, JobStatus};
 
 /// Jobs returned when a listing names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -22,7 +22,7 @@ pub struct Page {
 
 impl Page {
     /// Reads the query parameters `limit` and `offset` (both optional).
-    pub fn from_query(limit: Option<&str>, offset: Option<&str>) -> OrchestratorResult<Self> {
+    pub fn from_query(limit: Option<&str>, offset: Option<&str>, default_limit: usize) -> OrchestratorResult<Self> {
         let parse = |name: &str, text: Option<&str>, default: usize| -> OrchestratorResult<usize> {
             match text {
                 None => Ok(default),
@@ -31,7 +31,7 @@ impl Page {
                 }),
             }
         };
-        let limit = parse("limit", limit, DEFAULT_LIMIT)?;
+        let limit = parse("limit", limit, default_limit)?;
         if limit == 0 || limit > MAX_LIMIT {
             return Err(OrchestratorError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, got {limit}")));
         }
@@ -40,9 +40,17 @@ impl Page {
 }
 
 impl Orchestrator {
-    /// `client`'s jobs, newest first.
-    pub async fn list_jobs(&self, client: &Client, page: Page) -> OrchestratorResult<Vec<Job>> {
-        Ok(self.storage.client_jobs(&client.name, page.limit, page.offset).await?)
+    /// `client`'s jobs, newest first. With history on, the listing is the
+    /// history's and so includes jobs past `JOB_RETENTION_SECONDS`.
+    pub async fn list_jobs(&self, client: &Client, page: Page) -> OrchestratorResult<Vec<Value>> {
+        if let Some(rows) = self.history.client_jobs(&client.name, page.limit, page.offset).await {
+            return self.list_jobs_from_history(client, rows?).await;
+        }
+        let jobs = self.storage.client_jobs(&client.name, page.limit, page.offset).await?;
+        jobs.iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| OrchestratorError::BadRequest(e.to_string()))
     }
 
     /// Ids of quarantined jobs, most recently quarantined first.
@@ -51,13 +59,28 @@ impl Orchestrator {
     }
 
     /// `{"workers": {"total": N}, "jobs": {"queued": N, <status>: N, …}}`.
+    /// With history on, the per-status counts are the history's: every job
+    /// it has seen, not only those storage still retains. Should the history
+    /// database be unreachable, storage's counts stand in (with a warning).
     pub async fn dashboard(&self) -> OrchestratorResult<Value> {
         let workers = self.storage.live_workers().await?.len();
         let counts = self.storage.job_counts().await?;
+        let history = match self.history.status_counts().await {
+            Some(Ok(counts)) => Some(counts),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "dashboard: history unavailable; showing the counts storage holds");
+                None
+            }
+            None => None,
+        };
         let mut jobs = Map::new();
         jobs.insert("queued".into(), counts.queued.into());
         for status in JobStatus::ALL {
-            jobs.insert(status.as_str().into(), counts.by_status.get(&status).copied().unwrap_or(0).into());
+            let n = match &history {
+                Some(history) => history.get(status.as_str()).copied().unwrap_or(0),
+                None => counts.by_status.get(&status).copied().unwrap_or(0),
+            };
+            jobs.insert(status.as_str().into(), n.into());
         }
         Ok(json!({ "workers": { "total": workers }, "jobs": jobs }))
     }
@@ -67,6 +90,6 @@ impl Orchestrator {
     pub async fn metrics_snapshot(&self) -> OrchestratorResult<Snapshot> {
         let live_workers = self.storage.live_workers().await?.len();
         let jobs = self.storage.job_counts().await?;
-        Ok(Snapshot { live_workers, jobs, webhooks: self.webhooks.stats() })
+        Ok(Snapshot { live_workers, jobs, webhooks: self.webhooks.stats(), history: self.history.stats() })
     }
 }

@@ -7,6 +7,7 @@ mod cancel;
 mod children;
 mod dispatch;
 mod executor;
+mod history;
 mod jobs;
 mod listing;
 mod maintenance;
@@ -23,13 +24,14 @@ use std::sync::Arc;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::config::schedules::Schedule;
+use crate::history::{History, HistoryError};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 use crate::webhook::Webhooks;
 
 pub use cancel::Cancellation;
-pub use listing::Page;
+pub use listing::{DEFAULT_LIMIT, MAX_LIMIT, Page};
 pub use results::ResultAck;
 pub use workers::Heartbeat;
 
@@ -51,6 +53,8 @@ pub enum OrchestratorError {
     Conflict(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
 }
 
 pub type OrchestratorResult<T> = Result<T, OrchestratorError>;
@@ -67,18 +71,6 @@ pub struct Orchestrator {
     pub webhooks: Webhooks,
     /// What `GET /_public/metrics` renders.
     pub metrics: Metrics,
-}
-
-impl Orchestrator {
-    pub fn new(
-        config: Config,
-        storage: Arc<dyn Storage>,
-        runtime: Runtime,
-        credentials: Credentials,
-        schedules: Vec<Schedule>,
-        webhooks: Webhooks,
-        metrics: Metrics,
-    ) -> Self {
-        Self { config, storage, runtime, credentials, schedules, webhooks, metrics }
-    }
+    /// The job history (`HISTORY_DATABASE_URI`); records nothing when off.
+    pub history: History,
 }

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::watcher::timed_out_event;
 use super::{Orchestrator, OrchestratorResult};
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobStatus, ParallelWait, TaskRecord, WorkerResult};
 use crate::runtime::BranchSpec;
 use crate::storage::{BranchRecord, FollowUp};
@@ -37,9 +39,18 @@ impl Orchestrator {
             .collect();
         let watch_at = tasks.iter().map(|t| t.deadline).min().unwrap_or(DateTime::<Utc>::MAX_UTC);
         tracing::info!(job_id = %job.id, branches = tasks.len(), aggregate_into, "fanning out");
+        let event = self.history.prepare(|| {
+            let task_types: Vec<&str> = tasks.iter().map(|t| t.task_type.as_str()).collect();
+            JobEvent::new(JobEventKind::ParallelDispatched, job)
+                .context(json!({ "branches": tasks.len(), "task_types": task_types, "aggregate_into": aggregate_into }))
+        });
         job.status = JobStatus::WaitingForParallelTasks;
         job.parallel = Some(ParallelWait { wait_id: Uuid::new_v4(), branches: tasks, aggregate_into, watch_at });
-        self.assign(job).await
+        let applied = self.assign(job).await?;
+        if applied {
+            self.history.record(event);
+        }
+        Ok(applied)
     }
 
     /// Records a worker's result for one branch; moves the job on when it was
@@ -54,8 +65,10 @@ impl Orchestrator {
         let status = result.status.as_deref().unwrap_or("success");
         let error = result.error.as_ref().map(|e| json!({ "code": e.code(), "message": e.message() }));
         let data = result.data.clone().unwrap_or(Value::Null);
+        let event = self.history.prepare(|| self.result_event(job, branch, worker_id, result));
         let recorded = self.record_branch(job, branch, status, data, error.unwrap_or(Value::Null)).await?;
         if recorded {
+            self.history.record(event);
             self.task_round_trip(branch);
             self.storage.add_in_flight(worker_id, -1).await?;
         }
@@ -122,10 +135,16 @@ impl Orchestrator {
                 }
                 return Ok(());
             };
+            let event = self.history.prepare(|| {
+                JobEvent::new(JobEventKind::ParallelJoined, &job)
+                    .next_state(wait.aggregate_into.clone())
+                    .context(json!({ "branches": wait.branches.len() }))
+            });
             let runs = self.enter_state(&blueprint, &mut job, wait.aggregate_into.clone());
             job.aggregation_results = Some(results);
             let follow_up = if runs { FollowUp::Enqueue } else { FollowUp::None };
             if self.save(&mut job, follow_up).await? {
+                self.history.record(event);
                 tracing::info!(%job_id, aggregate_into = %wait.aggregate_into, "all branches answered");
                 self.storage.clear_branch_results(wait_id).await?;
                 return Ok(());
@@ -153,6 +172,7 @@ impl Orchestrator {
             }
             match self.check_timeouts(&job, branch, now).await? {
                 Verdict::FailJob { message, release } => {
+                    self.history.job(|| timed_out_event(&job, branch, &message));
                     // A branch its dispatch timeout took back off the queue has
                     // given its worker's slot back already.
                     let withdrawn = (!release).then_some(branch.task_id);
@@ -167,8 +187,11 @@ impl Orchestrator {
                 }
                 Verdict::Retry(cause) => {
                     tracing::warn!(job_id = %job.id, task_id = %branch.task_id, "branch timed out");
+                    let event = self.history.prepare(|| timed_out_event(&job, branch, &cause));
                     let error = json!({ "code": "TIMEOUT", "message": cause });
-                    self.record_branch(&job, branch, TIMEOUT_STATUS, Value::Null, error).await?;
+                    if self.record_branch(&job, branch, TIMEOUT_STATUS, Value::Null, error).await? {
+                        self.history.record(event);
+                    }
                     if let Some(worker) = &branch.worker_id {
                         self.storage.add_in_flight(worker, -1).await?;
                     }

@@ -1,10 +1,11 @@
 //! Applying a worker's result to its job ("Result semantics" in the HTTP spec).
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::WorkerToken;
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobStatus, TaskRecord, WorkerResult, WorkerResultBody};
 use crate::storage::FollowUp;
 
@@ -70,6 +71,7 @@ impl Orchestrator {
             if job.status == JobStatus::WaitingForParallelTasks {
                 return self.accept_for_branch(&job, &task, worker_id, &body).await;
             }
+            let event = self.history.prepare(|| self.result_event(&job, &task, worker_id, &body.result));
             let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
             let applied = match follow_up {
                 Applied::Store(follow_up) => self.save_releasing(&mut job, follow_up, worker_id).await?,
@@ -81,6 +83,7 @@ impl Orchestrator {
                 }
             };
             if applied {
+                self.history.record(event);
                 self.task_round_trip(&task);
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);
@@ -158,6 +161,28 @@ impl Orchestrator {
                 Ok((ResultAck::Success, Applied::Store(follow_up)))
             }
         }
+    }
+
+    /// The history's record of a result for `task` (or a branch).
+    pub(super) fn result_event(
+        &self,
+        job: &Job,
+        task: &TaskRecord,
+        worker_id: &str,
+        result: &WorkerResult,
+    ) -> JobEvent {
+        let elapsed = (chrono::Utc::now() - task.dispatched_at).to_std().unwrap_or_default();
+        JobEvent::new(JobEventKind::TaskFinished, job)
+            .worker(worker_id)
+            .task(task.task_id)
+            .attempt(task.retries + 1)
+            .duration(elapsed)
+            .context(json!({
+                "task_type": task.task_type,
+                "status": result.status.as_deref().unwrap_or("success"),
+                "error": result.error.as_ref().map(|e| json!({ "code": e.code(), "message": e.message() })),
+                "data": result.data,
+            }))
     }
 
     /// Observes how long `task` took from its dispatch to its accepted result.

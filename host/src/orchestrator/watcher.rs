@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::parallel::Verdict;
 use super::{Orchestrator, OrchestratorResult};
+use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobStatus, TaskRecord};
 use crate::storage::FollowUp;
 
@@ -81,8 +83,13 @@ impl Orchestrator {
                     self.end_cancelled(&mut job, &task).await?
                 } else {
                     tracing::warn!(job_id = %job.id, task_id = %task.task_id, %message, "job failed");
+                    let event = self.history.prepare(|| timed_out_event(&job, &task, &message));
                     job.end(JobStatus::Failed, Some(message));
-                    self.save(&mut job, FollowUp::None).await?
+                    let applied = self.save(&mut job, FollowUp::None).await?;
+                    if applied {
+                        self.history.record(event);
+                    }
+                    applied
                 };
                 if let (true, true, Some(worker)) = (applied, release, &task.worker_id) {
                     self.storage.add_in_flight(worker, -1).await?;
@@ -97,7 +104,12 @@ impl Orchestrator {
                     // Cancelled and then silent: nothing to retry.
                     self.end_cancelled(&mut job, &task).await?
                 } else {
-                    self.retry_task(&mut job, &task, &cause).await?
+                    let event = self.history.prepare(|| timed_out_event(&job, &task, &cause));
+                    let applied = self.retry_task(&mut job, &task, &cause).await?;
+                    if applied {
+                        self.history.record(event);
+                    }
+                    applied
                 };
                 if let (true, Some(worker)) = (applied, &task.worker_id) {
                     self.storage.add_in_flight(worker, -1).await?;
@@ -148,6 +160,18 @@ impl Orchestrator {
         }
         let next = self.next_deadline(job, task, taken).unwrap_or(DateTime::<Utc>::MAX_UTC);
         Ok(Verdict::Later(next.max(now + chrono::Duration::milliseconds(1))))
+    }
+}
+
+/// The history's record of `task` running out of time (`cause` says which limit).
+pub(super) fn timed_out_event(job: &Job, task: &TaskRecord, cause: &str) -> JobEvent {
+    let event = JobEvent::new(JobEventKind::TaskTimedOut, job)
+        .task(task.task_id)
+        .attempt(task.retries + 1)
+        .context(json!({ "task_type": task.task_type, "cause": cause }));
+    match &task.worker_id {
+        Some(worker) => event.worker(worker.clone()),
+        None => event,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::{WorkerToken, same, worker_token_hashes};
 use crate::config::workers;
+use crate::history::{WorkerEvent, WorkerEventKind};
 use crate::model::{TaskPayload, WorkerInfo, WorkerPatch, WorkerRegistration};
 
 /// The answer to a reload when no `workers.toml` is configured.
@@ -27,7 +28,11 @@ impl Orchestrator {
         let worker_id = self.authorize_worker(token, claimed).await?;
         let worker = WorkerInfo::from_registration(worker_id.clone(), registration);
         let task_types = worker.supported_tasks.clone();
+        let event = self.history.prepare_worker(|| {
+            WorkerEvent::new(WorkerEventKind::Registered, worker_id.clone(), serde_json::to_value(&worker).ok())
+        });
         self.storage.register_worker(worker, self.config.worker_ttl()).await?;
+        self.history.record_worker(event);
         tracing::info!(worker_id, supported_tasks = ?task_types, "worker registered");
         self.assign_parked(&task_types).await
     }
@@ -49,6 +54,8 @@ impl Orchestrator {
         if is_ping {
             return Ok(Heartbeat::Refreshed);
         }
+        self.history
+            .worker(|| WorkerEvent::new(WorkerEventKind::StatusUpdate, worker_id, serde_json::to_value(&worker).ok()));
         if worker.is_idle() {
             self.assign_parked(&worker.supported_tasks).await?;
         }

@@ -68,6 +68,20 @@ pub enum Step {
     Fail(String),
 }
 
+impl Step {
+    /// The WIT name of the action, for the job history.
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            Self::GoTo(_) => "go-to",
+            Self::Dispatch(_) => "dispatch-task",
+            Self::Parallel { .. } => "dispatch-parallel",
+            Self::AwaitApproval { .. } => "await-human-approval",
+            Self::RunBlueprint(_) => "run-blueprint",
+            Self::Fail(_) => "fail",
+        }
+    }
+}
+
 /// Most branches one parallel step may fan out to.
 pub const MAX_BRANCHES: usize = 1000;
 

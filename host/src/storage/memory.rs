@@ -471,14 +471,15 @@ impl Storage for MemoryStorage {
         Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
     }
 
-    async fn purge_expired_workers(&self) -> StorageResult<usize> {
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
         let now = Instant::now();
         let mut workers = lock(&self.workers);
-        let before = workers.len();
-        workers.retain(|_, w| w.is_live(now));
-        let purged = before - workers.len();
+        let purged: Vec<String> = workers.iter().filter(|(_, w)| !w.is_live(now)).map(|(id, _)| id.clone()).collect();
+        for id in &purged {
+            workers.remove(id);
+        }
         drop(workers);
-        if purged > 0 {
+        if !purged.is_empty() {
             let live = lock(&self.workers);
             lock(&self.tasks).retain(|id, queue| live.contains_key(id) || !queue.heap.is_empty());
         }
@@ -821,9 +822,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(storage.purge_expired_workers().await.unwrap(), 0);
+        assert!(storage.purge_expired_workers().await.unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(storage.purge_expired_workers().await.unwrap(), 1);
+        assert_eq!(storage.purge_expired_workers().await.unwrap().len(), 1);
         let live: Vec<String> = storage.live_workers().await.unwrap().into_iter().map(|w| w.worker_id).collect();
         assert_eq!(live, vec!["long".to_owned()]);
     }

@@ -171,9 +171,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;
 
     /// Deletes the records and index entries of workers whose liveness
-    /// lapsed; returns how many. Keeps storage from growing with every
+    /// lapsed; returns their ids. Keeps storage from growing with every
     /// worker that ever registered.
-    async fn purge_expired_workers(&self) -> StorageResult<usize>;
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>>;
 
     /// Adjusts a worker's count of tasks in flight (never below zero).
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;

@@ -749,8 +749,8 @@ impl Storage for RedisStorage {
             .collect()
     }
 
-    async fn purge_expired_workers(&self) -> StorageResult<usize> {
-        let purged: i64 = self
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
+        let purged: Vec<String> = self
             .scripts
             .purge_workers
             .key(self.keys.live())
@@ -760,7 +760,7 @@ impl Storage for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(usize::try_from(purged).unwrap_or(0))
+        Ok(purged)
     }
 
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()> {

@@ -1,5 +1,5 @@
 -- Deletes the records and index entries of workers whose liveness lapsed.
--- Returns how many were removed.
+-- Returns their ids.
 -- KEYS[1] liveness zset
 -- ARGV[1] worker hash key prefix    ARGV[2] task-type set key prefix
 -- ARGV[3] task queue key prefix
@@ -17,4 +17,4 @@ for _, id in ipairs(expired) do
   if redis.call('ZCARD', ARGV[3] .. id) == 0 then redis.call('DEL', ARGV[3] .. id) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return #expired
+return expired
