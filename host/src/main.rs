@@ -1,7 +1,7 @@
 //! The `avtomatika` server binary.
 //!
 //! - `avtomatika`: configuration from the environment, then serve until
-//!   Ctrl-C or SIGTERM.
+//!   Ctrl-C or SIGTERM (then send the spans still batched for export).
 //! - `avtomatika check-config`: load and validate the environment, the
 //!   configuration files and the blueprints, then exit 0 (all good) or 1.
 
@@ -44,7 +44,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    avtomatika::logging::init(config.log_level, config.log_format, config.tz);
+    let trace_export = match avtomatika::logging::init(&config) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("avtomatika: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
 
     let setup = match Setup::load(config).await {
         Ok(setup) => setup,
@@ -75,7 +81,13 @@ async fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    match app.serve(listener, shutdown).await {
+    let served = app.serve(listener, shutdown).await;
+    // After the server has stopped, so the last requests' and steps' spans
+    // are in the final batch.
+    if let Some(export) = trace_export {
+        export.shutdown().await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("avtomatika: server error: {e}");

@@ -119,6 +119,18 @@ impl Default for WebhookSettings {
     }
 }
 
+/// Span export over OTLP/HTTP with protobuf bodies; set only when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The URL spans are POSTed to: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as
+    /// it is, or else `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended
+    /// to its path, as the OpenTelemetry exporter spec says.
+    pub traces_endpoint: String,
+    /// `OTEL_SERVICE_NAME` (`avtomatika`): the `service.name` spans are filed under.
+    pub service_name: String,
+}
+
 /// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`); unset means memory storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -233,6 +245,9 @@ pub struct Config {
     /// `WEBHOOK_TIMEOUT_SECONDS`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_INITIAL_MS`,
     /// `WEBHOOK_QUEUE_CAPACITY`, `WEBHOOK_CONCURRENCY`.
     pub webhooks: WebhookSettings,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
+    /// `OTEL_SERVICE_NAME`; unset: no span export.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// The documented default tokens: fine on a laptop, never in production.
@@ -273,6 +288,7 @@ impl Default for Config {
             plugin_limits: PluginLimits::default(),
             max_request_body_bytes: 10 << 20,
             webhooks: WebhookSettings::default(),
+            otlp: None,
         }
     }
 }
@@ -370,6 +386,7 @@ impl Config {
                 queue_capacity: env.positive("WEBHOOK_QUEUE_CAPACITY")?.unwrap_or(d.webhooks.queue_capacity),
                 concurrency: env.positive("WEBHOOK_CONCURRENCY")?.unwrap_or(d.webhooks.concurrency),
             },
+            otlp: otlp(&env)?,
         })
     }
 
@@ -440,6 +457,50 @@ fn s3<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<S3Config
     }))
 }
 
+fn otlp<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<OtlpConfig>, ConfigError> {
+    // Both are checked even when the other wins: a typo must not wait for
+    // the day the other variable is removed.
+    let traces = env
+        .string("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .map(|url| otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &url))
+        .transpose()?;
+    let base = env
+        .string("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|url| otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", &url))
+        .transpose()?;
+    let traces_endpoint = match (traces, base) {
+        (Some(traces), _) => traces,
+        (None, Some(mut base)) => {
+            // A base path is kept (`http://collector/otlp` posts to
+            // `/otlp/v1/traces`), with or without its trailing slash.
+            let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
+            base.set_path(&path);
+            base
+        }
+        (None, None) => return Ok(None),
+    };
+    let service_name = env.string("OTEL_SERVICE_NAME").map_or_else(|| "avtomatika".to_owned(), |s| s.trim().to_owned());
+    Ok(Some(OtlpConfig { traces_endpoint: traces_endpoint.to_string(), service_name }))
+}
+
+/// An OTLP/HTTP collector URL: `http(s)://host[:port][/path]`.
+fn otlp_url(variable: &'static str, value: &str) -> Result<url::Url, ConfigError> {
+    // The value is not echoed: a URL may carry credentials.
+    let invalid = |problem: String| ConfigError { variable, problem };
+    let url = url::Url::parse(value.trim())
+        .map_err(|e| invalid(format!("not a valid URL ({e}); expected e.g. http://127.0.0.1:4318")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "unsupported scheme {:?}: spans are sent over OTLP/HTTP, expected an http:// or https:// URL",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("the URL names no host".to_owned()));
+    }
+    Ok(url)
+}
+
 struct Env<'a, F> {
     lookup: &'a F,
 }
@@ -506,6 +567,7 @@ mod tests {
         assert_eq!(c.webhooks.retry_initial, Duration::from_millis(1000));
         assert_eq!(c.webhooks.queue_capacity, 10_000);
         assert_eq!(c.webhooks.concurrency, 16);
+        assert_eq!(c.otlp, None);
     }
 
     #[test]
@@ -571,6 +633,29 @@ mod tests {
                 concurrency: 2,
             }
         );
+        let otlp = |vars: &[(&str, &str)]| config(vars).unwrap().otlp.unwrap();
+        let base = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+        assert_eq!(
+            base,
+            OtlpConfig { traces_endpoint: "http://127.0.0.1:4318/v1/traces".into(), service_name: "avtomatika".into() }
+        );
+        for (endpoint, expected) in [
+            ("https://collector.example/", "https://collector.example/v1/traces"),
+            ("http://collector:4318/otlp", "http://collector:4318/otlp/v1/traces"),
+            ("http://collector:4318/otlp/", "http://collector:4318/otlp/v1/traces"),
+        ] {
+            assert_eq!(otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]).traces_endpoint, expected);
+        }
+        let named = otlp(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/custom"),
+            ("OTEL_SERVICE_NAME", "orchestrator-eu"),
+        ]);
+        assert_eq!(
+            named,
+            OtlpConfig { traces_endpoint: "http://traces:9999/custom".into(), service_name: "orchestrator-eu".into() }
+        );
+        assert_eq!(config(&[("OTEL_SERVICE_NAME", "lonely")]).unwrap().otlp, None, "a name alone exports nothing");
         let pg = config(&[("HISTORY_DATABASE_URI", "postgresql://u:pw@127.0.0.1:5432/db")]).unwrap();
         assert!(matches!(pg.history_database, Some(HistoryDatabase::Postgres(_))));
     }
@@ -614,6 +699,11 @@ mod tests {
             ("WEBHOOK_RETRY_INITIAL_MS", "soon"),
             ("WEBHOOK_QUEUE_CAPACITY", "0"),
             ("WEBHOOK_CONCURRENCY", "many"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "file:///tmp/spans"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector/v1/traces"),
         ] {
             let vars: &[(&str, &str)] =
                 if var == "REDIS_PORT" { &[("REDIS_HOST", "h"), (var, value)] } else { &[(var, value)] };

@@ -63,6 +63,8 @@ impl Orchestrator {
     async fn run_ticket(&self, ticket: JobTicket) {
         let job_id = ticket.job_id;
         let span = tracing::info_span!("job_step", %job_id);
+        // Before the span is entered: an exported span's trace is fixed then.
+        crate::logging::join_job_trace(&span, job_id);
         match self.run_job(job_id).instrument(span).await {
             // Acknowledge only once the step is recorded: an unacknowledged
             // ticket is redelivered, and the job's status makes that harmless.
