@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod files;
 pub mod history;
 pub mod logging;
 pub mod metrics;
@@ -31,6 +32,7 @@ use crate::config::file::FileError;
 use crate::config::schedules::{self, Schedule};
 use crate::config::workers::{self, WorkerTokenConfig};
 use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
+use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
@@ -155,6 +157,16 @@ impl App {
         // then are lost; the history writer flushes its buffer first.
         let background_stop = CancellationToken::new();
         let webhooks = Webhooks::start(config.webhooks, background_stop.clone());
+        // No request is made here: S3 being down fails the jobs that need it,
+        // not the server.
+        let files = TaskFiles::new(&config, background_stop.clone());
+        if let Some(files) = &files {
+            tracing::info!(
+                bucket = files.store().bucket(), max_concurrency = config.s3_max_concurrency,
+                task_files_dir = %config.task_files_dir.display(), "S3 payload offloading enabled"
+            );
+            runtime.attach_files(files.clone());
+        }
         let (history, history_writer) = match &config.history_database {
             Some(database) => {
                 let (history, writer) =
@@ -167,8 +179,17 @@ impl App {
             None => (History::disabled(), None),
         };
         let metrics = Metrics::new(runtime.blueprints().map(|b| b.name()))?;
-        let orchestrator =
-            Arc::new(Orchestrator { config, storage, runtime, credentials, schedules, webhooks, metrics, history });
+        let orchestrator = Arc::new(Orchestrator {
+            config,
+            storage,
+            runtime,
+            credentials,
+            schedules,
+            webhooks,
+            metrics,
+            history,
+            files,
+        });
         Ok(Self { orchestrator, background_stop, history_writer })
     }
 

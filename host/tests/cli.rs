@@ -160,7 +160,7 @@ fn check_config_accepts_the_example_files() {
     assert!(run.status.success(), "{run:#?}");
     for part in [
         "configuration OK",
-        "7 blueprint(s) [counter, hello, image-pipeline, moderation, order, payment, pipeline]",
+        "8 blueprint(s) [counter, hello, image-pipeline, moderation, order, payment, pipeline, uppercase]",
         "3 client(s)",
         "3 worker token(s)",
         "4 schedule(s)",

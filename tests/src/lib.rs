@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub use avtomatika::config;
 
 pub mod databases;
+pub mod s3;
 
 pub const CLIENT_TOKEN: &str = "test-client-token";
 pub const WORKER_TOKEN: &str = "test-worker-token";

@@ -12,7 +12,8 @@ use std::process::{Command as StdCommand, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use avtomatika_tests::{TestServer, WORKER_TOKEN};
+use avtomatika_tests::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
+use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, WORKER_TOKEN, test_config};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -129,6 +130,11 @@ struct PythonWorker {
 
 impl PythonWorker {
     fn spawn(server: &TestServer, worker_id: &str) -> Self {
+        Self::spawn_script(server, worker_id, "worker.py", &[])
+    }
+
+    /// `examples/python-worker/{script}` with `env` on top of the SDK settings.
+    fn spawn_script(server: &TestServer, worker_id: &str, script: &str, env: &[(&str, String)]) -> Self {
         let logs = target_dir().join("py-worker-logs");
         fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("creating {}: {e}", logs.display()));
         let log = logs.join(format!("{worker_id}.log"));
@@ -136,7 +142,7 @@ impl PythonWorker {
         let err = out.try_clone().expect("clone the log file handle");
 
         let mut cmd = Command::new(python());
-        cmd.arg(example_dir().join("worker.py"))
+        cmd.arg(example_dir().join(script))
             .current_dir(example_dir())
             // Settings of the caller's environment that would override these.
             .env_remove("ORCHESTRATORS_CONFIG")
@@ -149,6 +155,7 @@ impl PythonWorker {
             .env("HEARTBEAT_INTERVAL", "1")
             .env("TASK_FILES_DIR", logs.join(format!("{worker_id}-files")))
             .env("PYTHONUNBUFFERED", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -246,6 +253,61 @@ async fn python_sdk_worker_rejects_a_missing_name_as_invalid_input() {
         assert!(job["state_history"].get("greeting").is_none(), "{body}: {job:#}");
     }
 
+    worker.assert_running();
+    drop(worker);
+    server.stop().await;
+}
+
+/// Issue 8's compatibility check: the SDK downloads the `s3://` input the
+/// `uppercase` blueprint put in the task's params, and uploads the file its
+/// handler returns, answering with its `s3://` URI, which the blueprint moves
+/// into the job's folder; the client then downloads it over HTTP.
+#[tokio::test]
+async fn python_sdk_worker_moves_files_through_s3() {
+    python();
+    let s3 = TestS3::new().await;
+    let mut config = s3.config(test_config());
+    config.task_files_cleanup.retention = Duration::from_secs(3);
+    let server = TestServer::start_with(config).await;
+    let worker_files = tempfile::tempdir().expect("the worker's TASK_FILES_DIR");
+    let env = [
+        ("S3_ENDPOINT_URL", s3.endpoint.clone()),
+        ("S3_ACCESS_KEY", ACCESS_KEY.to_owned()),
+        ("S3_SECRET_KEY", SECRET_KEY.to_owned()),
+        ("S3_DEFAULT_BUCKET", s3.bucket.clone()),
+        ("S3_REGION", "us-east-1".to_owned()),
+        ("TASK_FILES_DIR", worker_files.path().display().to_string()),
+    ];
+    let mut worker = PythonWorker::spawn_script(&server, &worker_id("files"), "file_worker.py", &env);
+
+    let text = "payloads travel through s3, ünïcode included";
+    let job_id = server.create_job("/api/v1/jobs/uppercase", json!({ "text": text })).await;
+    let job = wait_until_done(&server, &mut worker, &job_id).await;
+    assert_eq!(job["status"], "finished", "{job:#}");
+    let history = &job["state_history"];
+    let prefix = format!("s3://{}/jobs/{job_id}/", s3.bucket);
+    assert_eq!(history["input"], format!("{prefix}input.txt"), "{job:#}");
+    assert_eq!(history["output"], format!("{prefix}output.txt"), "{job:#}");
+    assert_eq!(history["preview"], text.to_uppercase(), "{job:#}");
+    assert_eq!(history["bytes"], text.len(), "{job:#}");
+
+    // The worker's upload was moved into the job's folder: nothing is left
+    // at the top of the bucket, and the client can download the output.
+    let keys = s3.keys("").await;
+    assert_eq!(keys, vec![format!("jobs/{job_id}/input.txt"), format!("jobs/{job_id}/output.txt")]);
+    let answer = server
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{job_id}/files/output.txt"),
+            Auth::Client(CLIENT_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text, text.to_uppercase());
+
+    // And once the retention has passed, the job's folder is gone.
+    s3.wait_until_empty(&format!("jobs/{job_id}/"), Duration::from_secs(30)).await;
     worker.assert_running();
     drop(worker);
     server.stop().await;

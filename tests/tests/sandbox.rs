@@ -284,3 +284,43 @@ async fn a_directory_of_good_blueprints_serves_them() {
     server.create_job("/api/v1/jobs/hello", json!({"name": "Ada"})).await;
     server.stop().await;
 }
+
+/// `files-probe` (the `task-files` capability) runs against S3 in
+/// `tests/task_files.rs`; without S3 every call answers `disabled` (an
+/// error value, not a trap) and the file routes do not exist.
+#[tokio::test]
+async fn files_probe() {
+    let dir = blueprints_dir(&[("files_probe.wasm", avtomatika_plugins::FILES_PROBE_COMPONENT)]);
+    let server = TestServer::start_with(config_for(dir.path())).await;
+    let ops = json!([{"op": "list"}, {"op": "write", "name": "a", "text": "x"}, {"op": "uri", "name": "a"}]);
+    let job_id = server.create_job("/api/v1/jobs/files-probe", json!({ "ops": ops })).await;
+    let job = server.wait_for_status(&job_id, "finished").await;
+    assert_eq!(
+        job["state_history"]["results"],
+        json!([{"error": "disabled"}, {"error": "disabled"}, {"error": "disabled"}])
+    );
+    let answer = server
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{job_id}/files"),
+            avtomatika_tests::Auth::Client(avtomatika_tests::CLIENT_TOKEN),
+            None,
+        )
+        .await;
+    answer.assert_error(404);
+    server.stop().await;
+}
+
+/// Adding the `task-files` interface kept the world compatible: a component
+/// built before it existed (`tests/fixtures/counter-before-task-files.wasm`,
+/// the `counter` example as built from the commit before) loads and runs.
+#[tokio::test]
+async fn a_component_built_before_task_files_still_loads_and_runs() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/counter-before-task-files.wasm");
+    let dir = blueprints_dir(&[("counter.wasm", fixture.to_str().expect("a UTF-8 path"))]);
+    let server = TestServer::start_with(config_for(dir.path())).await;
+    let job_id = server.create_job("/api/v1/jobs/counter", json!({"page": "old"})).await;
+    let job = server.wait_for_status(&job_id, "finished").await;
+    assert_eq!(job["state_history"]["count"], 1, "{job:#}");
+    server.stop().await;
+}

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::files::S3Error;
 use crate::history::HistoryError;
 use crate::orchestrator::OrchestratorError;
 use crate::storage::StorageError;
@@ -35,6 +36,8 @@ pub enum ApiError {
     Unavailable(#[source] StorageError),
     #[error("the job history database is unavailable; try again")]
     HistoryUnavailable(#[source] HistoryError),
+    #[error("S3 is unavailable; try again")]
+    FilesUnavailable(#[source] S3Error),
     /// A server fault; the cause is logged, never shown to the caller.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
@@ -51,7 +54,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) | Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::HistoryUnavailable(_) | Self::FilesUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +67,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "request failed: storage unavailable"),
             Self::HistoryUnavailable(cause) => tracing::warn!(error = %cause, "request failed: history unavailable"),
+            Self::FilesUnavailable(cause) => tracing::warn!(error = %cause, "request failed: S3 unavailable"),
             Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
             _ => {}
         }

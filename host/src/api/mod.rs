@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod extract;
+mod files;
 mod public;
 mod worker;
 
@@ -45,8 +46,10 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id));
 
+    let files = if state.orchestrator.files.is_some() { files::routes() } else { Router::new() };
     Router::new()
         .merge(public::routes())
+        .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()))
         .merge(worker::routes())
         .fallback(client::create_job)

@@ -174,6 +174,27 @@ pub struct S3Config {
     pub secret_key: Secret,
 }
 
+/// Deleting a job's files once it ended (`TASK_FILES_RETENTION_SECONDS`):
+/// each deletion runs in the background and is retried with backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupSettings {
+    /// How long a job's files outlive its end (`TASK_FILES_RETENTION_SECONDS`,
+    /// default 0: deleted as soon as the job ends).
+    pub retention: Duration,
+    /// Attempts at one job's cleanup before it is given up with a warning
+    /// (5; set in code only).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each further
+    /// one, up to 60 s (1 s; set in code only).
+    pub retry_initial: Duration,
+}
+
+impl Default for CleanupSettings {
+    fn default() -> Self {
+        Self { retention: Duration::ZERO, max_attempts: 5, retry_initial: Duration::from_secs(1) }
+    }
+}
+
 /// Everything the server reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -229,8 +250,11 @@ pub struct Config {
     pub s3_region: String,
     /// `S3_MAX_CONCURRENCY` (100): concurrent S3 operations, all jobs together.
     pub s3_max_concurrency: usize,
-    /// `TASK_FILES_DIR` (`/tmp/avtomatika-payloads`).
+    /// `TASK_FILES_DIR` (`/tmp/avtomatika-payloads`): local files of jobs
+    /// (`{dir}/{job_id}/`), such as uploads on their way to S3.
     pub task_files_dir: PathBuf,
+    /// `TASK_FILES_RETENTION_SECONDS` (0) and the cleanup's retry policy.
+    pub task_files_cleanup: CleanupSettings,
     /// `LOG_LEVEL` (`INFO`).
     pub log_level: LogLevel,
     /// `LOG_FORMAT` (`json`).
@@ -282,6 +306,7 @@ impl Default for Config {
             s3_region: "us-east-1".to_owned(),
             s3_max_concurrency: 100,
             task_files_dir: PathBuf::from("/tmp/avtomatika-payloads"),
+            task_files_cleanup: CleanupSettings::default(),
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
             blueprints_dir: None,
@@ -348,6 +373,13 @@ impl Config {
             s3_region: env.string("S3_REGION").unwrap_or(d.s3_region),
             s3_max_concurrency: env.positive("S3_MAX_CONCURRENCY")?.unwrap_or(d.s3_max_concurrency),
             task_files_dir: env.string("TASK_FILES_DIR").map(PathBuf::from).unwrap_or(d.task_files_dir),
+            task_files_cleanup: CleanupSettings {
+                retention: env
+                    .parse::<u64>("TASK_FILES_RETENTION_SECONDS", "a whole number of seconds ≥ 0")?
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.task_files_cleanup.retention),
+                ..d.task_files_cleanup
+            },
             log_level: match env.string("LOG_LEVEL").map(|v| v.to_ascii_uppercase()).as_deref() {
                 None | Some("INFO") => LogLevel::Info,
                 Some("DEBUG") => LogLevel::Debug,
@@ -605,6 +637,7 @@ mod tests {
             ("S3_SECRET_KEY", "sk"),
             ("S3_MAX_CONCURRENCY", "8"),
             ("TASK_FILES_DIR", "/data/tasks"),
+            ("TASK_FILES_RETENTION_SECONDS", "600"),
             ("CLIENTS_CONFIG_PATH", "/etc/avtomatika/clients.toml"),
             ("WEBHOOK_TIMEOUT_SECONDS", "3"),
             ("WEBHOOK_MAX_ATTEMPTS", "1"),
@@ -621,6 +654,13 @@ mod tests {
         assert_eq!(c.s3.as_ref().map(|s| s.endpoint_url.as_str()), Some("http://127.0.0.1:9000"));
         assert_eq!(c.s3_max_concurrency, 8);
         assert_eq!(c.task_files_dir, PathBuf::from("/data/tasks"));
+        assert_eq!(c.task_files_cleanup.retention, Duration::from_secs(600));
+        assert_eq!(
+            config(&[("TASK_FILES_RETENTION_SECONDS", "0")]).unwrap().task_files_cleanup.retention,
+            Duration::ZERO
+        );
+        let err = config(&[("TASK_FILES_RETENTION_SECONDS", "-1")]).unwrap_err();
+        assert_eq!(err.variable, "TASK_FILES_RETENTION_SECONDS");
         assert_eq!(c.clients_config_path, Some(PathBuf::from("/etc/avtomatika/clients.toml")));
         assert_eq!(
             c.webhooks,

@@ -236,8 +236,9 @@ impl Orchestrator {
         Ok(applied)
     }
 
-    /// A job just ended: count it and notify its webhook. (A parent waiting
-    /// on it was queued by the same storage update.)
+    /// A job just ended: count it, notify its webhook and have its files
+    /// deleted (all in the background). (A parent waiting on it was queued by
+    /// the same storage update.)
     fn job_ended(&self, job: &Job) {
         tracing::debug!(job_id = %job.id, status = %job.status, "job ended");
         self.metrics.job_ended(&job.blueprint_name, job.status);
@@ -250,6 +251,9 @@ impl Orchestrator {
         });
         if let Some(delivery) = Delivery::for_job(job) {
             self.webhooks.send(delivery);
+        }
+        if let Some(files) = &self.files {
+            files.job_ended(job.id);
         }
     }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::config::schedules::Schedule;
+use crate::files::TaskFiles;
 use crate::history::{History, HistoryError};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -73,4 +74,6 @@ pub struct Orchestrator {
     pub metrics: Metrics,
     /// The job history (`HISTORY_DATABASE_URI`); records nothing when off.
     pub history: History,
+    /// Jobs' files in S3 (`S3_ENDPOINT_URL`); `None` without S3.
+    pub files: Option<TaskFiles>,
 }

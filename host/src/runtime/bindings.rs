@@ -6,8 +6,12 @@ wasmtime::component::bindgen!({
     // Handler calls run asynchronously so that a CPU deadline can yield to
     // the executor instead of pinning a runtime thread.
     exports: { default: async },
-    // Data stores reach the storage backend, which is asynchronous I/O.
-    imports: { "avtomatika:blueprint/data-store": async },
+    // Data stores reach the storage backend and task files S3: both are
+    // asynchronous I/O.
+    imports: {
+        "avtomatika:blueprint/data-store": async,
+        "avtomatika:blueprint/task-files": async,
+    },
 });
 
 pub use self::avtomatika::blueprint::types;

@@ -29,6 +29,7 @@ pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, St
 use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox};
 
 use crate::config::PluginLimits;
+use crate::files::TaskFiles;
 use crate::storage::Storage;
 
 /// How often the epoch advances. A CPU deadline is checked, and a long call
@@ -122,6 +123,8 @@ pub struct Runtime {
     pool: PluginPool,
     /// Backs the data-store capability.
     stores: Option<Arc<dyn Storage>>,
+    /// Backs the task-files capability (with S3 configured).
+    files: Option<TaskFiles>,
     _ticker: EpochTicker,
 }
 
@@ -166,12 +169,18 @@ impl Runtime {
             blueprints: HashMap::new(),
             endpoints: HashMap::new(),
             stores: None,
+            files: None,
         })
     }
 
     /// Gives handler calls their data stores, kept by `storage`.
     pub fn attach_storage(&mut self, storage: Arc<dyn Storage>) {
         self.stores = Some(storage);
+    }
+
+    /// Gives handler calls their job's files in S3.
+    pub fn attach_files(&mut self, files: TaskFiles) {
+        self.files = Some(files);
     }
 
     /// Compiles, links and describes each source, refusing the whole set on
@@ -252,6 +261,7 @@ impl Runtime {
         let blueprint = blueprint.clone();
         let mut store = new_store(&self.engine, self.limits, blueprint.name.clone(), Some(context.job_id.clone()));
         store.data_mut().stores = self.stores.clone();
+        store.data_mut().files = self.files.clone();
         let mut call = Box::pin(async move {
             let instance = blueprint.pre.instantiate_async(&mut store).await.map_err(classify)?;
             let answer =
@@ -281,9 +291,11 @@ fn new_store(engine: &Engine, limits: PluginLimits, blueprint: Arc<str>, job_id:
     let limit = limits.timeout;
     store.set_epoch_deadline(1);
     // Each tick a long call either yields (so one busy plugin cannot starve
-    // the threads it runs on) or, past its budget, is stopped.
-    store.epoch_deadline_callback(move |_| {
-        if started.elapsed() >= limit { Err(DeadlineExceeded { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+    // the threads it runs on) or, past its budget, is stopped. Time spent
+    // waiting on S3 for the guest is the host's, not the guest's.
+    store.epoch_deadline_callback(move |context| {
+        let used = started.elapsed().saturating_sub(context.data().host_wait);
+        if used >= limit { Err(DeadlineExceeded { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
     });
     store
 }
@@ -316,7 +328,10 @@ impl PluginPool {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("plugin")
+            // Time for deadlines, I/O for the host calls a handler makes
+            // from here (S3 requests of the task-files capability).
             .enable_time()
+            .enable_io()
             .build()?;
         Ok(Self(Some(runtime)))
     }

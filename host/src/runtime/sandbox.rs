@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::files::TaskFiles;
 use crate::storage::Storage;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
@@ -19,6 +20,11 @@ pub struct Sandbox {
     /// Where the blueprint's data stores live; unset during `describe` and in
     /// runtimes without storage (stores then answer `unavailable`).
     pub stores: Option<Arc<dyn Storage>>,
+    /// The job's files in S3; unset without S3 (calls answer `disabled`).
+    pub files: Option<TaskFiles>,
+    /// Time the call spent waiting on the host's I/O (S3), which is not
+    /// charged to its CPU budget.
+    pub host_wait: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -34,6 +40,8 @@ impl Sandbox {
             job_id,
             limits: MemoryLimit::new(memory_bytes),
             stores: None,
+            files: None,
+            host_wait: Duration::ZERO,
             wasi,
             table: ResourceTable::new(),
         }

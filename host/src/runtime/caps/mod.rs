@@ -2,3 +2,4 @@
 
 pub mod data_store;
 pub mod log;
+pub mod task_files;

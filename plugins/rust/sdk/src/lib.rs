@@ -62,19 +62,22 @@
 //! ```
 //!
 //! Handlers may also keep small state shared across jobs in the blueprint's
-//! [`store`]s, and write to the host's [`log`].
+//! [`store`]s, read and write the job's [`files`] in S3 (and hand workers
+//! their `s3://` URIs), and write to the host's [`log`].
 //!
 //! The WIT contract behind this crate is `wit/` at the repository root
 //! (`avtomatika:blueprint@1.0.0`); this crate only makes it pleasant to use.
 #![deny(missing_docs)]
 
 mod describe;
+pub mod files;
 mod job;
 pub mod log;
 mod next;
 pub mod store;
 
 pub use describe::{Describe, State};
+pub use files::{FileError, FileInfo};
 pub use job::{Client, Job};
 pub use next::{Approval, Branch, ChildRun, Next, Task};
 pub use serde_json::{Value, json};

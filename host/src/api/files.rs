@@ -1,0 +1,115 @@
+//! `/api/v1/jobs/{job_id}/files…`: a job's files in S3, for the client that
+//! owns the job. Routed only when S3 is configured.
+//!
+//! Uploads and downloads stream: an upload is spooled to `TASK_FILES_DIR`
+//! and sent to S3 from there, a download passes S3's body through in
+//! chunks, so neither holds a file in memory, whatever its size.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ClientAuth};
+use crate::files::{S3Error, TaskFiles, UploadError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs/{job_id}/files", get(list_files))
+        .route("/api/v1/jobs/{job_id}/files/{*name}", get(download).put(upload))
+}
+
+fn service(state: &AppState) -> Result<&TaskFiles, ApiError> {
+    state.orchestrator.files.as_ref().ok_or_else(|| ApiError::NotFound("S3 is not configured on this server".into()))
+}
+
+fn s3_failure(error: S3Error) -> ApiError {
+    ApiError::FilesUnavailable(error)
+}
+
+/// The job's files: `[{"name", "size", "uri"}, …]` in name order (at most 1000).
+async fn list_files(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let files = service(&state)?;
+    let job = state.orchestrator.job_for(&client, &job_id).await?;
+    let prefix = TaskFiles::prefix(job.id);
+    let listed = files.list(job.id).await.map_err(s3_failure)?;
+    Ok(Json(
+        listed
+            .into_iter()
+            .map(|o| json!({ "name": o.key, "size": o.size, "uri": files.store().uri(&format!("{prefix}{}", o.key)) }))
+            .collect(),
+    ))
+}
+
+/// Stores the request body as the job's file `name` (created or replaced):
+/// `201 {"name", "size", "uri"}`. `409` once the job has ended.
+async fn upload(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath((job_id, name)): ApiPath<(String, String)>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let files = service(&state)?;
+    let job = state.orchestrator.job_for(&client, &job_id).await?;
+    if job.status.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "job {job_id} has ended ({}); its files are deleted, not added to",
+            job.status
+        )));
+    }
+    let key = TaskFiles::key(job.id, &name).map_err(ApiError::BadRequest)?;
+    let size = files.upload(job.id, &key, body.into_data_stream()).await.map_err(|e| match e {
+        UploadError::TooLarge => ApiError::PayloadTooLarge(crate::files::MAX_UPLOAD as usize),
+        UploadError::Body(message) => ApiError::BadRequest(format!("reading the upload broke off: {message}")),
+        UploadError::S3(error) => s3_failure(error),
+        error @ UploadError::Local { .. } => ApiError::Internal(error.into()),
+    })?;
+    tracing::info!(%job_id, client = %client.name, file = %name, size, "job file uploaded");
+    Ok((StatusCode::CREATED, Json(json!({ "name": name, "size": size, "uri": files.store().uri(&key) }))))
+}
+
+/// The job's file `name`, streamed as `application/octet-stream`; `404` when
+/// there is no such file.
+async fn download(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath((job_id, name)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let files = service(&state)?;
+    let job = state.orchestrator.job_for(&client, &job_id).await?;
+    let not_found = || ApiError::NotFound(format!("file {name} of job {job_id} not found"));
+    let key = TaskFiles::key(job.id, &name).map_err(|_| not_found())?;
+    let download = match files.store().get(&key).await {
+        Ok(download) => download,
+        Err(S3Error::NotFound(_)) => return Err(not_found()),
+        Err(error) => return Err(s3_failure(error)),
+    };
+    let slot = download.slot;
+    // The S3 slot is held as long as the body streams.
+    let stream = ReaderStream::new(download.body.into_async_read()).map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(size) = download.size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    let file_name = name.rsplit('/').next().unwrap_or(&name).replace(['"', '\\'], "_");
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
