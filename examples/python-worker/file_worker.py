@@ -24,10 +24,20 @@ included (the same S3 the server uses):
 import logging
 import os
 
+import obstore
 from avtomatika_worker import Worker
 from avtomatika_worker.task_files import TaskFiles
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+# avtomatika-worker 1.0b3 `await`s `obstore.get(...)` and `obstore.put(...)`,
+# which are synchronous in every obstore release (the awaitable ones are
+# `get_async` and `put_async`), so its S3 download and upload fail with
+# "object builtins.GetResult can't be used in 'await' expression". Pointing
+# the names the SDK calls at the async functions makes its own S3 code work
+# unchanged.
+obstore.get = obstore.get_async
+obstore.put = obstore.put_async
 
 worker = Worker(worker_type="python-uppercase")
 

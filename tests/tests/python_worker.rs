@@ -312,3 +312,55 @@ async fn python_sdk_worker_moves_files_through_s3() {
     drop(worker);
     server.stop().await;
 }
+
+/// An `s3://` input that is gone by the time the worker fetches it: the
+/// SDK's download fails, the task is retried, and the job ends quarantined
+/// with the worker's message naming the missing object.
+#[tokio::test]
+async fn python_sdk_worker_reports_a_missing_s3_input() {
+    python();
+    let s3 = TestS3::new().await;
+    let mut config = s3.config(test_config());
+    config.job_max_retries = 1;
+    let server = TestServer::start_with(config).await;
+    let job_id = server.create_job("/api/v1/jobs/uppercase", json!({})).await;
+    server.wait_for_status(&job_id, "waiting_for_human").await;
+    let put = server
+        .http
+        .put(server.url(&format!("/api/v1/jobs/{job_id}/files/input.txt")))
+        .header("X-Avtomatika-Token", CLIENT_TOKEN)
+        .body("soon gone")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), 201);
+    let decided = server
+        .send(
+            reqwest::Method::POST,
+            &format!("/_public/webhooks/approval/{job_id}"),
+            Auth::None,
+            Some(r#"{"decision":"uploaded"}"#),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{decided:?}");
+    // The task waits for a worker; its input disappears before one comes.
+    server.wait_for_status(&job_id, "waiting_for_worker").await;
+    s3.store.delete(&format!("jobs/{job_id}/input.txt")).await.expect("delete the input");
+
+    let worker_files = tempfile::tempdir().expect("the worker's TASK_FILES_DIR");
+    let env = [
+        ("S3_ENDPOINT_URL", s3.endpoint.clone()),
+        ("S3_ACCESS_KEY", ACCESS_KEY.to_owned()),
+        ("S3_SECRET_KEY", SECRET_KEY.to_owned()),
+        ("S3_DEFAULT_BUCKET", s3.bucket.clone()),
+        ("TASK_FILES_DIR", worker_files.path().display().to_string()),
+    ];
+    let mut worker = PythonWorker::spawn_script(&server, &worker_id("missing"), "file_worker.py", &env);
+    let job = wait_until_done(&server, &mut worker, &job_id).await;
+    assert_eq!(job["status"], "quarantined", "{job:#}");
+    let message = job["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("input.txt") && message.to_lowercase().contains("not found"), "{job:#}");
+    worker.assert_running();
+    drop(worker);
+    server.stop().await;
+}
