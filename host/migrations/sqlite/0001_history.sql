@@ -4,7 +4,7 @@
 
 CREATE TABLE job_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     job_id TEXT NOT NULL,
     at_us INTEGER NOT NULL,
     event_type TEXT NOT NULL,
@@ -21,7 +21,7 @@ CREATE INDEX job_events_by_job ON job_events (job_id, at_us, id);
 
 CREATE TABLE worker_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     worker_id TEXT NOT NULL,
     at_us INTEGER NOT NULL,
     event_type TEXT NOT NULL,

@@ -236,7 +236,10 @@ impl Job {
     ) -> Self {
         let now = Utc::now();
         Self {
-            id: Uuid::new_v4(),
+            // Time-ordered (UUIDv7): ids sort by creation, and the history's
+            // indexes on them grow at one end instead of at random places.
+            // The last 8 bytes stay random, as a W3C trace id (the job's) wants.
+            id: Uuid::now_v7(),
             blueprint_name,
             client,
             current_state: start_state,

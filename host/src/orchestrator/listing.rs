@@ -59,9 +59,9 @@ impl Orchestrator {
     }
 
     /// `{"workers": {"total": N}, "jobs": {"queued": N, <status>: N, …}}`.
-    /// With history on, the per-status counts are the history's: every job
-    /// it has seen, not only those storage still retains. Should the history
-    /// database be unreachable, storage's counts stand in (with a warning).
+    /// With history on, the counts of ended jobs are the history's: every job
+    /// it has seen end, not only those storage still retains. Should the
+    /// history database be unreachable, storage's counts stand in (with a warning).
     pub async fn dashboard(&self) -> OrchestratorResult<Value> {
         let workers = self.storage.live_workers().await?.len();
         let counts = self.storage.job_counts().await?;
@@ -76,9 +76,11 @@ impl Orchestrator {
         let mut jobs = Map::new();
         jobs.insert("queued".into(), counts.queued.into());
         for status in JobStatus::ALL {
+            // Jobs still running are storage's to count (the history keeps
+            // each job's creation and end, not every status in between).
             let n = match &history {
-                Some(history) => history.get(status.as_str()).copied().unwrap_or(0),
-                None => counts.by_status.get(&status).copied().unwrap_or(0),
+                Some(history) if status.is_terminal() => history.get(status.as_str()).copied().unwrap_or(0),
+                _ => counts.by_status.get(&status).copied().unwrap_or(0),
             };
             jobs.insert(status.as_str().into(), n.into());
         }
