@@ -299,15 +299,15 @@ async fn the_local_task_files_dir_of_an_ended_job_is_removed_too() {
 async fn the_cpu_budget_is_not_charged_for_waiting_on_s3() {
     let s3 = TestS3::new().await;
     let dir = probe_blueprints();
-    let proxy = slow_proxy(s3_port(&s3.endpoint), Duration::from_millis(150)).await;
+    let proxy = slow_proxy(s3_port(&s3.endpoint), Duration::from_millis(200)).await;
     let mut config = s3.config_via(&format!("http://127.0.0.1:{}", proxy), config_with(dir.path()));
-    // Ten S3 calls of 150 ms or more: far over the handler's 300 ms.
-    config.plugin_limits = PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(300) };
+    // Ten S3 calls of 200 ms or more: four times the handler's 500 ms.
+    config.plugin_limits = PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(500) };
     let server = TestServer::start_with(config).await;
     let ops: Vec<Value> = (0..10).map(|i| json!({"op": "write", "name": format!("f{i}"), "text": "x"})).collect();
     let started = Instant::now();
     let (_, results) = probe(&server, json!(ops)).await;
-    assert!(started.elapsed() >= Duration::from_millis(1500), "the proxy did not slow S3 down");
+    assert!(started.elapsed() >= Duration::from_millis(2000), "the proxy did not slow S3 down");
     assert!(results.iter().all(|r| r["ok"].is_string()), "{results:?}");
     server.stop().await;
 }
