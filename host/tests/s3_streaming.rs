@@ -28,11 +28,25 @@ const CHUNK: usize = 64 << 10;
 /// file both ways: a fraction of the file.
 const RSS_BOUND: u64 = 48 << 20;
 
+/// The test S3 server's URL; `.ci/s3-server` starts it (moto from PyPI)
+/// when nothing listens there, so a plain `cargo test` needs no step first.
 fn s3_endpoint() -> String {
-    std::env::var("AVTOMATIKA_TEST_S3")
+    let url = std::env::var("AVTOMATIKA_TEST_S3")
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "http://127.0.0.1:5055".into())
+        .unwrap_or_else(|| "http://127.0.0.1:5055".into());
+    let authority = url.trim_start_matches("http://").trim_start_matches("https://");
+    let authority = authority.split('/').next().unwrap_or(authority);
+    if std::net::TcpStream::connect(authority).is_err() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/s3-server");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .env("AVTOMATIKA_TEST_S3", &url)
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(matches!(status, Ok(s) if s.success()), "cannot start the S3 test server with {script}: {status:?}");
+    }
+    url
 }
 
 /// Byte `i` of the test file: cheap, and not compressible by accident.

@@ -23,6 +23,26 @@ pub fn endpoint() -> String {
     std::env::var("AVTOMATIKA_TEST_S3").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| DEFAULT_ENDPOINT.into())
 }
 
+/// Starts the test S3 server with `.ci/s3-server` (moto from PyPI, installed
+/// on first use) when nothing answers at `endpoint`, so that a plain
+/// `cargo test --workspace` needs no step before it.
+pub async fn ensure_server(endpoint: &str) {
+    let client = reqwest::Client::new();
+    if client.get(endpoint).timeout(Duration::from_secs(5)).send().await.is_ok() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/s3-server");
+    let status = tokio::process::Command::new("bash")
+        .arg(script)
+        .env("AVTOMATIKA_TEST_S3", endpoint)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await;
+    if !matches!(status, Ok(s) if s.success()) {
+        panic!("cannot start the S3-compatible test server with {script}: {status:?}");
+    }
+}
+
 /// One test's bucket on the test S3 server, and a local folder for the
 /// server's `TASK_FILES_DIR`.
 pub struct TestS3 {
@@ -37,6 +57,7 @@ impl TestS3 {
     /// A fresh bucket. Panics (failing the test) when the S3 server is not up.
     pub async fn new() -> Self {
         let endpoint = endpoint();
+        ensure_server(&endpoint).await;
         if let Err(e) = reqwest::Client::new().get(&endpoint).timeout(Duration::from_secs(10)).send().await {
             panic!(
                 "the S3-compatible test server is not reachable at {endpoint} ({e}); start it with \
