@@ -179,7 +179,7 @@ pub struct S3Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupSettings {
     /// How long a job's files outlive its end (`TASK_FILES_RETENTION_SECONDS`,
-    /// default 0: deleted as soon as the job ends).
+    /// default `JOB_RETENTION_SECONDS`: as long as the job is kept).
     pub retention: Duration,
     /// Attempts at one job's cleanup before it is given up with a warning
     /// (5; set in code only).
@@ -191,7 +191,7 @@ pub struct CleanupSettings {
 
 impl Default for CleanupSettings {
     fn default() -> Self {
-        Self { retention: Duration::ZERO, max_attempts: 5, retry_initial: Duration::from_secs(1) }
+        Self { retention: Duration::from_secs(86_400), max_attempts: 5, retry_initial: Duration::from_secs(1) }
     }
 }
 
@@ -253,7 +253,7 @@ pub struct Config {
     /// `TASK_FILES_DIR` (`/tmp/avtomatika-payloads`): local files of jobs
     /// (`{dir}/{job_id}/`), such as uploads on their way to S3.
     pub task_files_dir: PathBuf,
-    /// `TASK_FILES_RETENTION_SECONDS` (0) and the cleanup's retry policy.
+    /// `TASK_FILES_RETENTION_SECONDS` (`JOB_RETENTION_SECONDS`) and the cleanup's retry policy.
     pub task_files_cleanup: CleanupSettings,
     /// `LOG_LEVEL` (`INFO`).
     pub log_level: LogLevel,
@@ -377,7 +377,9 @@ impl Config {
                 retention: env
                     .parse::<u64>("TASK_FILES_RETENTION_SECONDS", "a whole number of seconds ≥ 0")?
                     .map(Duration::from_secs)
-                    .unwrap_or(d.task_files_cleanup.retention),
+                    // Unset: a job's files stay as long as the job does, so a
+                    // client can fetch the outputs of a job that has finished.
+                    .unwrap_or(env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention)),
                 ..d.task_files_cleanup
             },
             log_level: match env.string("LOG_LEVEL").map(|v| v.to_ascii_uppercase()).as_deref() {
@@ -658,6 +660,11 @@ mod tests {
         assert_eq!(
             config(&[("TASK_FILES_RETENTION_SECONDS", "0")]).unwrap().task_files_cleanup.retention,
             Duration::ZERO
+        );
+        assert_eq!(
+            config(&[("JOB_RETENTION_SECONDS", "120")]).unwrap().task_files_cleanup.retention,
+            Duration::from_secs(120),
+            "files stay as long as their job by default"
         );
         let err = config(&[("TASK_FILES_RETENTION_SECONDS", "-1")]).unwrap_err();
         assert_eq!(err.variable, "TASK_FILES_RETENTION_SECONDS");
