@@ -125,9 +125,7 @@ impl History {
     /// still sort after it. `None` when history is off.
     pub fn prepare(&self, event: impl FnOnce() -> JobEvent) -> Option<JobEvent> {
         let inner = self.inner.as_ref()?;
-        let mut event = event();
-        event.at_us = inner.now_us();
-        Some(event)
+        Some(JobEvent { at_us: inner.now_us(), ..event() })
     }
 
     /// Records an event made by [`prepare`](Self::prepare).
@@ -145,9 +143,7 @@ impl History {
     /// [`prepare`](Self::prepare) for worker events.
     pub fn prepare_worker(&self, event: impl FnOnce() -> WorkerEvent) -> Option<WorkerEvent> {
         let inner = self.inner.as_ref()?;
-        let mut event = event();
-        event.at_us = inner.now_us();
-        Some(event)
+        Some(WorkerEvent { at_us: inner.now_us(), ..event() })
     }
 
     /// Records an event made by [`prepare_worker`](Self::prepare_worker).
@@ -226,13 +222,12 @@ impl Inner {
     }
 
     fn push(&self, event: Event) {
+        // Full, or closed because the writer stopped (shutdown): dropped either way.
         match self.buffer.try_send(event) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(event)) => self.counters.dropped_one(&event),
-            // The writer stopped (shutdown): nothing is listening any more.
-            Err(mpsc::error::TrySendError::Closed(event)) => self.counters.dropped_one(&event),
+            Err(refused) => self.counters.dropped_one(&refused.into_inner()),
         }
     }
 }
