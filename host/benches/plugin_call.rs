@@ -5,17 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use avtomatika::config::PluginLimits;
+use avtomatika::config::{InstancePolicy, PluginLimits};
 use avtomatika::runtime::{Runtime, Source, types};
 
 fn main() {
     let iterations: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async {
-        let mut runtime = Runtime::new(PluginLimits::default(), 100).expect("runtime");
+        let runtime = Runtime::new(PluginLimits::default(), InstancePolicy::default(), 100).expect("runtime");
         let bytes = std::fs::read(avtomatika_plugins::HELLO_COMPONENT).expect("hello component is built");
         runtime.load(vec![Source { file: "hello.wasm".into(), bytes }]).await.expect("hello loads");
-        let blueprint = runtime.blueprint("hello").expect("hello is loaded").clone();
+        let blueprint = runtime.blueprint("hello").expect("hello is loaded");
         let context = types::JobContext {
             job_id: "6f0f5a43-3a3c-4f6e-9d1e-3f0c2d9d8a11".into(),
             blueprint: "hello".into(),

@@ -35,7 +35,7 @@ use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
-use crate::orchestrator::Orchestrator;
+use crate::orchestrator::{Orchestrator, Reloads};
 use crate::runtime::{LoadError, Runtime, Source};
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
 use crate::webhook::Webhooks;
@@ -81,8 +81,9 @@ impl Setup {
         let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
         warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
-        let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs)
-            .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+        let runtime =
+            Runtime::new(config.plugin_limits, config.plugin_instances.clone(), config.executor_max_concurrent_jobs)
+                .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
         let sources = match &config.blueprints_dir {
             Some(dir) => Source::read_dir(dir)?,
             None => Source::examples(),
@@ -102,8 +103,7 @@ impl Setup {
 
     /// What was loaded, for logs and `check-config`.
     pub fn summary(&self) -> String {
-        let mut blueprints: Vec<&str> = self.runtime.blueprints().map(|b| b.name()).collect();
-        blueprints.sort_unstable();
+        let blueprints: Vec<String> = self.runtime.blueprints().iter().map(|b| b.name().to_owned()).collect();
         format!(
             "{} blueprint(s) [{}], {} client(s){}, {} worker token(s), {} schedule(s)",
             blueprints.len(),
@@ -135,6 +135,8 @@ impl App {
         for blueprint in runtime.blueprints() {
             tracing::info!(
                 blueprint = blueprint.name(),
+                version = orchestrator::short_version(&blueprint.version),
+                pooled = blueprint.pooled(),
                 file = %blueprint.file,
                 endpoint = blueprint.graph.endpoint.as_deref().unwrap_or(""),
                 "blueprint loaded"
@@ -178,7 +180,8 @@ impl App {
             }
             None => (History::disabled(), None),
         };
-        let metrics = Metrics::new(runtime.blueprints().map(|b| b.name()))?;
+        let metrics = Metrics::new(runtime.blueprints().iter().map(|b| b.name()))?;
+        let reloads = Reloads::loaded_from(config.blueprints_dir.as_deref());
         let orchestrator = Arc::new(Orchestrator {
             config,
             storage,
@@ -189,6 +192,7 @@ impl App {
             metrics,
             history,
             files,
+            reloads,
         });
         Ok(Self { orchestrator, background_stop, history_writer })
     }
@@ -207,13 +211,18 @@ impl App {
         let maintenance = tokio::spawn(self.orchestrator.clone().run_maintenance(shutdown.clone()));
         let watcher = tokio::spawn(self.orchestrator.clone().run_watcher(shutdown.clone()));
         let scheduler = tokio::spawn(self.orchestrator.clone().run_scheduler(shutdown.clone()));
+        let upkeep = tokio::spawn(self.orchestrator.clone().run_blueprint_upkeep(shutdown.clone()));
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving");
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        for (name, task) in
-            [("executor", executor), ("maintenance", maintenance), ("watcher", watcher), ("scheduler", scheduler)]
-        {
+        for (name, task) in [
+            ("executor", executor),
+            ("maintenance", maintenance),
+            ("watcher", watcher),
+            ("scheduler", scheduler),
+            ("blueprint upkeep", upkeep),
+        ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "background task stopped abnormally");
             }

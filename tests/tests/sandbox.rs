@@ -324,3 +324,92 @@ async fn a_component_built_before_task_files_still_loads_and_runs() {
     assert_eq!(job["state_history"]["count"], 1, "{job:#}");
     server.stop().await;
 }
+
+/// The instance pool (`PLUGIN_POOL_*`) with the `versioned` blueprint, whose
+/// handler says how many calls its instance has served. (Its versions are
+/// tested in `blueprint_reload.rs`.)
+mod versioned_v1 {
+    use super::*;
+    use avtomatika_tests::config::InstancePolicy;
+
+    pub(super) fn pool_config(dir: &Path, policy: InstancePolicy) -> Config {
+        Config {
+            plugin_limits: PluginLimits { memory_bytes: 64 << 20, timeout: Duration::from_millis(500) },
+            plugin_instances: policy,
+            ..config_for(dir)
+        }
+    }
+
+    /// Runs one `versioned` job to its end; the instance's call count.
+    pub(super) async fn instance_calls(server: &TestServer, initial_data: Value) -> u64 {
+        let job = server.create_job("/api/v1/jobs/versioned", initial_data).await;
+        let job = server.wait_for_status(&job, "finished").await;
+        job["state_history"]["instance_calls"].as_u64().unwrap_or_else(|| panic!("no call count: {job:#}"))
+    }
+
+    async fn calls_of_five_jobs(policy: InstancePolicy) -> (Vec<u64>, usize) {
+        let dir = blueprints_dir(&[("versioned.wasm", avtomatika_plugins::VERSIONED_V1_COMPONENT)]);
+        let server = TestServer::start_with(pool_config(dir.path(), policy)).await;
+        let mut calls = Vec::new();
+        for _ in 0..5 {
+            calls.push(instance_calls(&server, json!({})).await);
+        }
+        let idle = server.orchestrator.runtime.blueprint("versioned").expect("loaded").idle_instances();
+        server.stop().await;
+        (calls, idle)
+    }
+
+    #[tokio::test]
+    async fn successive_calls_share_a_pooled_instance() {
+        let (calls, idle) = calls_of_five_jobs(InstancePolicy::default()).await;
+        assert_eq!(calls, [1, 2, 3, 4, 5], "one live instance served every call");
+        assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn an_isolated_blueprint_gets_a_fresh_instance_for_every_call() {
+        let policy = InstancePolicy { fresh_blueprints: vec!["versioned".into()], ..InstancePolicy::default() };
+        assert_eq!(calls_of_five_jobs(policy).await, (vec![1; 5], 0));
+        let policy = InstancePolicy { pool_size: 0, ..InstancePolicy::default() };
+        assert_eq!(calls_of_five_jobs(policy).await, (vec![1; 5], 0));
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_replaced_after_its_maximum_of_calls() {
+        let policy = InstancePolicy { max_calls: 2, ..InstancePolicy::default() };
+        assert_eq!(calls_of_five_jobs(policy).await.0, [1, 2, 1, 2, 1]);
+    }
+}
+
+/// More of the instance pool: instances that grew or failed are not reused.
+mod versioned_v2 {
+    use super::versioned_v1::{instance_calls, pool_config};
+    use super::*;
+    use avtomatika_tests::config::InstancePolicy;
+
+    #[tokio::test]
+    async fn an_instance_whose_memory_grew_is_replaced() {
+        let dir = blueprints_dir(&[("versioned.wasm", avtomatika_plugins::VERSIONED_V2_COMPONENT)]);
+        let server = TestServer::start_with(pool_config(dir.path(), InstancePolicy::default())).await;
+        // A little growth is fine: the instance stays.
+        assert_eq!(instance_calls(&server, json!({ "hoard_mb": 1 })).await, 1);
+        assert_eq!(instance_calls(&server, json!({})).await, 2);
+        // More than a quarter of the 64 MiB limit: the next call gets a new one.
+        assert_eq!(instance_calls(&server, json!({ "hoard_mb": 20 })).await, 3);
+        assert_eq!(instance_calls(&server, json!({})).await, 1);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_failed_is_not_reused() {
+        let dir = blueprints_dir(&[("versioned.wasm", avtomatika_plugins::VERSIONED_V2_COMPONENT)]);
+        let server = TestServer::start_with(pool_config(dir.path(), InstancePolicy::default())).await;
+        assert_eq!(instance_calls(&server, json!({})).await, 1);
+        // Past the memory limit: the call traps, on the idle instance first.
+        let job = server.create_job("/api/v1/jobs/versioned", json!({ "hoard_mb": 100 })).await;
+        let job = server.wait_for_status(&job, "quarantined").await;
+        assert!(job["error_message"].as_str().is_some_and(|m| m.contains("memory limit")), "{job:#}");
+        assert_eq!(instance_calls(&server, json!({})).await, 1, "the trapped instance was dropped");
+        server.stop().await;
+    }
+}

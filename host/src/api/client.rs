@@ -24,6 +24,7 @@ pub fn routes(history: bool) -> Router<AppState> {
         .route("/api/v1/jobs/{job_id}/cancel", post(cancel_job))
         .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/admin/reload-workers", post(reload_workers))
+        .route("/api/v1/admin/reload-blueprints", post(reload_blueprints))
         .route("/api/v1/schedules", get(schedules))
         .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
         .route("/api/v1/workers", get(workers))
@@ -65,6 +66,19 @@ async fn reload_workers(
     let workers = state.orchestrator.reload_workers().await?;
     tracing::info!(client = %client.name, workers, "worker configs reloaded on request");
     Ok(Json(json!({ "status": "worker_configs_reloaded" })))
+}
+
+/// Reads `BLUEPRINTS_DIR` again; answers what changed, or 422 with the
+/// reason the new set was refused (the running set then stays as it was).
+async fn reload_blueprints(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+) -> Result<Json<Value>, ApiError> {
+    let report = state.orchestrator.reload_blueprints().await?;
+    tracing::info!(client = %client.name, changed = report.changed(), "blueprints reloaded on request");
+    let mut body = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.into()))?;
+    body["status"] = json!("blueprints_reloaded");
+    Ok(Json(body))
 }
 
 /// The caller's jobs, newest first (`?limit=&offset=`).
@@ -143,7 +157,6 @@ async fn create_job_or(
     let blueprint = (request.method() == Method::POST)
         .then(|| state.orchestrator.runtime.by_endpoint(path))
         .flatten()
-        .cloned()
         .ok_or(miss)?;
     let created = async {
         let ClientAuth(client) = client?;

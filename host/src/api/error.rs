@@ -28,6 +28,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request was understood but what it asks for was refused (a
+    /// blueprint set that does not load).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body is larger than the limit of {0} bytes")]
@@ -52,6 +56,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) | Self::HistoryUnavailable(_) | Self::FilesUnavailable(_) => {
@@ -84,6 +89,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Forbidden(m) => Self::Forbidden(m),
             OrchestratorError::NotFound(m) => Self::NotFound(m),
             OrchestratorError::Conflict(m) => Self::Conflict(m),
+            OrchestratorError::Rejected(m) => Self::Unprocessable(m),
             OrchestratorError::Storage(e @ StorageError::Unavailable(_)) => Self::Unavailable(e),
             OrchestratorError::Storage(e) => Self::Internal(e.into()),
             OrchestratorError::History(e) => Self::HistoryUnavailable(e),

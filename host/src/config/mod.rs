@@ -67,6 +67,27 @@ pub enum LogFormat {
     Text,
 }
 
+/// How handler calls get their instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePolicy {
+    /// `PLUGIN_POOL_SIZE` (4): live instances kept per blueprint version
+    /// between calls; 0 gives every call a fresh instance.
+    pub pool_size: usize,
+    /// `PLUGIN_POOL_MAX_CALLS` (10000): calls one live instance serves
+    /// before it is replaced by a fresh one.
+    pub max_calls: u32,
+    /// `PLUGIN_FRESH_INSTANCE_BLUEPRINTS`: blueprints (comma-separated names)
+    /// whose every call gets a fresh instance, so nothing a handler leaves in
+    /// memory can reach another job.
+    pub fresh_blueprints: Vec<String>,
+}
+
+impl Default for InstancePolicy {
+    fn default() -> Self {
+        Self { pool_size: 4, max_calls: 10_000, fresh_blueprints: Vec::new() }
+    }
+}
+
 /// Limits every blueprint handler call runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
@@ -262,8 +283,14 @@ pub struct Config {
     /// `BLUEPRINTS_DIR`: load every `*.wasm` here; unset loads the example
     /// blueprints built into the binary.
     pub blueprints_dir: Option<PathBuf>,
+    /// `BLUEPRINTS_WATCH_INTERVAL_SECONDS`: how often `BLUEPRINTS_DIR` is
+    /// checked for changed components, which are then reloaded; unset: only
+    /// `POST /api/v1/admin/reload-blueprints` reloads.
+    pub blueprints_watch: Option<Duration>,
     /// `PLUGIN_MEMORY_LIMIT_MB`, `PLUGIN_TIMEOUT_MS`.
     pub plugin_limits: PluginLimits,
+    /// `PLUGIN_POOL_SIZE`, `PLUGIN_POOL_MAX_CALLS`, `PLUGIN_FRESH_INSTANCE_BLUEPRINTS`.
+    pub plugin_instances: InstancePolicy,
     /// `MAX_REQUEST_BODY_BYTES` (10 MiB): larger request bodies get a 413.
     pub max_request_body_bytes: usize,
     /// `WEBHOOK_TIMEOUT_SECONDS`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_INITIAL_MS`,
@@ -310,7 +337,9 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
             blueprints_dir: None,
+            blueprints_watch: None,
             plugin_limits: PluginLimits::default(),
+            plugin_instances: InstancePolicy::default(),
             max_request_body_bytes: 10 << 20,
             webhooks: WebhookSettings::default(),
             otlp: None,
@@ -395,6 +424,7 @@ impl Config {
                 Some(other) => return Err(env.invalid("LOG_FORMAT", other, "json or text")),
             },
             blueprints_dir: env.string("BLUEPRINTS_DIR").map(PathBuf::from),
+            blueprints_watch: env.seconds("BLUEPRINTS_WATCH_INTERVAL_SECONDS")?,
             plugin_limits: PluginLimits {
                 memory_bytes: match env.positive::<usize>("PLUGIN_MEMORY_LIMIT_MB")? {
                     Some(mb) => mb.checked_mul(1 << 20).ok_or_else(|| ConfigError {
@@ -407,6 +437,16 @@ impl Config {
                     .positive("PLUGIN_TIMEOUT_MS")?
                     .map(Duration::from_millis)
                     .unwrap_or(d.plugin_limits.timeout),
+            },
+            plugin_instances: InstancePolicy {
+                pool_size: env
+                    .parse("PLUGIN_POOL_SIZE", "a whole number ≥ 0 (0: a fresh instance for every call)")?
+                    .unwrap_or(d.plugin_instances.pool_size),
+                max_calls: env.positive("PLUGIN_POOL_MAX_CALLS")?.unwrap_or(d.plugin_instances.max_calls),
+                fresh_blueprints: env
+                    .string("PLUGIN_FRESH_INSTANCE_BLUEPRINTS")
+                    .map(|names| names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default(),
             },
             max_request_body_bytes: env.positive("MAX_REQUEST_BODY_BYTES")?.unwrap_or(d.max_request_body_bytes),
             webhooks: WebhookSettings {

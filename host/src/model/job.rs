@@ -215,6 +215,12 @@ pub struct Job {
     /// Bumped by every stored update; storage refuses an update made from an
     /// older version, so two writers can never silently overwrite each other.
     pub version: u64,
+    /// The version of the blueprint the job started on (the component's
+    /// SHA-256), which it runs on to the end. Unset in jobs stored before
+    /// blueprints had versions, which run on the current one. Last, so jobs
+    /// stored without it still read.
+    #[serde(default)]
+    pub blueprint_version: Option<String>,
 }
 
 impl Job {
@@ -262,6 +268,7 @@ impl Job {
             created_at: now,
             updated_at: now,
             version: 0,
+            blueprint_version: None,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::storage::FollowUp;
 
 impl Orchestrator {
     pub(super) async fn start_child(&self, job: &mut Job, spec: ChildSpec) -> OrchestratorResult<()> {
-        let Some(blueprint) = self.runtime.blueprint(&spec.blueprint).cloned() else {
+        let Some(blueprint) = self.runtime.blueprint(&spec.blueprint) else {
             let message = format!("run-blueprint names blueprint {:?}, which is not loaded", spec.blueprint);
             job.end(JobStatus::Failed, Some(message));
             self.save(job, FollowUp::None).await?;
@@ -32,6 +32,7 @@ impl Orchestrator {
         );
         child.parent_job_id = Some(job.id);
         child.timeouts = job.timeouts;
+        child.blueprint_version = Some(blueprint.version.clone());
         job.status = JobStatus::WaitingForChildJob;
         job.child = Some(ChildWait { job_id: child.id, blueprint: spec.blueprint, transitions: spec.transitions });
         job.child_job_ids.push(child.id);

@@ -101,11 +101,13 @@ impl Orchestrator {
                 // Already handled (a duplicate or redelivered queue entry).
                 return Ok(());
             }
-            let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
-                let message = format!("blueprint {:?} is not loaded", job.blueprint_name);
-                job.end(JobStatus::Failed, Some(message));
-                self.save(&mut job, FollowUp::None).await?;
-                return Ok(());
+            let blueprint = match self.blueprint_of(&job).await {
+                Ok(blueprint) => blueprint,
+                Err(message) => {
+                    job.end(JobStatus::Failed, Some(message));
+                    self.save(&mut job, FollowUp::None).await?;
+                    return Ok(());
+                }
             };
             if !self.step(&blueprint, &mut job).await? {
                 return Ok(());

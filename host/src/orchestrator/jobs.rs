@@ -32,6 +32,7 @@ impl Orchestrator {
             webhook_url,
         );
         job.timeouts = timeouts;
+        job.blueprint_version = Some(blueprint.version.clone());
         self.storage.create_job(&job).await?;
         self.metrics.job_created(blueprint.name());
         self.history.job(|| self.created_event(&job));

@@ -3,6 +3,7 @@
 //! talks to storage and the runtime and knows nothing of HTTP.
 
 mod approval;
+mod blueprints;
 mod cancel;
 mod children;
 mod dispatch;
@@ -30,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 use crate::webhook::Webhooks;
+pub use blueprints::{Reloads, short as short_version};
 
 pub use cancel::Cancellation;
 pub use listing::{DEFAULT_LIMIT, MAX_LIMIT, Page};
@@ -52,6 +54,10 @@ pub enum OrchestratorError {
     /// The job is not in a state the request applies to.
     #[error("{0}")]
     Conflict(String),
+    /// A change that was refused and left things as they were (a blueprint
+    /// set that does not load).
+    #[error("{0}")]
+    Rejected(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -76,4 +82,6 @@ pub struct Orchestrator {
     pub history: History,
     /// Jobs' files in S3 (`S3_ENDPOINT_URL`); `None` without S3.
     pub files: Option<TaskFiles>,
+    /// Serialises blueprint reloads.
+    pub reloads: Reloads,
 }

@@ -128,7 +128,7 @@ impl Orchestrator {
                 let value = serde_json::from_str(text).unwrap_or(Value::Null);
                 results.insert(branch.task_id.to_string(), value);
             }
-            let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
+            let Some(blueprint) = self.graph_of(&job) else {
                 job.end(JobStatus::Failed, Some(format!("blueprint {:?} is not loaded", job.blueprint_name)));
                 if self.save(&mut job, FollowUp::None).await? {
                     self.storage.clear_branch_results(wait_id).await?;

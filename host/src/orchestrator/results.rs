@@ -198,7 +198,7 @@ impl Orchestrator {
             None | Some(Value::Null) => {}
             Some(_) => tracing::warn!(job_id = %job.id, "result data is not a JSON object; not merged"),
         }
-        let Some(blueprint) = self.runtime.blueprint(&job.blueprint_name).cloned() else {
+        let Some(blueprint) = self.graph_of(job) else {
             job.end(JobStatus::Failed, Some(format!("blueprint {:?} is not loaded", job.blueprint_name)));
             return FollowUp::None;
         };

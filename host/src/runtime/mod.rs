@@ -1,15 +1,19 @@
-//! The WebAssembly runtime: compiles blueprint components once, then runs each
-//! handler call in a fresh, sandboxed instance.
+//! The WebAssembly runtime: compiles blueprint components once, then runs
+//! each handler call in a sandboxed instance.
 //!
-//! Components are compiled at start-up and pre-linked (`BlueprintPre`), so a
-//! call only instantiates from the pooling allocator's warm slots. Every call
-//! gets its own store with a memory cap and a CPU deadline enforced by epoch
-//! interruption; a call that traps, overruns either limit or breaks the
-//! contract fails with a [`HandlerError`] and never takes the server down.
+//! Components are compiled at start-up (or on a reload) and pre-linked
+//! (`BlueprintPre`); instances come from the pooling allocator's warm slots
+//! and, unless a blueprint asks for isolation, are kept for later calls
+//! ([`instances`]). Every call runs under a memory cap and a CPU deadline
+//! enforced by epoch interruption; a call that traps, overruns either limit or
+//! breaks the contract fails with a [`HandlerError`] and never takes the
+//! server down. Loaded versions are kept in a [`catalog`].
 
 mod bindings;
 mod caps;
+pub mod catalog;
 mod graph;
+pub mod instances;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -18,17 +22,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{Trap, UpdateDeadline};
 
 pub use bindings::types;
+use catalog::{Catalog, ReloadReport, Versions};
 pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
+use instances::{IdleBudget, Instances, Live};
 use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox};
 
-use crate::config::PluginLimits;
+use crate::config::{InstancePolicy, PluginLimits};
 use crate::files::TaskFiles;
 use crate::storage::Storage;
 
@@ -98,40 +104,93 @@ impl Source {
     }
 }
 
-/// A loaded blueprint: its validated graph and its pre-linked component.
+/// A loaded blueprint version: its validated graph, its pre-linked component
+/// and its live instances.
 pub struct Blueprint {
     pub graph: Graph,
     /// The file the component was loaded from.
     pub file: String,
+    /// The SHA-256 of the component's bytes, in hex. A job records the version
+    /// it started on and runs on it to the end.
+    pub version: String,
     name: Arc<str>,
     pre: bindings::BlueprintPre<Sandbox>,
+    instances: Instances,
 }
 
 impl Blueprint {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Whether calls share live instances (see [`instances`]).
+    pub fn pooled(&self) -> bool {
+        self.instances.pooled()
+    }
+
+    /// Live instances waiting for a call.
+    pub fn idle_instances(&self) -> usize {
+        self.instances.idle()
+    }
+
+    async fn instantiate(&self, mut store: Store<Sandbox>) -> Result<Live, HandlerError> {
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(classify)?;
+        Ok(Live::new(store, instance))
+    }
 }
 
-/// The engine, the linker with the granted capabilities, and the loaded blueprints.
-pub struct Runtime {
+/// The SHA-256 of `bytes` in hex: a blueprint's version.
+pub fn version_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// What a new store needs: cloned once per call that has no live instance.
+#[derive(Clone)]
+struct StoreSettings {
     engine: Engine,
-    linker: Linker<Sandbox>,
     limits: PluginLimits,
-    blueprints: HashMap<String, Arc<Blueprint>>,
-    endpoints: HashMap<String, Arc<Blueprint>>,
-    pool: PluginPool,
     /// Backs the data-store capability.
     stores: Option<Arc<dyn Storage>>,
     /// Backs the task-files capability (with S3 configured).
     files: Option<TaskFiles>,
+}
+
+impl StoreSettings {
+    fn store(&self, blueprint: Arc<str>) -> Store<Sandbox> {
+        let mut store = new_store(&self.engine, self.limits, blueprint, None);
+        store.data_mut().stores = self.stores.clone();
+        store.data_mut().files = self.files.clone();
+        store
+    }
+}
+
+/// The engine, the linker with the granted capabilities, and the loaded blueprints.
+pub struct Runtime {
+    linker: Linker<Sandbox>,
+    settings: Arc<StoreSettings>,
+    policy: InstancePolicy,
+    idle_budget: Arc<IdleBudget>,
+    versions: Versions,
+    threads: CallThreads,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
-    /// An engine sized for `max_concurrent_calls` simultaneous handler calls.
-    pub fn new(limits: PluginLimits, max_concurrent_calls: usize) -> wasmtime::Result<Self> {
-        let instances = u32::try_from(max_concurrent_calls).unwrap_or(u32::MAX).saturating_add(8);
+    /// An engine sized for `max_concurrent_calls` simultaneous handler calls
+    /// plus the idle instances `policy` keeps.
+    pub fn new(limits: PluginLimits, policy: InstancePolicy, max_concurrent_calls: usize) -> wasmtime::Result<Self> {
+        // Up to IDLE_BLUEPRINTS blueprints keep a full pool; past that, an
+        // instance that finds the budget spent is dropped after its call.
+        const IDLE_BLUEPRINTS: usize = 16;
+        let idle = policy.pool_size.saturating_mul(IDLE_BLUEPRINTS);
+        let instances = u32::try_from(max_concurrent_calls.saturating_add(idle)).unwrap_or(u32::MAX).saturating_add(8);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
             .total_stacks(instances)
@@ -162,40 +221,72 @@ impl Runtime {
 
         Ok(Self {
             _ticker: EpochTicker::start(engine.clone()).map_err(wasmtime::Error::msg)?,
-            pool: PluginPool::new().map_err(wasmtime::Error::msg)?,
-            engine,
+            threads: CallThreads::new().map_err(wasmtime::Error::msg)?,
+            settings: Arc::new(StoreSettings { engine, limits, stores: None, files: None }),
             linker,
-            limits,
-            blueprints: HashMap::new(),
-            endpoints: HashMap::new(),
-            stores: None,
-            files: None,
+            policy,
+            idle_budget: IdleBudget::new(idle),
+            versions: Versions::default(),
         })
     }
 
     /// Gives handler calls their data stores, kept by `storage`.
     pub fn attach_storage(&mut self, storage: Arc<dyn Storage>) {
-        self.stores = Some(storage);
+        Arc::make_mut(&mut self.settings).stores = Some(storage);
     }
 
     /// Gives handler calls their job's files in S3.
     pub fn attach_files(&mut self, files: TaskFiles) {
-        self.files = Some(files);
+        Arc::make_mut(&mut self.settings).files = Some(files);
     }
 
-    /// Compiles, links and describes each source, refusing the whole set on
-    /// the first broken blueprint.
-    pub async fn load(&mut self, sources: Vec<Source>) -> Result<(), LoadError> {
+    /// Loads `sources` as the current set (see [`Runtime::prepare`]).
+    pub async fn load(&self, sources: Vec<Source>) -> Result<ReloadReport, LoadError> {
+        let catalog = self.prepare(sources).await?;
+        Ok(self.install(catalog))
+    }
+
+    /// Compiles, links and describes each source into a new set, refusing the
+    /// whole set on the first broken blueprint. Nothing changes until the set
+    /// is installed. Components already loaded (current or retired, same
+    /// bytes) are reused, not compiled again.
+    pub async fn prepare(&self, sources: Vec<Source>) -> Result<Catalog, LoadError> {
+        let current = self.versions.current();
+        let mut blueprints = Vec::with_capacity(sources.len());
+        let mut files: HashMap<String, String> = HashMap::new();
         for source in sources {
-            let blueprint =
-                self.compile(&source).await.map_err(|reason| LoadError { file: source.file.clone(), reason })?;
-            self.register(blueprint)?;
+            let version = version_of(&source.bytes);
+            if let Some(first) = files.insert(version.clone(), source.file.clone()) {
+                let name = blueprints.iter().find(|b: &&Arc<Blueprint>| b.version == version).map(|b| b.name());
+                let reason = format!(
+                    "blueprint name {:?} is already used by {first} (the same component)",
+                    name.unwrap_or_default()
+                );
+                return Err(LoadError { file: source.file, reason });
+            }
+            let known =
+                current.with_version(&version).cloned().or_else(|| self.versions.retired_with_version(&version));
+            let blueprint = match known {
+                Some(known) => known,
+                None => Arc::new(
+                    self.compile(&source, version)
+                        .await
+                        .map_err(|reason| LoadError { file: source.file.clone(), reason })?,
+                ),
+            };
+            blueprints.push(blueprint);
         }
-        Ok(())
+        Catalog::build(blueprints)
     }
 
-    async fn compile(&self, source: &Source) -> Result<Blueprint, String> {
-        let component = Component::new(&self.engine, &source.bytes)
+    /// Makes `catalog` the current set; running jobs keep their versions.
+    pub fn install(&self, catalog: Catalog) -> ReloadReport {
+        self.versions.install(catalog)
+    }
+
+    async fn compile(&self, source: &Source, version: String) -> Result<Blueprint, String> {
+        let engine = &self.settings.engine;
+        let component = Component::new(engine, &source.bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_message(&e)))?;
         let pre = self
             .linker
@@ -205,7 +296,8 @@ impl Runtime {
             format!("does not implement the avtomatika:blueprint/blueprint world: {}", root_message(&e))
         })?;
 
-        let mut store = self.store("<loading>".into(), None);
+        // Describe runs in a store of its own, without capabilities.
+        let mut store = new_store(engine, self.settings.limits, "<loading>".into(), None);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| classify(e).to_string())?;
         let info = instance
             .avtomatika_blueprint_handler()
@@ -213,41 +305,51 @@ impl Runtime {
             .await
             .map_err(|e| format!("describe failed: {}", classify(e)))?;
         let graph = Graph::from_info(info)?;
-        Ok(Blueprint { name: graph.name.as_str().into(), graph, file: source.file.clone(), pre })
+        let name: Arc<str> = graph.name.as_str().into();
+        let keep = if self.policy.fresh_blueprints.iter().any(|n| **n == *name) { 0 } else { self.policy.pool_size };
+        let instances =
+            Instances::new(keep, self.policy.max_calls, self.settings.limits.memory_bytes, self.idle_budget.clone());
+        Ok(Blueprint { name, graph, file: source.file.clone(), version, pre, instances })
     }
 
-    fn register(&mut self, blueprint: Blueprint) -> Result<(), LoadError> {
-        let conflict = |reason: String| LoadError { file: blueprint.file.clone(), reason };
-        if let Some(other) = self.blueprints.get(blueprint.name()) {
-            return Err(conflict(format!("blueprint name {:?} is already used by {}", blueprint.name(), other.file)));
-        }
-        if let Some(endpoint) = &blueprint.graph.endpoint
-            && let Some(other) = self.endpoints.get(endpoint)
-        {
-            return Err(conflict(format!("endpoint {endpoint} is already used by {}", other.file)));
-        }
-        let blueprint = Arc::new(blueprint);
-        if let Some(endpoint) = &blueprint.graph.endpoint {
-            self.endpoints.insert(endpoint.clone(), blueprint.clone());
-        }
-        self.blueprints.insert(blueprint.name().to_owned(), blueprint);
-        Ok(())
+    /// The current version of `name`: what a new job starts on.
+    pub fn blueprint(&self, name: &str) -> Option<Arc<Blueprint>> {
+        self.versions.current().get(name).cloned()
     }
 
-    pub fn blueprint(&self, name: &str) -> Option<&Arc<Blueprint>> {
-        self.blueprints.get(name)
+    /// `name` in `version` (current or retired); the current version for a
+    /// job recorded before versions were (`None`).
+    pub fn blueprint_version(&self, name: &str, version: Option<&str>) -> Option<Arc<Blueprint>> {
+        match version {
+            None => self.blueprint(name),
+            Some(version) => self.versions.find(name, version),
+        }
     }
 
     /// The blueprint whose creation endpoint is `path` (e.g. `/api/v1/jobs/hello`).
-    pub fn by_endpoint(&self, path: &str) -> Option<&Arc<Blueprint>> {
-        self.endpoints.get(path)
+    pub fn by_endpoint(&self, path: &str) -> Option<Arc<Blueprint>> {
+        self.versions.current().by_endpoint(path).cloned()
     }
 
-    pub fn blueprints(&self) -> impl Iterator<Item = &Arc<Blueprint>> {
-        self.blueprints.values()
+    /// The current blueprints, in name order.
+    pub fn blueprints(&self) -> Vec<Arc<Blueprint>> {
+        let mut all: Vec<_> = self.versions.current().iter().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
-    /// Runs the handler of `context.current_state` in a fresh instance.
+    /// `(name, version)` of every retired version still loaded.
+    pub fn retired_versions(&self) -> Vec<(String, String)> {
+        self.versions.retired_versions()
+    }
+
+    /// Unloads retired versions no job needs (see [`Versions::unload`]).
+    pub fn unload_retired(&self, grace: Duration, in_use: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        self.versions.unload(grace, in_use)
+    }
+
+    /// Runs the handler of `context.current_state` on a live instance of
+    /// `blueprint` (a fresh one if none is idle or the blueprint is isolated).
     ///
     /// The call starts on the caller's task. Most calls finish within that
     /// first poll; one that is still running at an epoch tick (or waits on an
@@ -259,13 +361,22 @@ impl Runtime {
         context: types::JobContext,
     ) -> Result<Outcome, HandlerError> {
         let blueprint = blueprint.clone();
-        let mut store = new_store(&self.engine, self.limits, blueprint.name.clone(), Some(context.job_id.clone()));
-        store.data_mut().stores = self.stores.clone();
-        store.data_mut().files = self.files.clone();
+        // An idle instance, or what it takes to make a fresh one.
+        let instance = blueprint.instances.take().ok_or_else(|| self.settings.clone());
         let mut call = Box::pin(async move {
-            let instance = blueprint.pre.instantiate_async(&mut store).await.map_err(classify)?;
-            let answer =
-                instance.avtomatika_blueprint_handler().call_handle(&mut store, &context).await.map_err(classify)?;
+            let mut live = match instance {
+                Ok(live) => live,
+                Err(settings) => blueprint.instantiate(settings.store(blueprint.name.clone())).await?,
+            };
+            live.begin_call(context.job_id.clone());
+            // A failed call drops its instance: its state may be half-written.
+            let answer = live
+                .instance
+                .avtomatika_blueprint_handler()
+                .call_handle(&mut live.store, &context)
+                .await
+                .map_err(classify)?;
+            blueprint.instances.give_back(live);
             match answer {
                 Ok(outcome) => {
                     blueprint.graph.check_outcome(&context.current_state, outcome).map_err(HandlerError::Contract)
@@ -276,25 +387,21 @@ impl Runtime {
         if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
             return result;
         }
-        self.pool.spawn(call).await.unwrap_or_else(|e| Err(HandlerError::Trap(format!("handler task failed: {e}"))))
-    }
-
-    fn store(&self, blueprint: Arc<str>, job_id: Option<String>) -> Store<Sandbox> {
-        new_store(&self.engine, self.limits, blueprint, job_id)
+        self.threads.spawn(call).await.unwrap_or_else(|e| Err(HandlerError::Trap(format!("handler task failed: {e}"))))
     }
 }
 
 fn new_store(engine: &Engine, limits: PluginLimits, blueprint: Arc<str>, job_id: Option<String>) -> Store<Sandbox> {
     let mut store = Store::new(engine, Sandbox::new(blueprint, job_id, limits.memory_bytes));
     store.limiter(|sandbox| &mut sandbox.limits);
-    let started = Instant::now();
     let limit = limits.timeout;
     store.set_epoch_deadline(1);
     // Each tick a long call either yields (so one busy plugin cannot starve
     // the threads it runs on) or, past its budget, is stopped. Time spent
     // waiting on S3 for the guest is the host's, not the guest's.
     store.epoch_deadline_callback(move |context| {
-        let used = started.elapsed().saturating_sub(context.data().host_wait);
+        let sandbox = context.data();
+        let used = sandbox.call_started.elapsed().saturating_sub(sandbox.host_wait);
         if used >= limit { Err(DeadlineExceeded { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
     });
     store
@@ -320,9 +427,9 @@ fn root_message(error: &wasmtime::Error) -> String {
 
 /// Threads for handler calls that outlast their first poll. Dropped without
 /// waiting: calls still running there are abandoned with their stores.
-struct PluginPool(Option<tokio::runtime::Runtime>);
+struct CallThreads(Option<tokio::runtime::Runtime>);
 
-impl PluginPool {
+impl CallThreads {
     fn new() -> std::io::Result<Self> {
         let threads = thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -348,7 +455,7 @@ impl PluginPool {
     }
 }
 
-impl Drop for PluginPool {
+impl Drop for CallThreads {
     fn drop(&mut self) {
         if let Some(runtime) = self.0.take() {
             // A runtime may not be dropped (blocking) from async code.

@@ -1,7 +1,7 @@
-//! The per-call store data and the limits a handler call runs under.
+//! The store data of a blueprint instance and the limits its calls run under.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::files::TaskFiles;
 use crate::storage::Storage;
@@ -9,12 +9,13 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-/// The data of one handler call's store: one field per granted capability,
-/// plus the WASI context the guest's standard library links against.
+/// The data of an instance's store: one field per granted capability, plus
+/// the WASI context the guest's standard library links against. A pooled
+/// instance serves many calls; [`Sandbox::begin_call`] resets what is per call.
 pub struct Sandbox {
     /// Name of the blueprint being called (for logs).
     pub blueprint: Arc<str>,
-    /// The job the call runs for; unset during `describe`.
+    /// The job the current call runs for; unset during `describe`.
     pub job_id: Option<String>,
     pub limits: MemoryLimit,
     /// Where the blueprint's data stores live; unset during `describe` and in
@@ -25,6 +26,8 @@ pub struct Sandbox {
     /// Time the call spent waiting on the host's I/O (S3), which is not
     /// charged to its CPU budget.
     pub host_wait: Duration,
+    /// When the current call started: its CPU budget counts from here.
+    pub call_started: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -42,9 +45,23 @@ impl Sandbox {
             stores: None,
             files: None,
             host_wait: Duration::ZERO,
+            call_started: Instant::now(),
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// Readies the store for a call for `job_id`: a fresh CPU budget, no
+    /// S3 wait carried over from an earlier call.
+    pub fn begin_call(&mut self, job_id: String) {
+        self.job_id = Some(job_id);
+        self.host_wait = Duration::ZERO;
+        self.call_started = Instant::now();
+    }
+
+    /// Linear memory the instance has grown to (its largest memory).
+    pub fn memory_bytes(&self) -> usize {
+        self.limits.peak_bytes
     }
 }
 
@@ -96,11 +113,14 @@ pub struct DeadlineExceeded {
 /// so the cause reaches the job's error message instead of a guest abort.
 pub struct MemoryLimit {
     limit_bytes: usize,
+    /// The largest size any memory of the instance was allowed to grow to;
+    /// the instance pool recycles instances that grew too much.
+    peak_bytes: usize,
 }
 
 impl MemoryLimit {
     fn new(limit_bytes: usize) -> Self {
-        Self { limit_bytes }
+        Self { limit_bytes, peak_bytes: 0 }
     }
 }
 
@@ -109,6 +129,7 @@ impl ResourceLimiter for MemoryLimit {
         if desired > self.limit_bytes {
             return Err(MemoryLimitExceeded { limit_bytes: self.limit_bytes }.into());
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 

@@ -70,7 +70,7 @@ impl Orchestrator {
             if !self.storage.claim_slot(&schedule.name, slot.timestamp(), GRACE * 2).await? {
                 continue;
             }
-            let Some(blueprint) = self.runtime.blueprint(&schedule.blueprint).cloned() else {
+            let Some(blueprint) = self.runtime.blueprint(&schedule.blueprint) else {
                 tracing::error!(schedule = %schedule.name, blueprint = %schedule.blueprint, "scheduled blueprint is not loaded");
                 continue;
             };

@@ -97,9 +97,10 @@ pub mod bindings {
 
 /// A job state machine.
 ///
-/// Both functions run in a fresh, sandboxed instance for every call: keep
-/// nothing in statics, carry state in the job's history instead (or, for state
-/// shared across jobs, in a [`Store`]).
+/// Both functions run in a sandboxed instance that may or may not have served
+/// earlier calls (the host pools live instances): keep nothing in statics,
+/// carry state in the job's history instead (or, for state shared across
+/// jobs, in a [`Store`]).
 pub trait Blueprint {
     /// The blueprint's name, endpoint and state graph. Called once at load time.
     fn describe() -> Describe;
