@@ -36,6 +36,7 @@ use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
+use crate::runtime::cache::ComponentCache;
 use crate::runtime::{LoadError, Runtime, Source};
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
 use crate::webhook::Webhooks;
@@ -81,7 +82,11 @@ impl Setup {
         let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
         warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
-        let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs)
+        let cache = match &config.plugin_cache_dir {
+            Some(dir) => ComponentCache::open(dir),
+            None => ComponentCache::disabled(),
+        };
+        let mut runtime = Runtime::new(config.plugin_limits, config.executor_max_concurrent_jobs, cache)
             .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
         let sources = match &config.blueprints_dir {
             Some(dir) => Source::read_dir(dir)?,

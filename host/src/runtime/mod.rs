@@ -8,6 +8,7 @@
 //! contract fails with a [`HandlerError`] and never takes the server down.
 
 mod bindings;
+pub mod cache;
 mod caps;
 mod graph;
 mod sandbox;
@@ -20,11 +21,12 @@ use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{Trap, UpdateDeadline};
 
 pub use bindings::types;
+use cache::{CacheStats, ComponentCache};
 pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
 use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox};
 
@@ -125,12 +127,15 @@ pub struct Runtime {
     stores: Option<Arc<dyn Storage>>,
     /// Backs the task-files capability (with S3 configured).
     files: Option<TaskFiles>,
+    /// Compiled components kept across starts (`PLUGIN_CACHE_DIR`).
+    cache: ComponentCache,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
-    /// An engine sized for `max_concurrent_calls` simultaneous handler calls.
-    pub fn new(limits: PluginLimits, max_concurrent_calls: usize) -> wasmtime::Result<Self> {
+    /// An engine sized for `max_concurrent_calls` simultaneous handler calls,
+    /// taking compiled components from `cache` when it has them.
+    pub fn new(limits: PluginLimits, max_concurrent_calls: usize, cache: ComponentCache) -> wasmtime::Result<Self> {
         let instances = u32::try_from(max_concurrent_calls).unwrap_or(u32::MAX).saturating_add(8);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
@@ -170,7 +175,13 @@ impl Runtime {
             endpoints: HashMap::new(),
             stores: None,
             files: None,
+            cache,
         })
+    }
+
+    /// How blueprint loads used the plugin cache so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Gives handler calls their data stores, kept by `storage`.
@@ -195,7 +206,9 @@ impl Runtime {
     }
 
     async fn compile(&self, source: &Source) -> Result<Blueprint, String> {
-        let component = Component::new(&self.engine, &source.bytes)
+        let (component, _) = self
+            .cache
+            .load(&self.engine, &source.file, &source.bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_message(&e)))?;
         let pre = self
             .linker
