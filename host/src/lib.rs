@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;
+pub mod scaffold;
 pub mod scheduler;
 pub mod storage;
 pub mod webhook;

@@ -388,7 +388,7 @@ fn check_config_refuses_malformed_redis_settings_without_redis_host() {
 fn unknown_arguments_are_refused_with_usage() {
     let run = run(&["serve-now"], &[]);
     assert_eq!(run.status.code(), Some(2), "{run:#?}");
-    assert!(run.stderr.contains("usage: avtomatika [check-config]"), "{run:#?}");
+    assert!(run.stderr.contains("usage: avtomatika [check-config | new <name>"), "{run:#?}");
 }
 
 /// A running server process.
