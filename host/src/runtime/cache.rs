@@ -29,8 +29,9 @@
 //!
 //! [`Component::deserialize`] runs the native code it is given, so the cache
 //! directory is as trusted as the server binary: it must be writable by the
-//! server's user only. A directory that others may write to is refused (with a
-//! warning, and the server compiles as if the cache were off). Within that, an
+//! server's user only. A directory another user (root aside) owns, or that
+//! group or others may write to, is refused (with a warning, and the server
+//! compiles as if the cache were off). Within that, an
 //! entry is only deserialized after its header, key, length and checksum match,
 //! which rules out torn writes, truncation, disk corruption and stray files;
 //! wasmtime then checks the artifact's own version and engine settings again.
@@ -62,6 +63,9 @@ const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"avtcwasm";
 const HEADER_LEN: usize = 8 + 4 + 32 + 32 + 8;
 const EXTENSION: &str = "cwasm";
+/// A temporary file this old was left by a writer that died (a write takes
+/// milliseconds); younger ones may belong to a server starting right now.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Makes temporary file names unique among this process's threads.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -127,7 +131,10 @@ impl ComponentCache {
     /// turns the cache off with a warning: start-up never fails over it.
     pub fn open(dir: &Path) -> Self {
         match prepare_dir(dir) {
-            Ok(()) => Self { dir: Some(dir.to_owned()), counters: Arc::default() },
+            Ok(()) => {
+                remove_stale_temp_files(dir);
+                Self { dir: Some(dir.to_owned()), counters: Arc::default() }
+            }
             Err(reason) => {
                 tracing::warn!(
                     dir = %dir.display(), %reason,
@@ -242,8 +249,19 @@ fn prepare_dir(dir: &Path) -> io::Result<()> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        // Whoever can write an entry chooses native code this server runs.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // Whoever can write an entry chooses native code this server runs:
+        // the directory must be this user's (or root's, e.g. a read-only
+        // cache baked into an image), as sshd asks of ~/.ssh.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if metadata.uid() != user && metadata.uid() != 0 {
+            return Err(io::Error::other(format!(
+                "the directory belongs to uid {}, not to this server's user (uid {user}) or root; \
+                 entries there would run as native code",
+                metadata.uid()
+            )));
+        }
         let mode = metadata.permissions().mode();
         if mode & 0o022 != 0 {
             return Err(io::Error::other(format!(
@@ -254,6 +272,20 @@ fn prepare_dir(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes temporary files of writes that never finished (the server was
+/// killed between creating and renaming one).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if name.starts_with('.') && name.ends_with(".tmp") && stale.is_some_and(|age| age > STALE_TEMP_AGE) {
+            remove_entry(&entry.path());
+        }
+    }
 }
 
 /// The entry's name: what the compiled code depends on, and nothing else.
@@ -534,6 +566,20 @@ mod tests {
         assert_eq!(entries(&dir), vec![entry], "no temporary file is left behind");
     }
 
+    #[test]
+    fn temporary_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join(".abc.1.0.tmp");
+        let live = tmp.path().join(".abc.2.0.tmp");
+        for path in [&dead, &live] {
+            fs::write(path, b"half an entry").unwrap();
+        }
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMP_AGE;
+        fs::File::options().write(true).open(&dead).unwrap().set_modified(old).unwrap();
+        ComponentCache::open(tmp.path());
+        assert_eq!(entries(tmp.path()), vec![live]);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_directory_others_may_write_is_refused() {
@@ -545,6 +591,14 @@ mod tests {
         let fresh = tmp.path().join("a/b");
         assert_eq!(ComponentCache::open(&fresh).dir(), Some(fresh.as_path()));
         assert_eq!(fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+
+        // Another user's directory (only root may give one away to test it).
+        let foreign = tmp.path().join("foreign");
+        fs::create_dir(&foreign).unwrap();
+        fs::set_permissions(&foreign, fs::Permissions::from_mode(0o755)).unwrap();
+        if std::os::unix::fs::chown(&foreign, Some(54_321), None).is_ok() {
+            assert_eq!(ComponentCache::open(&foreign).dir(), None);
+        }
     }
 
     #[test]

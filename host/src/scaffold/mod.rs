@@ -107,15 +107,11 @@ pub fn validate_name(name: &str) -> Result<(), ScaffoldError> {
     }
     // Cargo refuses keywords and shadowing the standard crates as package
     // names; the SDK's own name would clash with the vendored SDK.
-    const RESERVED: &[&str] = &[
-        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
-        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
-        "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become",
-        "box", "do", "final", "gen", "macro", "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
-        "alloc", "core", "std", "test", "proc_macro", "proc-macro", "sdk", "avtomatika-blueprint",
-        "avtomatika_blueprint",
-    ];
-    if RESERVED.contains(&name) {
+    const RESERVED: &str = "as async await break const continue crate dyn else enum extern false fn for if impl \
+        in let loop match mod move mut pub ref return self static struct super trait true type unsafe use where while \
+        abstract become box do final gen macro override priv try typeof unsized virtual yield \
+        alloc core std test proc_macro proc-macro sdk avtomatika-blueprint avtomatika_blueprint";
+    if RESERVED.split_whitespace().any(|reserved| reserved == name) {
         return fail("is reserved (a Rust keyword, a standard crate or the SDK's name)");
     }
     Ok(())
@@ -125,8 +121,10 @@ pub fn validate_name(name: &str) -> Result<(), ScaffoldError> {
 /// that is not empty; never overwrites a file.
 pub fn scaffold(request: &Request) -> Result<Scaffolded, ScaffoldError> {
     validate_name(&request.name)?;
-    let language =
-        LANGUAGES.iter().find(|l| l.name == request.lang).ok_or_else(|| ScaffoldError::Language(request.lang.clone()))?;
+    let language = LANGUAGES
+        .iter()
+        .find(|l| l.name == request.lang)
+        .ok_or_else(|| ScaffoldError::Language(request.lang.clone()))?;
     let dir = request.dir.clone().unwrap_or_else(|| PathBuf::from(&request.name));
     let project = render(language, &request.name)?;
 
@@ -153,8 +151,7 @@ pub fn scaffold(request: &Request) -> Result<Scaffolded, ScaffoldError> {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_error(&path))?;
         io::Write::write_all(&mut file, contents).map_err(io_error(&path))?;
     }
-    let next_steps = substitute(language.next_steps, &request.name)
-        .replace("{{dir}}", &dir.display().to_string());
+    let next_steps = substitute(language.next_steps, &request.name).replace("{{dir}}", &dir.display().to_string());
     Ok(Scaffolded { dir, files: project.into_iter().map(|(path, _)| path).collect(), next_steps })
 }
 
@@ -197,7 +194,8 @@ fn leftover_placeholder(text: &str) -> Option<&str> {
     text.match_indices("{{").find_map(|(at, _)| {
         let rest = &text[at + 2..];
         let word = rest.find("}}").map(|end| &rest[..end])?;
-        (!word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_')).then(|| &text[at..at + word.len() + 4])
+        (!word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .then(|| &text[at..at + word.len() + 4])
     })
 }
 
@@ -299,7 +297,8 @@ mod tests {
     #[test]
     fn refuses_unknown_languages_and_non_empty_directories() {
         let tmp = tempfile::tempdir().unwrap();
-        let request = |lang: &str, dir: &Path| Request { name: "flow".into(), lang: lang.into(), dir: Some(dir.into()) };
+        let request =
+            |lang: &str, dir: &Path| Request { name: "flow".into(), lang: lang.into(), dir: Some(dir.into()) };
         let err = scaffold(&request("cobol", tmp.path())).unwrap_err();
         assert!(err.to_string().contains("choose one of: rust"), "{err}");
 
