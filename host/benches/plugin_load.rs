@@ -27,13 +27,15 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
 
     rt.block_on(async {
+        let file = path.display().to_string();
         let load = |cache: ComponentCache| {
             let bytes = bytes.clone();
+            let file = file.clone();
             async move {
                 // A fresh runtime each time, as a starting server has: nothing
                 // compiled is kept in memory between loads.
                 let mut runtime = Runtime::new(PluginLimits::default(), 100, cache).expect("runtime");
-                let source = Source { file: path.display().to_string(), bytes };
+                let source = Source { file, bytes };
                 let started = Instant::now();
                 runtime.load(vec![source]).await.expect("the component loads");
                 started.elapsed()
