@@ -6,13 +6,15 @@
 use std::time::{Duration, Instant};
 
 use avtomatika::config::{InstancePolicy, PluginLimits};
+use avtomatika::runtime::cache::ComponentCache;
 use avtomatika::runtime::{Runtime, Source, types};
 
 fn main() {
     let iterations: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async {
-        let runtime = Runtime::new(PluginLimits::default(), InstancePolicy::default(), 100).expect("runtime");
+        let runtime = Runtime::new(PluginLimits::default(), InstancePolicy::default(), 100, ComponentCache::disabled())
+            .expect("runtime");
         let bytes = std::fs::read(avtomatika_plugins::HELLO_COMPONENT).expect("hello component is built");
         runtime.load(vec![Source { file: "hello.wasm".into(), bytes }]).await.expect("hello loads");
         let blueprint = runtime.blueprint("hello").expect("hello is loaded");

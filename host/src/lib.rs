@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;
+pub mod scaffold;
 pub mod scheduler;
 pub mod storage;
 pub mod webhook;
@@ -36,6 +37,7 @@ use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
 use crate::orchestrator::{Orchestrator, Reloads};
+use crate::runtime::cache::ComponentCache;
 use crate::runtime::{LoadError, Runtime, Source};
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
 use crate::webhook::Webhooks;
@@ -81,9 +83,17 @@ impl Setup {
         let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
         warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
-        let runtime =
-            Runtime::new(config.plugin_limits, config.plugin_instances.clone(), config.executor_max_concurrent_jobs)
-                .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+        let cache = match &config.plugin_cache_dir {
+            Some(dir) => ComponentCache::open(dir),
+            None => ComponentCache::disabled(),
+        };
+        let runtime = Runtime::new(
+            config.plugin_limits,
+            config.plugin_instances.clone(),
+            config.executor_max_concurrent_jobs,
+            cache,
+        )
+        .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
         let sources = match &config.blueprints_dir {
             Some(dir) => Source::read_dir(dir)?,
             None => Source::examples(),

@@ -4,10 +4,13 @@
 //!   Ctrl-C or SIGTERM (then send the spans still batched for export).
 //! - `avtomatika check-config`: load and validate the environment, the
 //!   configuration files and the blueprints, then exit 0 (all good) or 1.
+//! - `avtomatika new <name> --lang <lang> [--dir <path>]`: write a new
+//!   blueprint project (see `avtomatika::scaffold`), then exit.
 
 use std::process::ExitCode;
 
 use avtomatika::config::Config;
+use avtomatika::scaffold::{self, Request};
 use avtomatika::{App, Setup};
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: avtomatika [check-config]\n\
+const USAGE: &str = "usage: avtomatika [check-config | new <name> --lang <lang> [--dir <path>]]\n\
     \n  (no argument)   run the server, configured by environment variables\
-    \n  check-config    validate the environment, clients/workers/schedules files and blueprints, then exit";
+    \n  check-config    validate the environment, clients/workers/schedules files and blueprints, then exit\
+    \n  new             write a new blueprint project <name> in <path> (default ./<name>); <lang>: ";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,12 +31,13 @@ async fn main() -> ExitCode {
     let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => false,
         ["check-config"] => true,
+        ["new", rest @ ..] => return new_project(rest),
         ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
+            println!("{}", usage());
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -94,6 +99,64 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn usage() -> String {
+    let languages: Vec<&str> = scaffold::LANGUAGES.iter().map(|l| l.name).collect();
+    format!("{USAGE}{}", languages.join(", "))
+}
+
+/// `new <name> --lang <lang> [--dir <path>]` (options also as `--lang=<lang>`).
+fn new_project(args: &[&str]) -> ExitCode {
+    let mut name = None;
+    let mut lang = None;
+    let mut dir = None;
+    let mut args = args.iter();
+    while let Some(&arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+            _ => (arg, None),
+        };
+        let slot = match flag {
+            "--lang" => &mut lang,
+            "--dir" => &mut dir,
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return ExitCode::SUCCESS;
+            }
+            _ if !arg.starts_with('-') && name.is_none() => {
+                name = Some(arg);
+                continue;
+            }
+            _ => return usage_error(&format!("unexpected argument {arg:?}")),
+        };
+        match inline.or_else(|| args.next().copied()) {
+            Some(value) => *slot = Some(value),
+            None => return usage_error(&format!("{flag} needs a value")),
+        }
+    }
+    let Some(name) = name else { return usage_error("new needs the blueprint's name") };
+    let Some(lang) = lang else { return usage_error("new needs --lang") };
+    let request = Request { name: name.to_owned(), lang: lang.to_owned(), dir: dir.map(Into::into) };
+    match scaffold::scaffold(&request) {
+        Ok(project) => {
+            println!(
+                "Created blueprint {name} ({lang}) in {}. Build it:\n\n{}",
+                project.dir.display(),
+                project.next_steps
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("avtomatika new: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage_error(problem: &str) -> ExitCode {
+    eprintln!("avtomatika new: {problem}\n\n{}", usage());
+    ExitCode::from(2)
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

@@ -16,6 +16,7 @@ use prometheus::{
 use crate::history::HistoryStats;
 use crate::model::JobStatus;
 use crate::runtime::HandlerError;
+use crate::runtime::cache::CacheStats;
 use crate::storage::JobCounts;
 use crate::webhook::WebhookStats;
 
@@ -48,6 +49,7 @@ pub struct Metrics {
     jobs_queued: IntGauge,
     webhooks: WebhookCounters,
     history: HistoryCounters,
+    plugin_cache: PluginCacheCounters,
 }
 
 /// One pre-resolved counter per [`HandlerError`] variant.
@@ -77,12 +79,21 @@ struct HistoryCounters {
     sync: Mutex<()>,
 }
 
+/// Mirrors of the runtime's [`CacheStats`], kept like [`WebhookCounters`].
+struct PluginCacheCounters {
+    hit: IntCounter,
+    miss: IntCounter,
+    rebuilt: IntCounter,
+    sync: Mutex<()>,
+}
+
 /// What a scrape reads from storage and the webhook service.
 pub struct Snapshot {
     pub live_workers: usize,
     pub jobs: JobCounts,
     pub webhooks: WebhookStats,
     pub history: HistoryStats,
+    pub plugin_cache: CacheStats,
 }
 
 fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> prometheus::Result<M> {
@@ -181,6 +192,17 @@ impl Metrics {
             )?,
             sync: Mutex::new(()),
         };
+        let cache = counter(
+            "avtomatika_plugin_cache_total",
+            "Blueprint component loads by plugin cache result (hit, miss, rebuilt); none while PLUGIN_CACHE_DIR is off.",
+            &["result"],
+        )?;
+        let plugin_cache = PluginCacheCounters {
+            hit: cache.get_metric_with_label_values(&["hit"])?,
+            miss: cache.get_metric_with_label_values(&["miss"])?,
+            rebuilt: cache.get_metric_with_label_values(&["rebuilt"])?,
+            sync: Mutex::new(()),
+        };
         for blueprint in blueprints {
             jobs_created.get_metric_with_label_values(&[blueprint])?;
             handler_duration.get_metric_with_label_values(&[blueprint])?;
@@ -198,6 +220,7 @@ impl Metrics {
             jobs_queued,
             webhooks,
             history,
+            plugin_cache,
         })
     }
 
@@ -246,6 +269,7 @@ impl Metrics {
         }
         self.webhooks.catch_up(&snapshot.webhooks);
         self.history.catch_up(&snapshot.history);
+        self.plugin_cache.catch_up(&snapshot.plugin_cache);
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
@@ -274,6 +298,13 @@ impl HistoryCounters {
     }
 }
 
+impl PluginCacheCounters {
+    fn catch_up(&self, stats: &CacheStats) {
+        let _guard = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        add_missing(&[(&self.hit, stats.hits), (&self.miss, stats.misses), (&self.rebuilt, stats.rebuilt)]);
+    }
+}
+
 /// Raises each counter to its service's running total.
 fn add_missing(counters: &[(&IntCounter, u64)]) {
     for (counter, total) in counters {
@@ -298,7 +329,8 @@ mod tests {
         metrics.http_request("/api/v1/jobs/{job_id}", "200");
         let jobs = JobCounts { queued: 3, by_status: [(JobStatus::Running, 2)].into() };
         let webhooks = WebhookStats { delivered: 4, given_up: 1, dropped: 0, attempts: 6 };
-        let snapshot = Snapshot { live_workers: 1, jobs, webhooks, history: HistoryStats::default() };
+        let plugin_cache = CacheStats { hits: 2, misses: 1, rebuilt: 0 };
+        let snapshot = Snapshot { live_workers: 1, jobs, webhooks, history: HistoryStats::default(), plugin_cache };
         let text = metrics.render(&snapshot).unwrap();
         for line in [
             r#"avtomatika_jobs_created_total{blueprint="hello"} 1"#,
@@ -312,6 +344,9 @@ mod tests {
             r#"avtomatika_jobs{status="running"} 2"#,
             r#"avtomatika_jobs{status="pending"} 0"#,
             r#"avtomatika_webhook_deliveries_total{outcome="delivered"} 4"#,
+            r#"avtomatika_plugin_cache_total{result="hit"} 2"#,
+            r#"avtomatika_plugin_cache_total{result="miss"} 1"#,
+            r#"avtomatika_plugin_cache_total{result="rebuilt"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -37,6 +37,9 @@ fn command(vars: &[(&str, &str)]) -> Command {
             cmd.env(keep, value);
         }
     }
+    // HOME is kept for tools, not for the plugin cache: never write to the
+    // user's ~/.cache/avtomatika from a test.
+    cmd.env("PLUGIN_CACHE_DIR", "off");
     cmd.env("API_HOST", "127.0.0.1").env("API_PORT", "0");
     cmd.envs(vars.iter().copied());
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -385,7 +388,7 @@ fn check_config_refuses_malformed_redis_settings_without_redis_host() {
 fn unknown_arguments_are_refused_with_usage() {
     let run = run(&["serve-now"], &[]);
     assert_eq!(run.status.code(), Some(2), "{run:#?}");
-    assert!(run.stderr.contains("usage: avtomatika [check-config]"), "{run:#?}");
+    assert!(run.stderr.contains("usage: avtomatika [check-config | new <name>"), "{run:#?}");
 }
 
 /// A running server process.

@@ -67,6 +67,9 @@ impl Server {
                 cmd.env(keep, value);
             }
         }
+        // HOME is kept for tools, not for the plugin cache: never write to the
+        // user's ~/.cache/avtomatika from a test.
+        cmd.env("PLUGIN_CACHE_DIR", "off");
         cmd.env("API_HOST", "127.0.0.1").env("API_PORT", "0").envs(vars.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().expect("start avtomatika");

@@ -261,6 +261,9 @@ fn server_command(id: &str, redis_port: u16, db: u32, vars: &[(&str, &str)]) -> 
             cmd.env(keep, value);
         }
     }
+    // HOME is kept for tools, not for the plugin cache: never write to the
+    // user's ~/.cache/avtomatika from a test.
+    cmd.env("PLUGIN_CACHE_DIR", "off");
     let redis_port = redis_port.to_string();
     let db = db.to_string();
     let poll_timeout = POLL_TIMEOUT_SECONDS.to_string();

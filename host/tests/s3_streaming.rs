@@ -86,6 +86,9 @@ fn start(bucket: &str, files_dir: &std::path::Path) -> (Server, String) {
             cmd.env(keep, value);
         }
     }
+    // HOME is kept for tools, not for the plugin cache: never write to the
+    // user's ~/.cache/avtomatika from a test.
+    cmd.env("PLUGIN_CACHE_DIR", "off");
     cmd.envs([
         ("API_HOST", "127.0.0.1"),
         ("API_PORT", "0"),

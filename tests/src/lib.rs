@@ -25,6 +25,9 @@ pub fn test_config() -> Config {
         client_token: CLIENT_TOKEN.into(),
         global_worker_token: WORKER_TOKEN.into(),
         worker_poll_timeout: Duration::from_secs(2),
+        // Never the user's ~/.cache: tests that want the plugin cache give
+        // it a temporary directory (tests/plugin_cache.rs).
+        plugin_cache_dir: None,
         ..Config::default()
     }
 }

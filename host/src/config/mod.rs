@@ -291,6 +291,12 @@ pub struct Config {
     pub plugin_limits: PluginLimits,
     /// `PLUGIN_POOL_SIZE`, `PLUGIN_POOL_MAX_CALLS`, `PLUGIN_FRESH_INSTANCE_BLUEPRINTS`.
     pub plugin_instances: InstancePolicy,
+    /// `PLUGIN_CACHE_DIR`: where compiled blueprint components are kept
+    /// across starts; `None` compiles them at every start. Read from the
+    /// environment it defaults to `$XDG_CACHE_HOME/avtomatika`, else
+    /// `$HOME/.cache/avtomatika`, and `off` turns it off; `Config::default()`
+    /// (embedding, tests) has none, so nothing is written outside the process.
+    pub plugin_cache_dir: Option<PathBuf>,
     /// `MAX_REQUEST_BODY_BYTES` (10 MiB): larger request bodies get a 413.
     pub max_request_body_bytes: usize,
     /// `WEBHOOK_TIMEOUT_SECONDS`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_INITIAL_MS`,
@@ -340,6 +346,7 @@ impl Default for Config {
             blueprints_watch: None,
             plugin_limits: PluginLimits::default(),
             plugin_instances: InstancePolicy::default(),
+            plugin_cache_dir: None,
             max_request_body_bytes: 10 << 20,
             webhooks: WebhookSettings::default(),
             otlp: None,
@@ -448,6 +455,7 @@ impl Config {
                     .map(|names| names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect())
                     .unwrap_or_default(),
             },
+            plugin_cache_dir: plugin_cache_dir(&env)?,
             max_request_body_bytes: env.positive("MAX_REQUEST_BODY_BYTES")?.unwrap_or(d.max_request_body_bytes),
             webhooks: WebhookSettings {
                 timeout: env.seconds("WEBHOOK_TIMEOUT_SECONDS")?.unwrap_or(d.webhooks.timeout),
@@ -495,6 +503,31 @@ fn history_database<F: Fn(&str) -> Option<String>>(
             Ok(HistoryDatabase::Postgres(Secret::from(uri.trim())))
         }
         other => Err(invalid(&format!("unsupported scheme {other:?}; expected sqlite:// or postgresql://"))),
+    }
+}
+
+/// `PLUGIN_CACHE_DIR`: an absolute path, `off`, or unset for the per-user
+/// cache directory of the XDG Base Directory spec.
+fn plugin_cache_dir<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<PathBuf>, ConfigError> {
+    const VARIABLE: &str = "PLUGIN_CACHE_DIR";
+    match env.string("PLUGIN_CACHE_DIR") {
+        Some(value) if value.trim().eq_ignore_ascii_case("off") => Ok(None),
+        Some(value) => {
+            let path = PathBuf::from(value.trim());
+            if path.is_absolute() {
+                Ok(Some(path))
+            } else {
+                // A relative path would follow whatever directory the server
+                // happens to be started from.
+                Err(env.invalid(VARIABLE, &value, "an absolute directory path, or off to compile at every start"))
+            }
+        }
+        None => {
+            // Relative values are ignored, as the XDG spec asks.
+            let xdg = env.system("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+            let home = || env.system("HOME").map(|home| PathBuf::from(home).join(".cache")).filter(|p| p.is_absolute());
+            Ok(xdg.or_else(home).map(|base| base.join("avtomatika")))
+        }
     }
 }
 
@@ -584,6 +617,12 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         (self.lookup)(name).filter(|v| !v.trim().is_empty())
     }
 
+    /// A variable of the system rather than of this server (`HOME`), so
+    /// not in the README's table.
+    fn system(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
     fn invalid(&self, variable: &'static str, value: &str, expected: &str) -> ConfigError {
         ConfigError { variable, problem: format!("invalid value {value:?}: expected {expected}") }
     }
@@ -642,6 +681,31 @@ mod tests {
         assert_eq!(c.webhooks.queue_capacity, 10_000);
         assert_eq!(c.webhooks.concurrency, 16);
         assert_eq!(c.otlp, None);
+        assert_eq!(c.plugin_cache_dir, None, "no HOME: no cache");
+    }
+
+    #[test]
+    fn the_plugin_cache_defaults_to_the_user_cache_dir_and_can_be_turned_off() {
+        let dir = |vars: &[(&str, &str)]| config(vars).unwrap().plugin_cache_dir;
+        assert_eq!(dir(&[("HOME", "/home/ada")]), Some(PathBuf::from("/home/ada/.cache/avtomatika")));
+        assert_eq!(
+            dir(&[("HOME", "/home/ada"), ("XDG_CACHE_HOME", "/var/cache/ada")]),
+            Some(PathBuf::from("/var/cache/ada/avtomatika"))
+        );
+        assert_eq!(
+            dir(&[("HOME", "/home/ada"), ("XDG_CACHE_HOME", "relative")]),
+            Some(PathBuf::from("/home/ada/.cache/avtomatika")),
+            "a relative XDG_CACHE_HOME is ignored"
+        );
+        assert_eq!(
+            dir(&[("HOME", "/home/ada"), ("PLUGIN_CACHE_DIR", "/var/cache/avtomatika")]),
+            Some(PathBuf::from("/var/cache/avtomatika"))
+        );
+        assert_eq!(dir(&[("HOME", "/home/ada"), ("PLUGIN_CACHE_DIR", "OFF")]), None);
+        assert_eq!(dir(&[("HOME", "/home/ada"), ("PLUGIN_CACHE_DIR", "")]), Some("/home/ada/.cache/avtomatika".into()));
+        let err = config(&[("PLUGIN_CACHE_DIR", "cache")]).unwrap_err();
+        assert_eq!(err.variable, "PLUGIN_CACHE_DIR");
+        assert!(err.to_string().contains("absolute"), "{err}");
     }
 
     #[test]

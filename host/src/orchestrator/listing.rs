@@ -92,6 +92,12 @@ impl Orchestrator {
     pub async fn metrics_snapshot(&self) -> OrchestratorResult<Snapshot> {
         let live_workers = self.storage.live_workers().await?.len();
         let jobs = self.storage.job_counts().await?;
-        Ok(Snapshot { live_workers, jobs, webhooks: self.webhooks.stats(), history: self.history.stats() })
+        Ok(Snapshot {
+            live_workers,
+            jobs,
+            webhooks: self.webhooks.stats(),
+            history: self.history.stats(),
+            plugin_cache: self.runtime.cache_stats(),
+        })
     }
 }

@@ -10,6 +10,7 @@
 //! server down. Loaded versions are kept in a [`catalog`].
 
 mod bindings;
+pub mod cache;
 mod caps;
 pub mod catalog;
 mod graph;
@@ -24,11 +25,12 @@ use std::task::Poll;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{Trap, UpdateDeadline};
 
 pub use bindings::types;
+use cache::{CacheStats, ComponentCache};
 use catalog::{Catalog, ReloadReport, Versions};
 pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
 use instances::{IdleBudget, Instances, Live};
@@ -179,13 +181,21 @@ pub struct Runtime {
     idle_budget: Arc<IdleBudget>,
     versions: Versions,
     threads: CallThreads,
+    /// Compiled components kept across starts (`PLUGIN_CACHE_DIR`).
+    cache: ComponentCache,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
     /// An engine sized for `max_concurrent_calls` simultaneous handler calls
-    /// plus the idle instances `policy` keeps.
-    pub fn new(limits: PluginLimits, policy: InstancePolicy, max_concurrent_calls: usize) -> wasmtime::Result<Self> {
+    /// plus the idle instances `policy` keeps, taking compiled components
+    /// from `cache` when it has them.
+    pub fn new(
+        limits: PluginLimits,
+        policy: InstancePolicy,
+        max_concurrent_calls: usize,
+        cache: ComponentCache,
+    ) -> wasmtime::Result<Self> {
         // Up to IDLE_BLUEPRINTS blueprints keep a full pool; past that, an
         // instance that finds the budget spent is dropped after its call.
         const IDLE_BLUEPRINTS: usize = 16;
@@ -227,7 +237,13 @@ impl Runtime {
             policy,
             idle_budget: IdleBudget::new(idle),
             versions: Versions::default(),
+            cache,
         })
+    }
+
+    /// How blueprint loads used the plugin cache so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Gives handler calls their data stores, kept by `storage`.
@@ -286,7 +302,9 @@ impl Runtime {
 
     async fn compile(&self, source: &Source, version: String) -> Result<Blueprint, String> {
         let engine = &self.settings.engine;
-        let component = Component::new(engine, &source.bytes)
+        let (component, _) = self
+            .cache
+            .load(engine, &source.file, &source.bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_message(&e)))?;
         let pre = self
             .linker
