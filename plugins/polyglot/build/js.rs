@@ -47,7 +47,11 @@ pub fn build(context: &Context) -> Vec<Built> {
         .map(|dir| {
             let name = file_name(&dir);
             let entry = dir.join("index.js");
-            assert!(entry.is_file(), "{} has no index.js, the module a JavaScript blueprint starts from", dir.display());
+            assert!(
+                entry.is_file(),
+                "{} has no index.js, the module a JavaScript blueprint starts from",
+                dir.display()
+            );
             let wasm = out.join(format!("{name}.wasm"));
             componentize(&context.repo, &cli, &entry, &wasm);
             Built { ident: ident(&name), source: relative(&context.repo, &dir), wasm }
