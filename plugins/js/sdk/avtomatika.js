@@ -1,0 +1,359 @@
+// Write Avtomatika blueprints in JavaScript.
+//
+// A blueprint is a job state machine compiled to a WebAssembly component by
+// componentize-js against the `blueprint` world of `wit/`. The world exports
+// the `handler` interface, which componentize-js expects as an exported object
+// named `handler` with `describe` and `handle` functions. `blueprint()` builds
+// that object from two plain functions, the way `export!` does in the Rust SDK
+// (plugins/rust/sdk):
+//
+//   import { blueprint, Describe, State, Next, Task } from '../../sdk/avtomatika.js';
+//
+//   export const handler = blueprint({
+//     describe: () =>
+//       new Describe('hello')
+//         .endpoint('v1', '/jobs/hello')
+//         .state(State.start('start').to('finished', 'failed'))
+//         .state(State.finished('finished'))
+//         .state(State.failed('failed')),
+//
+//     handle(job) {
+//       switch (job.state) {
+//         case 'start':
+//           return Next.dispatch(
+//             new Task('greet', { name: job.initialData.name }).on('success', 'finished').on('failure', 'failed'),
+//           );
+//         default:
+//           throw new Error(`no handler for state ${job.state}`);
+//       }
+//     },
+//   });
+//
+// What crosses the boundary: WIT records are objects with camelCase fields,
+// variants are `{ tag, val }`, options are a value or `undefined`, and every
+// WIT `json` is a string holding one JSON document. This module parses and
+// serialises those strings, so handlers only see and return plain values.
+//
+// Errors: an exception thrown by `handle` (or a non-Error value thrown) becomes
+// the call's `err` with the exception's message; the host retries the handler
+// and, when retries run out, quarantines the job with that message. Without
+// this wrapper componentize-js would rethrow an `Error`, which traps instead.
+//
+// Each call runs in a fresh instance: nothing kept in module variables
+// survives to the next call. State belongs in the job's history.
+//
+// The host's other capabilities can be imported directly from their WIT
+// interfaces, e.g. `import { get, set } from 'avtomatika:blueprint/data-store@1.0.0'`
+// (an `err` result is thrown as an error whose `payload` is the WIT variant).
+
+import { log as hostLog } from 'avtomatika:blueprint/log@1.0.0';
+
+/** A blueprint's name, endpoint and states, returned by `describe`. */
+export class Describe {
+  /**
+   * A blueprint called `name` with no endpoint and no states yet. Without
+   * `endpoint`, it runs only as a child job or on a schedule.
+   */
+  constructor(name) {
+    this.name = name;
+    this.apiVersion = undefined;
+    this.apiEndpoint = undefined;
+    this.states = [];
+  }
+
+  /** Jobs are created with `POST /api/{version}{endpoint}`, e.g. `('v1', '/jobs/hello')`. */
+  endpoint(version, endpoint) {
+    this.apiVersion = version;
+    this.apiEndpoint = endpoint;
+    return this;
+  }
+
+  /** Adds a state. */
+  state(state) {
+    this.states.push(state);
+    return this;
+  }
+}
+
+/** One state and the states its handler may move the job to. */
+export class State {
+  /** An intermediate state whose handler runs when a job enters it. */
+  constructor(name) {
+    this.name = name;
+    this.start = false;
+    this.end = undefined;
+    this.transitions = [];
+  }
+
+  /** The state every job begins in (exactly one per blueprint). */
+  static start(name) {
+    const state = new State(name);
+    state.start = true;
+    return state;
+  }
+
+  /** An end state: entering it ends the job `finished`. */
+  static finished(name) {
+    const state = new State(name);
+    state.end = 'finished';
+    return state;
+  }
+
+  /** An end state: entering it ends the job `failed`. */
+  static failed(name) {
+    const state = new State(name);
+    state.end = 'failed';
+    return state;
+  }
+
+  /**
+   * Every state this state's handler may move the job to: targets of `goTo`,
+   * of a task's, approval's or child run's transitions, and an aggregator. Takes
+   * names or arrays of names.
+   */
+  to(...states) {
+    this.transitions.push(...states.flat());
+    return this;
+  }
+}
+
+/** A task for a remote worker (`Next.dispatch`). */
+export class Task {
+  #taskType;
+  #params;
+  #transitions = [];
+  #priority = 0;
+
+  /** A task of `taskType` with `params` (an object) and no transitions yet. */
+  constructor(taskType, params = {}) {
+    this.#taskType = taskType;
+    this.#params = params;
+  }
+
+  /** When the worker answers with `status`, move the job to `state`. */
+  on(status, state) {
+    this.#transitions.push({ status, state });
+    return this;
+  }
+
+  /** Higher runs sooner among one worker's queued tasks (default 0). */
+  priority(priority) {
+    this.#priority = priority;
+    return this;
+  }
+
+  toWit() {
+    return {
+      taskType: this.#taskType,
+      params: toJson(this.#params),
+      transitions: this.#transitions,
+      priority: this.#priority,
+    };
+  }
+}
+
+/** One branch of a parallel step (`Next.parallel`): a task without transitions. */
+export class Branch {
+  #taskType;
+  #params;
+  #priority = 0;
+
+  /** A branch running a task of `taskType` with `params` (an object). */
+  constructor(taskType, params = {}) {
+    this.#taskType = taskType;
+    this.#params = params;
+  }
+
+  /** Higher runs sooner among one worker's queued tasks (default 0). */
+  priority(priority) {
+    this.#priority = priority;
+    return this;
+  }
+
+  toWit() {
+    return { taskType: this.#taskType, params: toJson(this.#params), priority: this.#priority };
+  }
+}
+
+/** A question for a person (`Next.awaitApproval`) and where each decision leads. */
+export class Approval {
+  #message;
+  #transitions = [];
+
+  /** Asks a person `message` (shown in the job's state), with no decisions yet. */
+  constructor(message) {
+    this.#message = message;
+  }
+
+  /** When the person decides `decision`, move the job to `state`. Declare at least one. */
+  on(decision, state) {
+    this.#transitions.push({ status: decision, state });
+    return this;
+  }
+
+  toWit() {
+    return { message: this.#message, transitions: this.#transitions };
+  }
+}
+
+/** Another blueprint to run as a child job (`Next.runBlueprint`). */
+export class ChildRun {
+  #blueprint;
+  #initialData;
+  #transitions = [];
+
+  /** A child job of the loaded blueprint `blueprint`, created with `initialData` (an object). */
+  constructor(blueprint, initialData = {}) {
+    this.#blueprint = blueprint;
+    this.#initialData = initialData;
+  }
+
+  /** When the child ends with `status` (`finished`, `failed`, `cancelled`, `quarantined`), move the parent to `state`. */
+  on(status, state) {
+    this.#transitions.push({ status, state });
+    return this;
+  }
+
+  toWit() {
+    return { blueprint: this.#blueprint, initialData: toJson(this.#initialData), transitions: this.#transitions };
+  }
+}
+
+/** A handler's answer: one action and an optional history update. */
+export class Next {
+  #action;
+  #history;
+
+  constructor(action) {
+    this.#action = action;
+  }
+
+  /** Move the job to `state` (an end state ends it). */
+  static goTo(state) {
+    return new Next({ tag: 'go-to', val: state });
+  }
+
+  /** Hand `task` (a `Task`) to a worker and wait for its result. */
+  static dispatch(task) {
+    return new Next({ tag: 'dispatch-task', val: task.toWit() });
+  }
+
+  /**
+   * Hand every branch (a `Branch`) to a worker at once; when each has a
+   * result, whatever its status, move to `aggregateInto`, whose handler reads
+   * them in `job.aggregationResults`. `aggregateInto` must be among the
+   * current state's transitions, and there must be at least one branch.
+   */
+  static parallel(aggregateInto, branches) {
+    return new Next({ tag: 'dispatch-parallel', val: { branches: branches.map((b) => b.toWit()), aggregateInto } });
+  }
+
+  /** Wait until a person decides (an `Approval`) through `job.approvalPath`. */
+  static awaitApproval(approval) {
+    return new Next({ tag: 'await-human-approval', val: approval.toWit() });
+  }
+
+  /** Run `child` (a `ChildRun`) as a child job; the next handler reads it in `job.childResult`. */
+  static runBlueprint(child) {
+    return new Next({ tag: 'run-blueprint', val: child.toWit() });
+  }
+
+  /** End the job `failed` with `message` as its error message. */
+  static fail(message) {
+    return new Next({ tag: 'fail', val: String(message) });
+  }
+
+  /** Also merge `update` (an object) into the job's state history. */
+  withHistory(update) {
+    this.#history = update;
+    return this;
+  }
+
+  toWit() {
+    return { action: this.#action, stateHistoryUpdate: this.#history === undefined ? undefined : toJson(this.#history) };
+  }
+}
+
+/**
+ * The job a handler runs for, with its JSON documents parsed: `id`,
+ * `blueprint`, `state`, `initialData`, `history`, `client` (`name`, `plan`,
+ * `params`), and, where they apply, `aggregationResults`, `childResult` and
+ * `webhookUrl` (otherwise `undefined`).
+ */
+export class Job {
+  constructor(context) {
+    this.id = context.jobId;
+    this.blueprint = context.blueprint;
+    this.state = context.currentState;
+    this.initialData = fromJson('initial-data', context.initialData);
+    this.history = fromJson('state-history', context.stateHistory);
+    this.client = {
+      name: context.client.name,
+      plan: context.client.plan,
+      params: fromJson('client params', context.client.params),
+    };
+    this.aggregationResults = optionalJson('aggregation-results', context.aggregationResults);
+    this.childResult = optionalJson('child-result', context.childResult);
+    this.webhookUrl = context.webhookUrl ?? undefined;
+  }
+
+  /** The path at which a person decides this job while it waits for approval. */
+  get approvalPath() {
+    return `/_public/webhooks/approval/${this.id}`;
+  }
+}
+
+/**
+ * The `handler` export for a blueprint made of `describe()` (returning a
+ * `Describe`) and `handle(job)` (returning a `Next`, or throwing).
+ */
+export function blueprint({ describe, handle }) {
+  return {
+    describe() {
+      const info = describe();
+      return {
+        name: info.name,
+        apiVersion: info.apiVersion,
+        apiEndpoint: info.apiEndpoint,
+        states: info.states.map((s) => ({ name: s.name, start: s.start, end: s.end, transitions: s.transitions })),
+      };
+    },
+
+    handle(context) {
+      try {
+        const next = handle(new Job(context));
+        if (!(next instanceof Next)) {
+          return { tag: 'err', val: `handler for state ${context.currentState} returned ${String(next)}, not a Next` };
+        }
+        return { tag: 'ok', val: next.toWit() };
+      } catch (error) {
+        return { tag: 'err', val: error instanceof Error ? error.message : String(error) };
+      }
+    },
+  };
+}
+
+/** Structured logging into the host's log, tagged with the blueprint and job. */
+export const log = Object.fromEntries(
+  ['trace', 'debug', 'info', 'warn', 'error'].map((level) => [
+    level,
+    (message, fields = {}) => hostLog(level, String(message), Object.entries(fields).map(([k, v]) => [k, String(v)])),
+  ]),
+);
+
+function toJson(value) {
+  // `JSON.stringify(undefined)` is not a string; the host wants a document.
+  return JSON.stringify(value ?? null);
+}
+
+function fromJson(what, text) {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`host sent invalid ${what} JSON: ${error.message}`);
+  }
+}
+
+function optionalJson(what, text) {
+  return text === undefined || text === null ? undefined : fromJson(what, text);
+}
