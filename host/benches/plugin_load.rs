@@ -1,5 +1,7 @@
-//! Cold load of one blueprint component, as a server start does it (compile
-//! or deserialize, link, instantiate, `describe`), without the plugin cache,
+//! Cold start of one blueprint component, as a server start does it (compile
+//! or deserialize, link, instantiate, `describe`) up to the end of its first
+//! handler call (the start state's, with `{"name": "Ada", "url":
+//! "https://example.com"}` as initial data), without the plugin cache,
 //! on a cache miss (compile and store) and on a cache hit (verify and
 //! deserialize). Prints min/p50/max in ms and the cache entry's size.
 //!
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use avtomatika::config::{InstancePolicy, PluginLimits};
 use avtomatika::runtime::cache::ComponentCache;
-use avtomatika::runtime::{Runtime, Source};
+use avtomatika::runtime::{Runtime, Source, types};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -39,6 +41,19 @@ fn main() {
                 let source = Source { file, bytes };
                 let started = Instant::now();
                 runtime.load(vec![source]).await.expect("the component loads");
+                let blueprint = runtime.blueprints().into_iter().next().expect("one blueprint");
+                let context = types::JobContext {
+                    job_id: "6f0f5a43-3a3c-4f6e-9d1e-3f0c2d9d8a11".into(),
+                    blueprint: blueprint.name().to_owned(),
+                    current_state: blueprint.graph.start.clone(),
+                    initial_data: r#"{"name": "Ada", "url": "https://example.com"}"#.into(),
+                    state_history: "{}".into(),
+                    client: types::Client { name: "default".into(), plan: None, params: "{}".into() },
+                    aggregation_results: None,
+                    child_result: None,
+                    webhook_url: None,
+                };
+                runtime.handle(&blueprint, context).await.expect("the first call succeeds");
                 started.elapsed()
             }
         };

@@ -25,11 +25,20 @@ pub fn test_config() -> Config {
         client_token: CLIENT_TOKEN.into(),
         global_worker_token: WORKER_TOKEN.into(),
         worker_poll_timeout: Duration::from_secs(2),
-        // Never the user's ~/.cache: tests that want the plugin cache give
-        // it a temporary directory (tests/plugin_cache.rs).
-        plugin_cache_dir: None,
+        // One cache for every test server, never the user's ~/.cache: a
+        // JavaScript or Python component then compiles once per build of the
+        // tests rather than once per server (minutes in a debug build).
+        // Tests of the cache itself give it a directory of their own.
+        plugin_cache_dir: Some(shared_plugin_cache()),
         ..Config::default()
     }
+}
+
+/// The plugin cache all test servers share: under the system's temporary
+/// directory, per user (the cache refuses a directory another user owns).
+pub fn shared_plugin_cache() -> std::path::PathBuf {
+    let user = std::env::var("USER").unwrap_or_else(|_| "anyone".into());
+    std::env::temp_dir().join(format!("avtomatika-test-plugin-cache-{user}"))
 }
 
 /// `test_config()` whose watcher runs only when a test calls

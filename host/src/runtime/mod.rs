@@ -204,9 +204,11 @@ impl Runtime {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
             .total_stacks(instances)
-            .total_core_instances(instances.saturating_mul(8))
+            // A componentize-py component has 14 core modules, a
+            // componentize-js one several; these totals are only counters.
+            .total_core_instances(instances.saturating_mul(16))
             .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
+            .total_tables(instances.saturating_mul(8))
             .max_memory_size(limits.memory_bytes)
             // Reset used slots in place: PAGEMAP_SCAN finds the pages a call
             // dirtied and only those are restored, so neither `madvise` (whose
