@@ -43,9 +43,8 @@ fn main() {
             ("pooled instance", InstancePolicy::default()),
             ("fresh instance per call", InstancePolicy { pool_size: 0, ..InstancePolicy::default() }),
         ] {
-            let runtime =
-                Runtime::new(PluginLimits::default(), policy, 100, ComponentCache::open(cache_dir.path()))
-                    .expect("runtime");
+            let runtime = Runtime::new(PluginLimits::default(), policy, 100, ComponentCache::open(cache_dir.path()))
+                .expect("runtime");
             let source = Source { file: path.display().to_string(), bytes: bytes.clone() };
             runtime.load(vec![source]).await.expect("the component loads");
             let blueprint = runtime.blueprints().into_iter().next().expect("one blueprint");

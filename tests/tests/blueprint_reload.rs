@@ -162,3 +162,46 @@ async fn a_watched_directory_is_reloaded_when_it_changes() {
     }
     server.stop().await;
 }
+
+/// A job whose version was unloaded (as after a restart with a new file in
+/// `BLUEPRINTS_DIR`) gets it back from the plugin cache; without the cache
+/// it fails, naming the version, rather than running on other code.
+async fn job_after_its_version_is_gone(plugin_cache_dir: Option<std::path::PathBuf>) -> Value {
+    let dir = blueprints_dir(&[("versioned.wasm", VERSIONED_V1_COMPONENT)]);
+    let server = TestServer::start_with(Config { plugin_cache_dir, ..config_for(dir.path()) }).await;
+    let worker = server.worker("w1");
+    worker.register(&["work"]).await;
+    let job_id = server.create_job("/api/v1/jobs/versioned", json!({ "wait": true })).await;
+    server.wait_for_status(&job_id, "waiting_for_worker").await;
+    copy(VERSIONED_V2_COMPONENT, dir.path(), "versioned.wasm");
+    assert_eq!(reload(&server).await.status, 200);
+    let forgotten = server.orchestrator.runtime.unload_retired(Duration::ZERO, |_, _| false);
+    assert_eq!(forgotten.len(), 1, "v1 was retired and is now unloaded");
+
+    let task = worker.next_task(Duration::from_secs(5)).await;
+    worker.post_result(&task, json!({ "status": "success" })).await;
+    let job = server
+        .wait_for(&job_id, Duration::from_secs(20), |j| {
+            matches!(j["status"].as_str(), Some("finished" | "failed" | "quarantined"))
+        })
+        .await;
+    server.stop().await;
+    job
+}
+
+#[tokio::test]
+async fn a_version_gone_from_memory_comes_back_from_the_plugin_cache() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let job = job_after_its_version_is_gone(Some(cache.path().join("plugins"))).await;
+    assert_eq!(job["status"], "finished", "{job:#}");
+    assert_eq!(job["state_history"]["ran_on"], "v1", "{job:#}");
+}
+
+#[tokio::test]
+async fn a_version_found_nowhere_fails_the_job_naming_it() {
+    let job = job_after_its_version_is_gone(None).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    let message = job["error_message"].as_str().unwrap_or_default();
+    let version = job["blueprint_version"].as_str().expect("version");
+    assert!(message.contains("is no longer loaded") && message.contains(&version[..12]), "{job:#}");
+}

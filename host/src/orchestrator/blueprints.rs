@@ -86,6 +86,19 @@ impl Orchestrator {
         if !recently && let Err(e) = self.reload_blueprints().await {
             tracing::warn!(job_id = %job.id, error = %e, "reading BLUEPRINTS_DIR for a missing blueprint version failed");
         }
+        if let Some(blueprint) = lookup() {
+            return Ok(blueprint);
+        }
+        // Replaced before a restart: the plugin cache may still have it.
+        if let Some(version) = &job.blueprint_version
+            && let Some(blueprint) = self.runtime.restore(&job.blueprint_name, version).await
+        {
+            tracing::info!(
+                job_id = %job.id, blueprint = %job.blueprint_name, version = short(version),
+                "blueprint version restored from the plugin cache"
+            );
+            return Ok(blueprint);
+        }
         lookup().ok_or_else(|| match &job.blueprint_version {
             Some(version) if self.runtime.blueprint(&job.blueprint_name).is_some() => format!(
                 "blueprint {:?} version {} (the one the job started on) is no longer loaded",

@@ -217,6 +217,36 @@ impl ComponentCache {
     }
 }
 
+impl ComponentCache {
+    /// The compiled component whose source had SHA-256 `version` (hex), if
+    /// its entry is here and verifies: how a job's blueprint version that is
+    /// no longer in `BLUEPRINTS_DIR` (replaced before a restart) comes back.
+    /// Returns the entry's path too, to name the blueprint's origin.
+    pub fn restore(&self, engine: &Engine, version: &str) -> Option<(Component, PathBuf)> {
+        let dir = self.dir.as_ref()?;
+        let digest = unhex(version)?;
+        let key = entry_key_for_digest(engine, &digest);
+        let path = dir.join(format!("{}.{EXTENSION}", hex(&key)));
+        let entry = fs::read(&path).ok()?;
+        match open_entry(engine, &entry, &key) {
+            Ok(component) => Some((component, path)),
+            Err(reason) => {
+                tracing::warn!(entry = %path.display(), %reason, "plugin cache entry rejected; deleting it");
+                remove_entry(&path);
+                None
+            }
+        }
+    }
+}
+
+/// `hex` (64 lowercase hex digits) as bytes.
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
+}
+
 fn log_ready(file: &str, outcome: CacheOutcome, took: Duration, entry: Option<&Path>) {
     let ms = took.as_secs_f64() * 1e3;
     let entry = entry.map(|p| p.display().to_string()).unwrap_or_default();
@@ -290,10 +320,15 @@ fn remove_stale_temp_files(dir: &Path) {
 
 /// The entry's name: what the compiled code depends on, and nothing else.
 fn entry_key(engine: &Engine, wasm: &[u8]) -> [u8; 32] {
+    entry_key_for_digest(engine, Sha256::digest(wasm).as_slice())
+}
+
+/// [`entry_key`] from the component's SHA-256 rather than its bytes.
+fn entry_key_for_digest(engine: &Engine, digest: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256Hasher(Sha256::new());
     hasher.0.update(MAGIC);
     hasher.0.update(FORMAT_VERSION.to_le_bytes());
-    hasher.0.update(Sha256::digest(wasm));
+    hasher.0.update(digest);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.0.finalize().into()
 }

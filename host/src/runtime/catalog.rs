@@ -167,6 +167,19 @@ impl Versions {
         report
     }
 
+    /// Adds `blueprint` as a retired version (one brought back for a job);
+    /// returns the one kept if it was there already.
+    pub fn retire(&self, blueprint: Arc<Blueprint>) -> Arc<Blueprint> {
+        let mut retired = self.retired();
+        if let Some(known) =
+            retired.iter().find(|r| r.blueprint.name() == blueprint.name() && r.blueprint.version == blueprint.version)
+        {
+            return known.blueprint.clone();
+        }
+        retired.push(Retired { blueprint: blueprint.clone(), since: Instant::now() });
+        blueprint
+    }
+
     /// `(name, version)` of every retired version.
     pub fn retired_versions(&self) -> Vec<(String, String)> {
         self.retired().iter().map(|r| (r.blueprint.name().to_owned(), r.blueprint.version.clone())).collect()

@@ -25,7 +25,7 @@ use std::task::Poll;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{Trap, UpdateDeadline};
 
@@ -308,6 +308,30 @@ impl Runtime {
             .cache
             .load(engine, &source.file, &source.bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_message(&e)))?;
+        self.link(component, source.file.clone(), version).await
+    }
+
+    /// Brings back `name` in `version` from the plugin cache, as a retired
+    /// version (see [`ComponentCache::restore`]); `None` if the cache does
+    /// not have it or it is another blueprint.
+    pub async fn restore(&self, name: &str, version: &str) -> Option<Arc<Blueprint>> {
+        let (component, entry) = self.cache.restore(&self.settings.engine, version)?;
+        let file = format!("{} (plugin cache)", entry.display());
+        match self.link(component, file, version.to_owned()).await {
+            Ok(blueprint) if blueprint.name() == name => Some(self.versions.retire(Arc::new(blueprint))),
+            Ok(other) => {
+                tracing::warn!(blueprint = name, found = other.name(), "cached version belongs to another blueprint");
+                None
+            }
+            Err(reason) => {
+                tracing::warn!(blueprint = name, %reason, "cached version does not load");
+                None
+            }
+        }
+    }
+
+    async fn link(&self, component: Component, file: String, version: String) -> Result<Blueprint, String> {
+        let engine = &self.settings.engine;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -329,7 +353,7 @@ impl Runtime {
         let keep = if self.policy.fresh_blueprints.iter().any(|n| **n == *name) { 0 } else { self.policy.pool_size };
         let instances =
             Instances::new(keep, self.policy.max_calls, self.settings.limits.memory_bytes, self.idle_budget.clone());
-        Ok(Blueprint { name, graph, file: source.file.clone(), version, pre, instances })
+        Ok(Blueprint { name, graph, file, version, pre, instances })
     }
 
     /// The current version of `name`: what a new job starts on.
