@@ -413,7 +413,9 @@ mod tests {
         assert!(handler.contains(r#"Describe("order-flow")"#) && handler.contains(r#""/jobs/order-flow""#));
         assert!(handler.contains("Handler = export(describe, handle)"));
         let build = file(&project, "build.sh");
-        assert!(build.contains("componentize-py -d wit -w blueprint componentize app -p . -p sdk -o order-flow.wasm"));
+        assert!(
+            build.contains(r#"componentize-py" -d wit -w blueprint componentize app -p . -p sdk -o order-flow.wasm"#)
+        );
         assert!(file(&project, "README.md").contains("sh build.sh"));
         for name in ["sdk/avtomatika.py", "wit/world.wit", ".gitignore"] {
             file(&project, name);
