@@ -1,7 +1,9 @@
 //! Embeds what `avtomatika new` writes into the binary, from where it is kept
 //! in the repository (one copy each): the project templates
-//! (`plugins/templates/<lang>/`), the WIT contract (`wit/`) and the Rust guest
-//! SDK (`plugins/rust/sdk/` with the guest workspace's manifest and lock file).
+//! (`plugins/templates/<lang>/`), the WIT contract (`wit/`) and each language's
+//! guest SDK with its pinned tools: `plugins/rust/sdk/` with the guest
+//! workspace's manifest and lock file, `plugins/js/sdk/` with `package.json`
+//! and `package-lock.json`, `plugins/python/sdk/` with `requirements.txt`.
 //! Writes `$OUT_DIR/scaffold_files.rs`, included by `src/scaffold/files.rs`.
 
 use std::fmt::Write as _;
@@ -18,6 +20,8 @@ fn main() {
         ("TEMPLATES", "plugins/templates", "`plugins/templates/`: `<lang>/<path>` of every template file."),
         ("WIT", "wit", "`wit/`: the contract every blueprint project gets a copy of."),
         ("RUST_SDK", "plugins/rust/sdk", "`plugins/rust/sdk/`: the Rust guest SDK, vendored as `sdk/`."),
+        ("JS_SDK", "plugins/js/sdk", "`plugins/js/sdk/`: the JavaScript guest SDK, copied as `sdk/`."),
+        ("PYTHON_SDK", "plugins/python/sdk", "`plugins/python/sdk/`: the Python guest SDK, copied as `sdk/`."),
     ] {
         let root = repo.join(dir);
         // A directory is scanned for any change below it.
@@ -34,6 +38,9 @@ fn main() {
     for (name, file, doc) in [
         ("RUST_WORKSPACE_MANIFEST", "plugins/rust/Cargo.toml", "The guest workspace's manifest."),
         ("RUST_LOCKFILE", "plugins/rust/Cargo.lock", "The guest workspace's lock file."),
+        ("JS_PACKAGE_MANIFEST", "plugins/js/package.json", "The JavaScript guests' `package.json` (the pins)."),
+        ("JS_LOCKFILE", "plugins/js/package-lock.json", "The JavaScript guests' `package-lock.json`."),
+        ("PYTHON_REQUIREMENTS", "plugins/python/requirements.txt", "The Python guests' `requirements.txt`."),
     ] {
         let path = repo.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
@@ -51,8 +58,9 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())).path();
-        // Build output of a template someone tried out in place is not part of it.
-        if path.file_name().is_some_and(|n| n == "target") {
+        // Build output of a template or SDK someone tried out in place is not
+        // part of it.
+        if path.file_name().is_some_and(|n| ["target", "node_modules", "__pycache__"].iter().any(|skip| n == *skip)) {
             continue;
         }
         if path.is_dir() {

@@ -1,7 +1,9 @@
-//! `avtomatika new` end to end: the real binary writes a Rust blueprint
-//! project into a temporary directory, Cargo builds it for `wasm32-wasip2`
-//! outside this repository, and a server loads the `.wasm` from its
-//! `BLUEPRINTS_DIR` and runs a job at the blueprint's endpoint to the end.
+//! `avtomatika new` end to end: the real binary writes a blueprint project
+//! (Rust, JavaScript, Python) into a temporary directory, the language's own
+//! tools build it outside this repository as its README says (Cargo for
+//! `wasm32-wasip2`; `npm ci && npm run build`; `sh build.sh`), and a server
+//! loads the `.wasm` from its `BLUEPRINTS_DIR` and runs a job at the
+//! blueprint's endpoint to the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,9 +32,7 @@ fn avtomatika(args: &[&str]) -> Output {
 /// test. The target directory is shared across runs when `CARGO_TARGET_DIR`
 /// is set (`<it>/scaffold`), so dependencies compile once.
 fn cargo_build(project: &Path, fallback_target: &Path) -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| PathBuf::from(dir).join("scaffold"))
-        .unwrap_or_else(|| fallback_target.to_owned());
+    let target_dir = shared_dir("", fallback_target);
     let cargo = env!("CARGO");
     let build = |offline: bool| {
         let mut cmd = Command::new(cargo);
@@ -75,35 +75,66 @@ async fn job(http: &reqwest::Client, base: &str, job_id: &str) -> Value {
     response.json().await.expect("the job is JSON")
 }
 
-#[tokio::test]
-async fn a_new_rust_project_builds_and_its_blueprint_runs_a_job() {
-    let tmp = tempfile::tempdir().unwrap();
-    let project = tmp.path().join("greeting-flow");
-    let out = avtomatika(&["new", "greeting-flow", "--lang", "rust", "--dir", project.to_str().unwrap()]);
+/// `CARGO_TARGET_DIR/scaffold/<name>` when `CARGO_TARGET_DIR` is set, so what
+/// a build downloads or compiles is kept across runs; else `fallback`.
+fn shared_dir(name: &str, fallback: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| PathBuf::from(dir).join("scaffold").join(name))
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+/// Runs `command` in `dir`, failing the test with its output unless it succeeds.
+fn run(mut command: Command, dir: &Path) {
+    let shown = format!("{command:?}");
+    let started = Instant::now();
+    let output = command.current_dir(dir).output().unwrap_or_else(|e| panic!("could not run {shown}: {e}"));
+    eprintln!("{shown}: {} in {:?}", output.status, started.elapsed());
+    assert!(
+        output.status.success(),
+        "{shown} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Writes a `lang` project for the blueprint `name` under `tmp` with the real
+/// binary and checks that `files` are there; returns its directory.
+fn new_project(tmp: &Path, name: &str, lang: &str, build_hint: &str, files: &[&str]) -> PathBuf {
+    let project = tmp.join(name);
+    let out = avtomatika(&["new", name, "--lang", lang, "--dir", project.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cargo build --release --target wasm32-wasip2"));
-    for file in
-        ["Cargo.toml", "Cargo.lock", "README.md", "src/lib.rs", "sdk/Cargo.toml", "sdk/src/lib.rs", "wit/world.wit"]
-    {
+    assert!(String::from_utf8_lossy(&out.stdout).contains(build_hint), "the next steps say how to build");
+    for file in files {
         assert!(project.join(file).is_file(), "{file} was not written");
     }
+    project
+}
 
-    let target = cargo_build(&project, &tmp.path().join("target"));
-    let wasm = target.join("wasm32-wasip2/release/greeting_flow.wasm");
-    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
-    assert!(readme.contains("target/wasm32-wasip2/release/greeting_flow.wasm"), "the README names the output");
-
-    let blueprints = tmp.path().join("blueprints");
+/// Starts a server whose `BLUEPRINTS_DIR` holds only `wasm`, creates a job at
+/// `/jobs/<name>` and checks that the example handler finishes it.
+async fn run_a_job(tmp: &Path, wasm: &Path, name: &str, start_up: Duration) {
+    let blueprints = tmp.join("blueprints");
     std::fs::create_dir(&blueprints).unwrap();
-    std::fs::copy(&wasm, blueprints.join("greeting_flow.wasm")).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
+    let file_name = wasm.file_name().unwrap();
+    std::fs::copy(wasm, blueprints.join(file_name)).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
+    let user = std::env::var("USER").unwrap_or_else(|_| "anyone".into());
     let config = Config {
         api_host: "127.0.0.1".into(),
         api_port: 0,
         client_token: TOKEN.into(),
         blueprints_dir: Some(blueprints),
+        // A JavaScript or Python component takes minutes to compile in a debug
+        // build; the cache the other test servers share (tests/src/lib.rs)
+        // makes a rerun of an unchanged project quick.
+        plugin_cache_dir: Some(std::env::temp_dir().join(format!("avtomatika-test-plugin-cache-{user}"))),
         ..Config::default()
     };
-    let app = App::new(config).await.expect("the server loads the new blueprint");
+    let started = Instant::now();
+    let app = tokio::time::timeout(start_up, App::new(config))
+        .await
+        .unwrap_or_else(|_| panic!("the server did not load {} within {start_up:?}", wasm.display()))
+        .expect("the server loads the new blueprint");
+    eprintln!("the server loaded {} in {:?}", wasm.display(), started.elapsed());
     let listener = app.bind().await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -111,7 +142,7 @@ async fn a_new_rust_project_builds_and_its_blueprint_runs_a_job() {
 
     let http = reqwest::Client::new();
     let response = http
-        .post(format!("{base}/api/v1/jobs/greeting-flow"))
+        .post(format!("{base}/api/v1/jobs/{name}"))
         .header("X-Avtomatika-Token", TOKEN)
         .json(&json!({"initial_data": {"name": "Ada"}}))
         .send()
@@ -120,7 +151,7 @@ async fn a_new_rust_project_builds_and_its_blueprint_runs_a_job() {
     assert_eq!(response.status(), 202, "{:?}", response.text().await);
     let created: Value = response.json().await.unwrap();
     let job_id = created["job_id"].as_str().expect("job_id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
         let job = job(&http, &base, &job_id).await;
         if job["status"] != "pending" && job["status"] != "running" {
@@ -135,6 +166,60 @@ async fn a_new_rust_project_builds_and_its_blueprint_runs_a_job() {
     let _ = server.await;
 }
 
+#[tokio::test]
+async fn a_new_rust_project_builds_and_its_blueprint_runs_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files =
+        ["Cargo.toml", "Cargo.lock", "README.md", "src/lib.rs", "sdk/Cargo.toml", "sdk/src/lib.rs", "wit/world.wit"];
+    let hint = "cargo build --release --target wasm32-wasip2";
+    let project = new_project(tmp.path(), "greeting-flow", "rust", hint, &files);
+
+    let target = cargo_build(&project, &tmp.path().join("target"));
+    let wasm = target.join("wasm32-wasip2/release/greeting_flow.wasm");
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("target/wasm32-wasip2/release/greeting_flow.wasm"), "the README names the output");
+    run_a_job(tmp.path(), &wasm, "greeting-flow", Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn a_new_js_project_builds_and_its_blueprint_runs_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = ["package.json", "package-lock.json", "README.md", "index.js", "sdk/avtomatika.js", "wit/world.wit"];
+    let project = new_project(tmp.path(), "greeting-js", "js", "npm ci && npm run build", &files);
+
+    // As the README says: `npm ci && npm run build`. npm's own cache keeps
+    // the download across runs.
+    let mut ci = Command::new("npm");
+    ci.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+    run(ci, &project);
+    let mut build = Command::new("npm");
+    build.args(["run", "build"]);
+    run(build, &project);
+    let wasm = project.join("greeting-js.wasm");
+    assert!(wasm.is_file(), "npm run build wrote no {}", wasm.display());
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("`greeting-js.wasm`"), "the README names the output");
+    run_a_job(tmp.path(), &wasm, "greeting-js", Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn a_new_python_project_builds_and_its_blueprint_runs_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = ["requirements.txt", "README.md", "app.py", "build.sh", "sdk/avtomatika.py", "wit/world.wit"];
+    let project = new_project(tmp.path(), "greeting-py", "python", "sh build.sh", &files);
+
+    // As the README says, with the virtualenv `build.sh` makes kept across
+    // runs (`VENV`), so componentize-py is downloaded once.
+    let mut build = Command::new("sh");
+    build.arg("build.sh").env("VENV", shared_dir("py-venv", &tmp.path().join("venv")));
+    run(build, &project);
+    let wasm = project.join("greeting-py.wasm");
+    assert!(wasm.is_file(), "build.sh wrote no {}", wasm.display());
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("`greeting-py.wasm`"), "the README names the output");
+    run_a_job(tmp.path(), &wasm, "greeting-py", Duration::from_secs(600)).await;
+}
+
 #[test]
 fn new_refuses_bad_names_unknown_languages_and_existing_projects() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,7 +232,7 @@ fn new_refuses_bad_names_unknown_languages_and_existing_projects() {
 
     let out = avtomatika(&["new", "flow", "--lang", "cobol", "--dir", dir]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one of: rust"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one of: rust, js, python"));
 
     let out = avtomatika(&["new", "flow", "--dir", dir]);
     assert_eq!(out.status.code(), Some(2), "--lang is required");

@@ -4,7 +4,8 @@
 //! A language is a template folder `plugins/templates/<lang>/` (embedded in the
 //! binary, see [`files`]) plus an entry in [`LANGUAGES`]. Every project also
 //! gets a copy of `wit/`; a language's [`Extra`]s add what else it needs from
-//! the repository (the Rust SDK, for Rust), so nothing is kept twice.
+//! the repository (its guest SDK and the pins of its tools), so nothing is kept
+//! twice.
 //!
 //! ```no_run
 //! use avtomatika::scaffold::{Request, scaffold};
@@ -21,14 +22,30 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The blueprint languages `avtomatika new` knows.
-pub const LANGUAGES: &[Language] = &[Language {
-    name: "rust",
-    extras: &[Extra::RustSdk],
-    next_steps: "cd {{dir}}\n\
-        rustup target add wasm32-wasip2   # once\n\
-        cargo build --release --target wasm32-wasip2\n\
-        # the component: {{dir}}/target/wasm32-wasip2/release/{{crate_name}}.wasm",
-}];
+pub const LANGUAGES: &[Language] = &[
+    Language {
+        name: "rust",
+        extras: &[Extra::RustSdk],
+        next_steps: "cd {{dir}}\n\
+            rustup target add wasm32-wasip2   # once\n\
+            cargo build --release --target wasm32-wasip2\n\
+            # the component: {{dir}}/target/wasm32-wasip2/release/{{crate_name}}.wasm",
+    },
+    Language {
+        name: "js",
+        extras: &[Extra::JsSdk],
+        next_steps: "cd {{dir}}\n\
+            npm ci && npm run build   # Node.js 20 or later\n\
+            # the component: {{dir}}/{{name}}.wasm",
+    },
+    Language {
+        name: "python",
+        extras: &[Extra::PythonSdk],
+        next_steps: "cd {{dir}}\n\
+            sh build.sh   # componentize-py into .venv (once), then the component\n\
+            # the component: {{dir}}/{{name}}.wasm",
+    },
+];
 
 /// One language: its template folder is `plugins/templates/<name>/`.
 pub struct Language {
@@ -46,6 +63,12 @@ pub enum Extra {
     /// `plugins/rust/sdk` as `sdk/`, with the guest workspace's settings
     /// (`{{workspace}}` in `Cargo.toml.tmpl`) and `Cargo.lock`.
     RustSdk,
+    /// `plugins/js/sdk` as `sdk/`, the `devDependencies` of
+    /// `plugins/js/package.json` (`{{js_dev_dependencies}}` in
+    /// `package.json.tmpl`) and `plugins/js/package-lock.json`.
+    JsSdk,
+    /// `plugins/python/sdk` as `sdk/` and `plugins/python/requirements.txt`.
+    PythonSdk,
 }
 
 /// What to scaffold.
@@ -168,7 +191,7 @@ fn render(language: &Language, name: &str) -> Result<Vec<(String, Vec<u8>)>, Sca
                 let text = std::str::from_utf8(contents).map_err(|e| broken(format!("{path} is not UTF-8: {e}")))?;
                 let mut text = substitute(text, name);
                 for extra in language.extras {
-                    text = extra.fill(&text);
+                    text = extra.fill(&text).map_err(broken)?;
                 }
                 if let Some(placeholder) = leftover_placeholder(&text) {
                     return Err(broken(format!("{path} has the unknown placeholder {placeholder}")));
@@ -183,7 +206,7 @@ fn render(language: &Language, name: &str) -> Result<Vec<(String, Vec<u8>)>, Sca
     }
     project.extend(files::WIT.iter().map(|(path, contents)| (format!("wit/{path}"), contents.to_vec())));
     for extra in language.extras {
-        extra.add(&mut project).map_err(broken)?;
+        extra.add(&mut project, name).map_err(broken)?;
     }
     project.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(project)
@@ -206,14 +229,18 @@ fn substitute(text: &str, name: &str) -> String {
 
 impl Extra {
     /// Fills this extra's placeholders in a template.
-    fn fill(self, text: &str) -> String {
+    fn fill(self, text: &str) -> Result<String, String> {
         match self {
-            Self::RustSdk => text.replace("{{workspace}}", rust_workspace_settings()),
+            Self::RustSdk => Ok(text.replace("{{workspace}}", rust_workspace_settings())),
+            Self::JsSdk if text.contains("{{js_dev_dependencies}}") => {
+                Ok(text.replace("{{js_dev_dependencies}}", &js_dev_dependencies()?))
+            }
+            Self::JsSdk | Self::PythonSdk => Ok(text.to_owned()),
         }
     }
 
-    /// Adds this extra's files.
-    fn add(self, project: &mut Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    /// Adds this extra's files to the project of the blueprint `name`.
+    fn add(self, project: &mut Vec<(String, Vec<u8>)>, name: &str) -> Result<(), String> {
         match self {
             Self::RustSdk => {
                 for (path, contents) in files::RUST_SDK {
@@ -236,8 +263,47 @@ impl Extra {
                 project.push(("Cargo.lock".to_owned(), files::RUST_LOCKFILE.as_bytes().to_vec()));
                 Ok(())
             }
+            Self::JsSdk => {
+                project.extend(files::JS_SDK.iter().map(|(path, contents)| (format!("sdk/{path}"), contents.to_vec())));
+                project.push(("package-lock.json".to_owned(), js_lockfile(name)?.into_bytes()));
+                Ok(())
+            }
+            Self::PythonSdk => {
+                project.extend(
+                    files::PYTHON_SDK.iter().map(|(path, contents)| (format!("sdk/{path}"), contents.to_vec())),
+                );
+                project.push(("requirements.txt".to_owned(), files::PYTHON_REQUIREMENTS.as_bytes().to_vec()));
+                Ok(())
+            }
         }
     }
+}
+
+/// The `devDependencies` of `plugins/js/package.json` as a JSON object
+/// indented to sit one level deep in `package.json`: the same pins the lock
+/// file was made from, or `npm ci` refuses the pair.
+fn js_dev_dependencies() -> Result<String, String> {
+    let manifest: serde_json::Value = serde_json::from_str(files::JS_PACKAGE_MANIFEST)
+        .map_err(|e| format!("plugins/js/package.json is not JSON: {e}"))?;
+    let pins = manifest
+        .get("devDependencies")
+        .filter(|pins| pins.is_object())
+        .ok_or("plugins/js/package.json has no devDependencies object")?;
+    let pretty = serde_json::to_string_pretty(pins).map_err(|e| format!("devDependencies: {e}"))?;
+    Ok(pretty.replace('\n', "\n  "))
+}
+
+/// `plugins/js/package-lock.json` with the project's name for the
+/// repository's package name, so npm sees a lock file of this package.
+fn js_lockfile(name: &str) -> Result<String, String> {
+    let lock: serde_json::Value = serde_json::from_str(files::JS_LOCKFILE)
+        .map_err(|e| format!("plugins/js/package-lock.json is not JSON: {e}"))?;
+    let repository_name =
+        lock.get("name").and_then(|n| n.as_str()).ok_or("plugins/js/package-lock.json has no name")?;
+    // A textual replacement keeps the file byte for byte otherwise (a JSON
+    // round trip would reorder keys); both places are `"name": "<it>"`.
+    let (from, to) = (format!(r#""name": "{repository_name}""#), format!(r#""name": "{name}""#));
+    Ok(files::JS_LOCKFILE.replace(&from, &to))
 }
 
 /// The guest workspace's shared settings: `[workspace.package]`,
@@ -294,13 +360,75 @@ mod tests {
         }
     }
 
+    fn rendered(lang: &str, name: &str) -> Vec<(String, Vec<u8>)> {
+        let language = LANGUAGES.iter().find(|l| l.name == lang).unwrap();
+        let project = render(language, name).unwrap();
+        for (path, contents) in &project {
+            assert!(!path.ends_with(".tmpl"), "{path}");
+            if let Ok(text) = std::str::from_utf8(contents) {
+                assert!(leftover_placeholder(text).is_none(), "{path} keeps a placeholder");
+            }
+        }
+        project
+    }
+
+    fn file(project: &[(String, Vec<u8>)], name: &str) -> String {
+        let (_, contents) = project.iter().find(|(path, _)| path == name).unwrap_or_else(|| panic!("no {name}"));
+        String::from_utf8(contents.clone()).unwrap()
+    }
+
+    #[test]
+    fn the_js_project_pins_what_the_repository_pins() {
+        let project = rendered("js", "order-flow");
+        let manifest: serde_json::Value = serde_json::from_str(&file(&project, "package.json")).unwrap();
+        let repository: serde_json::Value = serde_json::from_str(files::JS_PACKAGE_MANIFEST).unwrap();
+        assert_eq!(manifest["name"], "order-flow");
+        assert_eq!(manifest["devDependencies"], repository["devDependencies"], "the same pins as plugins/js");
+        let build = manifest["scripts"]["build"].as_str().unwrap();
+        assert!(build.starts_with("componentize-js index.js --wit wit --world-name blueprint"), "{build}");
+        assert!(build.contains("--disable http fetch-event") && build.ends_with("-o order-flow.wasm"), "{build}");
+
+        let lock: serde_json::Value = serde_json::from_str(&file(&project, "package-lock.json")).unwrap();
+        let repository_lock: serde_json::Value = serde_json::from_str(files::JS_LOCKFILE).unwrap();
+        assert_eq!(lock["name"], "order-flow");
+        assert_eq!(lock["packages"][""]["name"], "order-flow");
+        assert_eq!(lock["packages"][""]["devDependencies"], repository["devDependencies"]);
+        assert_eq!(lock["packages"].as_object().unwrap().len(), repository_lock["packages"].as_object().unwrap().len());
+
+        let handler = file(&project, "index.js");
+        assert!(handler.contains("new Describe('order-flow')") && handler.contains("'/jobs/order-flow'"));
+        assert!(handler.contains("from './sdk/avtomatika.js'"));
+        let readme = file(&project, "README.md");
+        assert!(readme.contains("npm ci && npm run build") && readme.contains("`order-flow.wasm`"));
+        for name in ["sdk/avtomatika.js", "wit/world.wit", ".gitignore"] {
+            file(&project, name);
+        }
+    }
+
+    #[test]
+    fn the_python_project_pins_what_the_repository_pins() {
+        let project = rendered("python", "order-flow");
+        assert_eq!(file(&project, "requirements.txt"), files::PYTHON_REQUIREMENTS);
+        let handler = file(&project, "app.py");
+        assert!(handler.contains(r#"Describe("order-flow")"#) && handler.contains(r#""/jobs/order-flow""#));
+        assert!(handler.contains("Handler = export(describe, handle)"));
+        let build = file(&project, "build.sh");
+        assert!(
+            build.contains(r#"componentize-py" -d wit -w blueprint componentize app -p . -p sdk -o order-flow.wasm"#)
+        );
+        assert!(file(&project, "README.md").contains("sh build.sh"));
+        for name in ["sdk/avtomatika.py", "wit/world.wit", ".gitignore"] {
+            file(&project, name);
+        }
+    }
+
     #[test]
     fn refuses_unknown_languages_and_non_empty_directories() {
         let tmp = tempfile::tempdir().unwrap();
         let request =
             |lang: &str, dir: &Path| Request { name: "flow".into(), lang: lang.into(), dir: Some(dir.into()) };
         let err = scaffold(&request("cobol", tmp.path())).unwrap_err();
-        assert!(err.to_string().contains("choose one of: rust"), "{err}");
+        assert!(err.to_string().contains("choose one of: rust, js, python"), "{err}");
 
         fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
         let err = scaffold(&request("rust", tmp.path())).unwrap_err();
