@@ -82,6 +82,6 @@ async fn a_restart_on_the_same_cache_directory_deserializes_instead_of_compiling
 
 #[tokio::test]
 async fn without_a_cache_directory_nothing_is_counted() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Config { plugin_cache_dir: None, ..test_config() }).await;
     assert_eq!(cache_metric(&server, "hit").await + cache_metric(&server, "miss").await, 0.0);
 }
