@@ -1,9 +1,10 @@
 //! Live instances of one blueprint version, kept between handler calls.
 //!
-//! Instantiating a component copies in its initial heap: ~25 µs for a Rust
-//! blueprint but 0.5–1 ms for a JavaScript or Python one, whose interpreter
-//! comes with it, against 10–15 µs for a call on a live instance. So calls
-//! borrow an instance from a small pool and give it back when they succeed.
+//! Instantiating a component copies in its initial heap: cheap for a Rust
+//! blueprint, but a call on a fresh JavaScript or Python instance, whose
+//! interpreter comes with it, costs 1.2–3.2 ms against ~0.1 ms on a live one
+//! (BENCHMARKS.md (g)). So calls borrow an instance from a small pool and give
+//! it back when they succeed.
 //!
 //! An instance is never given back after a trap, a CPU deadline or a memory
 //! failure (its state may be half-written), after `PLUGIN_POOL_MAX_CALLS`
