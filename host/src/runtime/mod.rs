@@ -144,13 +144,7 @@ impl Blueprint {
 /// The SHA-256 of `bytes` in hex: a blueprint's version.
 pub fn version_of(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    cache::hex(&Sha256::digest(bytes))
 }
 
 /// What a new store needs: cloned once per call that has no live instance.
