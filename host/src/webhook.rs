@@ -492,14 +492,7 @@ mod tests {
 
     #[test]
     fn for_job_sends_nothing_before_the_end_or_without_a_url() {
-        for status in [
-            JobStatus::Pending,
-            JobStatus::Running,
-            JobStatus::WaitingForWorker,
-            JobStatus::WaitingForHuman,
-            JobStatus::WaitingForParallelTasks,
-            JobStatus::WaitingForChildJob,
-        ] {
+        for status in JobStatus::UNFINISHED {
             assert_eq!(Delivery::for_job(&job(status, Some("http://h/x"))), None, "{status:?}");
         }
         assert_eq!(Delivery::for_job(&job(JobStatus::Finished, None)), None);

@@ -1,7 +1,8 @@
 //! Blueprint versions and hot reload through the real HTTP API: a job
 //! finishes on the version it started on while new jobs get the newest, a
 //! retired version is unloaded once no job needs it, creation endpoints
-//! follow the loaded set, a set that does not load is refused whole, and
+//! follow the loaded set, a set that does not load (or drops a scheduled
+//! blueprint) is refused whole, and
 //! `BLUEPRINTS_WATCH_INTERVAL_SECONDS` picks up a changed directory.
 
 use std::path::Path;
@@ -142,6 +143,31 @@ async fn a_set_that_does_not_load_is_refused_and_the_running_set_stays() {
 
     let anonymous = server.send(Method::POST, "/api/v1/admin/reload-blueprints", Auth::None, None).await;
     anonymous.assert_error(401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_set_without_a_scheduled_blueprint_is_refused() {
+    let dir = blueprints_dir(&[("hello.wasm", HELLO_COMPONENT), ("pipeline.wasm", PIPELINE_COMPONENT)]);
+    let schedules = dir.path().join("schedules.toml");
+    // Hourly: the schedule must exist, not fire during the test.
+    std::fs::write(&schedules, "[greet]\nblueprint = \"hello\"\ninterval_seconds = 3600\n").expect("schedules");
+    let config = Config { schedules_config_path: Some(schedules), ..config_for(dir.path()) };
+    let server = TestServer::start_with(config).await;
+
+    std::fs::remove_file(dir.path().join("hello.wasm")).expect("remove hello");
+    let error = reload(&server).await.assert_error(422);
+    assert!(error.contains("schedule \"greet\"") && error.contains("\"hello\""), "{error}");
+    // The running set stays: hello still takes jobs.
+    let job = server.create_job("/api/v1/jobs/hello", json!({ "name": "Ada" })).await;
+    server.wait_for_status(&job, "waiting_for_worker").await;
+
+    // Removing a blueprint no schedule runs is fine.
+    copy(HELLO_COMPONENT, dir.path(), "hello.wasm");
+    std::fs::remove_file(dir.path().join("pipeline.wasm")).expect("remove pipeline");
+    let report = reload(&server).await.json();
+    assert_eq!(names(&report, "removed"), ["pipeline"], "{report:#}");
+    assert_eq!(names(&report, "unchanged"), ["hello"], "{report:#}");
     server.stop().await;
 }
 

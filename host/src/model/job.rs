@@ -83,6 +83,17 @@ impl JobStatus {
         Self::Error,
         Self::Quarantined,
     ];
+
+    /// The statuses of jobs that will still run a handler: all but the
+    /// terminal ones.
+    pub const UNFINISHED: [JobStatus; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::WaitingForWorker,
+        Self::WaitingForHuman,
+        Self::WaitingForParallelTasks,
+        Self::WaitingForChildJob,
+    ];
 }
 
 impl fmt::Display for JobStatus {
@@ -361,5 +372,8 @@ mod tests {
         assert!("bogus".parse::<JobStatus>().is_err());
         assert!(JobStatus::Quarantined.is_terminal());
         assert!(!JobStatus::WaitingForWorker.is_terminal());
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::UNFINISHED.contains(&status), !status.is_terminal(), "{status:?}");
+        }
     }
 }

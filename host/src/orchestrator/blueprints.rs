@@ -29,16 +29,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A job whose version is missing reads the directory again at most this often.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The statuses of jobs that will still run a handler.
-const UNFINISHED: [JobStatus; 6] = [
-    JobStatus::Pending,
-    JobStatus::Running,
-    JobStatus::WaitingForWorker,
-    JobStatus::WaitingForHuman,
-    JobStatus::WaitingForParallelTasks,
-    JobStatus::WaitingForChildJob,
-];
-
 /// Name, size and modification time of every `*.wasm` in a directory: what
 /// changes when a component is added, replaced or removed.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -209,7 +199,7 @@ impl Orchestrator {
     async fn versions_in_use(&self) -> OrchestratorResult<HashSet<(String, String)>> {
         const PAGE: usize = 500;
         let mut in_use = HashSet::new();
-        for status in UNFINISHED {
+        for status in JobStatus::UNFINISHED {
             let mut offset = 0;
             loop {
                 let ids = self.storage.jobs_with_status(status, PAGE, offset).await?;

@@ -159,16 +159,24 @@ impl ComponentCache {
     }
 
     /// The compiled form of the component `wasm` (read from `file`, named in
-    /// logs): deserialized from its entry when one verifies, compiled (and
+    /// logs), whose SHA-256 is `digest` (see [`digest`]; the caller has it
+    /// already as the blueprint's version, and hashing 20 MB twice is not
+    /// free): deserialized from its entry when one verifies, compiled (and
     /// stored) otherwise. Fails only when `wasm` does not compile.
-    pub fn load(&self, engine: &Engine, file: &str, wasm: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        file: &str,
+        wasm: &[u8],
+        digest: &[u8; 32],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let started = Instant::now();
         let Some(dir) = &self.dir else {
             let component = Component::new(engine, wasm)?;
             log_ready(file, CacheOutcome::Disabled, started.elapsed(), None);
             return Ok((component, CacheOutcome::Disabled));
         };
-        let key = entry_key(engine, wasm);
+        let key = entry_key(engine, digest);
         let path = dir.join(format!("{}.{EXTENSION}", hex(&key)));
 
         let outcome = match fs::read(&path) {
@@ -225,7 +233,7 @@ impl ComponentCache {
     pub fn restore(&self, engine: &Engine, version: &str) -> Option<(Component, PathBuf)> {
         let dir = self.dir.as_ref()?;
         let digest = unhex(version)?;
-        let key = entry_key_for_digest(engine, &digest);
+        let key = entry_key(engine, &digest);
         let path = dir.join(format!("{}.{EXTENSION}", hex(&key)));
         let entry = fs::read(&path).ok()?;
         match open_entry(engine, &entry, &key) {
@@ -318,13 +326,15 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// The entry's name: what the compiled code depends on, and nothing else.
-fn entry_key(engine: &Engine, wasm: &[u8]) -> [u8; 32] {
-    entry_key_for_digest(engine, Sha256::digest(wasm).as_slice())
+/// The SHA-256 of a component: its blueprint version (in hex) and what its
+/// cache entry is named after.
+pub fn digest(wasm: &[u8]) -> [u8; 32] {
+    Sha256::digest(wasm).into()
 }
 
-/// [`entry_key`] from the component's SHA-256 rather than its bytes.
-fn entry_key_for_digest(engine: &Engine, digest: &[u8]) -> [u8; 32] {
+/// The entry's name, from the component's [`digest`]: what the compiled code
+/// depends on, and nothing else.
+fn entry_key(engine: &Engine, digest: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256Hasher(Sha256::new());
     hasher.0.update(MAGIC);
     hasher.0.update(FORMAT_VERSION.to_le_bytes());
@@ -559,7 +569,7 @@ mod tests {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true).epoch_interruption(false);
         let other = Engine::new(&config).unwrap();
-        let (_, outcome) = cache.load(&other, "hello.wasm", &hello()).unwrap();
+        let (_, outcome) = cache.load(&other, "hello.wasm", &hello(), &digest(&hello())).unwrap();
         assert_eq!(outcome, CacheOutcome::Miss);
         let foreign = only_entry(tmp.path());
 
@@ -642,7 +652,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cache = ComponentCache::open(tmp.path());
         let engine = Engine::new(EngineConfig::new().wasm_component_model(true)).unwrap();
-        assert!(cache.load(&engine, "junk.wasm", b"not wasm").is_err());
+        assert!(cache.load(&engine, "junk.wasm", b"not wasm", &digest(b"not wasm")).is_err());
         assert!(entries(tmp.path()).is_empty());
         assert_eq!(cache.stats(), CacheStats::default());
     }

@@ -134,3 +134,20 @@ impl Drop for Instances {
         self.budget.release(idle.len());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IdleBudget;
+
+    #[test]
+    fn the_idle_budget_caps_instances_across_pools_and_refills_as_they_leave() {
+        let budget = IdleBudget::new(2);
+        assert!(budget.reserve() && budget.reserve());
+        assert!(!budget.reserve(), "a third idle instance is over the budget");
+        budget.release(1);
+        assert!(budget.reserve(), "a slot freed by a taken instance is reusable");
+        assert!(!budget.reserve());
+        budget.release(2);
+        assert!(budget.reserve() && budget.reserve() && !budget.reserve());
+    }
+}

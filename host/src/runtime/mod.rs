@@ -141,12 +141,6 @@ impl Blueprint {
     }
 }
 
-/// The SHA-256 of `bytes` in hex: a blueprint's version.
-pub fn version_of(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    cache::hex(&Sha256::digest(bytes))
-}
-
 /// What a new store needs: cloned once per call that has no live instance.
 #[derive(Clone)]
 struct StoreSettings {
@@ -267,7 +261,8 @@ impl Runtime {
         let mut blueprints = Vec::with_capacity(sources.len());
         let mut files: HashMap<String, String> = HashMap::new();
         for source in sources {
-            let version = version_of(&source.bytes);
+            let digest = cache::digest(&source.bytes);
+            let version = cache::hex(&digest);
             if let Some(first) = files.insert(version.clone(), source.file.clone()) {
                 let name = blueprints.iter().find(|b: &&Arc<Blueprint>| b.version == version).map(|b| b.name());
                 let reason = format!(
@@ -281,7 +276,7 @@ impl Runtime {
             let blueprint = match known {
                 Some(known) => known,
                 None => Arc::new(
-                    self.compile(&source, version)
+                    self.compile(&source, &digest, version)
                         .await
                         .map_err(|reason| LoadError { file: source.file.clone(), reason })?,
                 ),
@@ -296,11 +291,11 @@ impl Runtime {
         self.versions.install(catalog)
     }
 
-    async fn compile(&self, source: &Source, version: String) -> Result<Blueprint, String> {
+    async fn compile(&self, source: &Source, digest: &[u8; 32], version: String) -> Result<Blueprint, String> {
         let engine = &self.settings.engine;
         let (component, _) = self
             .cache
-            .load(engine, &source.file, &source.bytes)
+            .load(engine, &source.file, &source.bytes, digest)
             .map_err(|e| format!("not a valid WebAssembly component: {}", root_message(&e)))?;
         self.link(component, source.file.clone(), version).await
     }

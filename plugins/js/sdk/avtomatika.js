@@ -39,8 +39,10 @@
 // and, when retries run out, quarantines the job with that message. Without
 // this wrapper componentize-js would rethrow an `Error`, which traps instead.
 //
-// Each call runs in a fresh instance: nothing kept in module variables
-// survives to the next call. State belongs in the job's history.
+// Calls may share a live instance (the host keeps a few per blueprint unless
+// it is configured for a fresh one per call), so module variables may or may
+// not survive to the next call, even one for another job or client. Never
+// rely on them: state belongs in the job's history or a data store.
 //
 // The host's other capabilities can be imported directly from their WIT
 // interfaces, e.g. `import { get, set } from 'avtomatika:blueprint/data-store@1.0.0'`
@@ -281,20 +283,49 @@ export class Next {
  * `webhookUrl` (otherwise `undefined`).
  */
 export class Job {
+  #context;
+  // Parsed on first read: parsing costs the interpreter microseconds per
+  // document, and most handlers read one or two of them.
+  #parsed = {};
+
   constructor(context) {
+    this.#context = context;
     this.id = context.jobId;
     this.blueprint = context.blueprint;
     this.state = context.currentState;
-    this.initialData = fromJson('initial-data', context.initialData);
-    this.history = fromJson('state-history', context.stateHistory);
-    this.client = {
-      name: context.client.name,
-      plan: context.client.plan,
-      params: fromJson('client params', context.client.params),
-    };
-    this.aggregationResults = optionalJson('aggregation-results', context.aggregationResults);
-    this.childResult = optionalJson('child-result', context.childResult);
     this.webhookUrl = context.webhookUrl ?? undefined;
+  }
+
+  get initialData() {
+    return this.#parse('initialData', 'initial-data', this.#context.initialData);
+  }
+
+  get history() {
+    return this.#parse('history', 'state-history', this.#context.stateHistory);
+  }
+
+  get client() {
+    const client = this.#context.client;
+    return this.#parse('client', 'client params', client.params, (params) => ({
+      name: client.name,
+      plan: client.plan,
+      params,
+    }));
+  }
+
+  get aggregationResults() {
+    return this.#parse('aggregationResults', 'aggregation-results', this.#context.aggregationResults);
+  }
+
+  get childResult() {
+    return this.#parse('childResult', 'child-result', this.#context.childResult);
+  }
+
+  #parse(field, what, text, wrap = (value) => value) {
+    if (!(field in this.#parsed)) {
+      this.#parsed[field] = text === undefined || text === null ? undefined : wrap(fromJson(what, text));
+    }
+    return this.#parsed[field];
   }
 
   /** The path at which a person decides this job while it waits for approval. */
@@ -352,8 +383,4 @@ function fromJson(what, text) {
   } catch (error) {
     throw new Error(`host sent invalid ${what} JSON: ${error.message}`);
   }
-}
-
-function optionalJson(what, text) {
-  return text === undefined || text === null ? undefined : fromJson(what, text);
 }

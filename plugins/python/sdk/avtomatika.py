@@ -49,11 +49,14 @@ to the host's log with `log`. The job's files in S3 have no wrapper here: use
 `wit_world.imports.task_files` directly (it takes and returns plain strings
 and bytes).
 
-Every call runs in a fresh instance: keep nothing in module globals between
-calls; carry state in the job's history. The WIT contract behind this module
+Calls may share a live instance (the host keeps a few per blueprint unless
+it is configured for a fresh one per call), so module globals may or may not
+survive to the next call, even one for another job or client. Never rely on
+them: carry state in the job's history or a `Store`. The WIT contract behind this module
 is `wit/` at the repository root (`avtomatika:blueprint@1.0.0`).
 """
 
+import functools
 import json
 import traceback
 from typing import Any, Callable, Iterable, List, Optional, Tuple
@@ -293,15 +296,35 @@ class Job:
     """
 
     def __init__(self, context: wit.JobContext) -> None:
+        self._context = context
         self.id = context.job_id
         self.blueprint = context.blueprint
         self.state = context.current_state
-        self.initial_data = json.loads(context.initial_data)
-        self.history = json.loads(context.state_history)
-        self.client = Client(context.client.name, context.client.plan, json.loads(context.client.params))
-        self.aggregation_results = _loads_optional(context.aggregation_results)
-        self.child_result = _loads_optional(context.child_result)
         self.webhook_url = context.webhook_url
+
+    # The JSON documents are parsed on first read: parsing costs the
+    # interpreter microseconds each, and most handlers read one or two.
+
+    @functools.cached_property
+    def initial_data(self) -> Any:
+        return json.loads(self._context.initial_data)
+
+    @functools.cached_property
+    def history(self) -> Any:
+        return json.loads(self._context.state_history)
+
+    @functools.cached_property
+    def client(self) -> Client:
+        client = self._context.client
+        return Client(client.name, client.plan, json.loads(client.params))
+
+    @functools.cached_property
+    def aggregation_results(self) -> Any:
+        return _loads_optional(self._context.aggregation_results)
+
+    @functools.cached_property
+    def child_result(self) -> Any:
+        return _loads_optional(self._context.child_result)
 
     @property
     def approval_path(self) -> str:
