@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use avtomatika::config;
 
+pub mod counter;
 pub mod databases;
 pub mod s3;
 

@@ -3,7 +3,8 @@
 //! Rust `pipeline` does, and `misbehave-js` shows that a JavaScript engine in
 //! the sandbox is held to the same limits as a Rust guest: a thrown error, an
 //! endless loop and a memory bomb each quarantine their job with the cause,
-//! while the server keeps serving.
+//! while the server keeps serving. `counter-js` uses data stores through the
+//! SDK's `Store` as the Rust `counter` does.
 //!
 //! The plugins run under the default `PLUGIN_MEMORY_LIMIT_MB` (64 MiB), so
 //! these tests also show that it suffices for a JavaScript blueprint.
@@ -25,6 +26,7 @@ const MIB: usize = 1 << 20;
 const PIPELINE_JS_FILE: (&str, &str) = ("pipeline-js.wasm", avtomatika_polyglot_plugins::JS_PIPELINE_COMPONENT);
 const MISBEHAVE_JS_FILE: (&str, &str) = ("misbehave-js.wasm", avtomatika_polyglot_plugins::JS_MISBEHAVE_COMPONENT);
 const PIPELINE_FILE: (&str, &str) = ("pipeline.wasm", avtomatika_plugins::PIPELINE_COMPONENT);
+const COUNTER_JS_FILE: (&str, &str) = ("counter-js.wasm", avtomatika_polyglot_plugins::JS_COUNTER_COMPONENT);
 
 /// A server with the blueprints `files`, under the default plugin limits
 /// unless `adjust` changes them. Each JavaScript component takes seconds to
@@ -253,4 +255,13 @@ mod misbehave_js {
         }
         server.stop().await;
     }
+}
+
+/// `counter-js` gives the Rust `counter`'s histories through the SDK's
+/// `Store`, and a refused store request fails its handler with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_js_uses_data_stores_like_the_rust_counter() {
+    let (server, _dir) = server_with(&[COUNTER_JS_FILE], |_| {}).await;
+    avtomatika_tests::counter::behaves_like_the_rust_counter(&server, "/api/v1/jobs/counter-js").await;
+    server.stop().await;
 }

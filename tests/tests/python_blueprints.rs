@@ -3,7 +3,8 @@
 //! behaves as the Rust `pipeline` does, and `misbehave-py` shows that a
 //! Python exception reaches the job as a handler error while a spinning or
 //! hoarding interpreter is stopped by the same limits as any plugin, with the
-//! server serving other jobs meanwhile.
+//! server serving other jobs meanwhile. `counter-py` uses data stores through
+//! the SDK's `Store` as the Rust `counter` does.
 //!
 //! Compiling a Python component (about 19 MB, most of it CPython) takes
 //! Cranelift one to three minutes in a debug build, so every test here shares
@@ -15,7 +16,7 @@
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use avtomatika_polyglot_plugins::{PY_MISBEHAVE_COMPONENT, PY_PIPELINE_COMPONENT};
+use avtomatika_polyglot_plugins::{PY_COUNTER_COMPONENT, PY_MISBEHAVE_COMPONENT, PY_PIPELINE_COMPONENT};
 use avtomatika_tests::config::{Config, PluginLimits};
 use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, blueprints_dir, test_config};
 use serde_json::{Value, json};
@@ -35,7 +36,7 @@ struct Shared {
     server: TestServer,
 }
 
-/// The shared server: both Python components, the Rust `pipeline` (to compare
+/// The shared server: the Python components, the Rust `pipeline` (to compare
 /// with) and `hello`; the default 64 MiB memory limit, `CPU_LIMIT`, one retry.
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -48,6 +49,7 @@ fn shared() -> &'static Shared {
         let dir = blueprints_dir(&[
             ("pipeline-py.wasm", PY_PIPELINE_COMPONENT),
             ("misbehave-py.wasm", PY_MISBEHAVE_COMPONENT),
+            ("counter-py.wasm", PY_COUNTER_COMPONENT),
             ("pipeline.wasm", avtomatika_plugins::PIPELINE_COMPONENT),
             ("hello.wasm", avtomatika_plugins::HELLO_COMPONENT),
         ]);
@@ -288,4 +290,11 @@ mod misbehave {
             assert_mentions(job["error_message"].as_str().unwrap_or_default(), &["CPU time limit of 4000 ms"]);
         });
     }
+}
+
+/// `counter-py` gives the Rust `counter`'s histories through the SDK's
+/// `Store`, and a refused store request fails its handler with the reason.
+#[test]
+fn counter_py_uses_data_stores_like_the_rust_counter() {
+    with_server(|server| avtomatika_tests::counter::behaves_like_the_rust_counter(server, "/api/v1/jobs/counter-py"));
 }

@@ -44,10 +44,12 @@
 // not survive to the next call, even one for another job or client. Never
 // rely on them: state belongs in the job's history or a data store.
 //
-// The host's other capabilities can be imported directly from their WIT
-// interfaces, e.g. `import { get, set } from 'avtomatika:blueprint/data-store@1.0.0'`
+// Data stores shared by the blueprint's jobs are `Store`s; logging is `log`.
+// The job's files in S3 have no wrapper here: import them from their WIT
+// interface, `import { read, write } from 'avtomatika:blueprint/task-files@1.0.0'`
 // (an `err` result is thrown as an error whose `payload` is the WIT variant).
 
+import * as dataStore from 'avtomatika:blueprint/data-store@1.0.0';
 import { log as hostLog } from 'avtomatika:blueprint/log@1.0.0';
 
 /** A blueprint's name, endpoint and states, returned by `describe`. */
@@ -362,6 +364,65 @@ export function blueprint({ describe, handle }) {
       }
     },
   };
+}
+
+/** A store operation failed: `kind` is `unavailable` (a retry may succeed) or `invalid`. */
+export class StoreError extends Error {
+  constructor(kind, message) {
+    super(`${kind}: ${message}`);
+    this.name = 'StoreError';
+    this.kind = kind;
+  }
+}
+
+/**
+ * A named key-value store shared by every job of the blueprint (on every
+ * host instance); values are anything JSON can hold. Each method throws a
+ * `StoreError` when the host refuses or cannot reach the store; uncaught, it
+ * becomes the handler's error and the host retries the handler.
+ */
+export class Store {
+  /** The store `name` (stores of other blueprints are never seen). */
+  constructor(name) {
+    this.name = name;
+  }
+
+  /** The value under `key`, or `undefined` when there is none. */
+  get(key) {
+    const text = storeCall(() => dataStore.get(this.name, key));
+    return text === undefined ? undefined : fromJson(`store ${this.name} value`, text);
+  }
+
+  /** Sets `key` to `value`. */
+  set(key, value) {
+    storeCall(() => dataStore.set(this.name, key, toJson(value)));
+  }
+
+  /** Deletes `key`; true when it existed. */
+  delete(key) {
+    return storeCall(() => dataStore.delete(this.name, key));
+  }
+
+  /**
+   * Adds `delta` (default 1) to the integer under `key` (missing counts as 0)
+   * in one atomic step and returns the new value, a Number (exact up to 2^53).
+   */
+  increment(key, delta = 1) {
+    return Number(storeCall(() => dataStore.increment(this.name, key, BigInt(delta))));
+  }
+}
+
+function storeCall(call) {
+  try {
+    return call();
+  } catch (error) {
+    // componentize-js throws a WIT `err` with the `store-error` variant as `payload`.
+    const payload = error?.payload;
+    if (payload !== undefined && typeof payload.tag === 'string') {
+      throw new StoreError(payload.tag, String(payload.val));
+    }
+    throw error;
+  }
 }
 
 /** Structured logging into the host's log, tagged with the blueprint and job. */
