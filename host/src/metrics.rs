@@ -50,6 +50,9 @@ pub struct Metrics {
     webhooks: WebhookCounters,
     history: HistoryCounters,
     plugin_cache: PluginCacheCounters,
+    reloads_applied: IntCounter,
+    reloads_refused: IntCounter,
+    blueprint_versions: IntGaugeVec,
 }
 
 /// One pre-resolved counter per [`HandlerError`] variant.
@@ -94,6 +97,16 @@ pub struct Snapshot {
     pub webhooks: WebhookStats,
     pub history: HistoryStats,
     pub plugin_cache: CacheStats,
+    /// Blueprint versions loaded: the current set, and retired ones kept for
+    /// the unfinished jobs that started on them.
+    pub blueprint_versions: BlueprintVersions,
+}
+
+/// How many blueprint versions are loaded, by role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlueprintVersions {
+    pub current: usize,
+    pub retired: usize,
 }
 
 fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> prometheus::Result<M> {
@@ -203,6 +216,23 @@ impl Metrics {
             rebuilt: cache.get_metric_with_label_values(&["rebuilt"])?,
             sync: Mutex::new(()),
         };
+        let reloads = counter(
+            "avtomatika_blueprint_reloads_total",
+            "Blueprint set reloads (the admin endpoint or the directory watch), by result (applied, refused).",
+            &["result"],
+        )?;
+        let reloads_applied = reloads.get_metric_with_label_values(&["applied"])?;
+        let reloads_refused = reloads.get_metric_with_label_values(&["refused"])?;
+        let blueprint_versions = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "avtomatika_blueprint_versions",
+                    "Blueprint versions loaded, by state: current, or retired but kept for unfinished jobs.",
+                ),
+                &["state"],
+            )?,
+        )?;
         for blueprint in blueprints {
             jobs_created.get_metric_with_label_values(&[blueprint])?;
             handler_duration.get_metric_with_label_values(&[blueprint])?;
@@ -221,7 +251,16 @@ impl Metrics {
             webhooks,
             history,
             plugin_cache,
+            reloads_applied,
+            reloads_refused,
+            blueprint_versions,
         })
+    }
+
+    /// A reload of the blueprint set was applied, or refused (the running
+    /// set stayed).
+    pub fn blueprint_reload(&self, applied: bool) {
+        if applied { &self.reloads_applied } else { &self.reloads_refused }.inc();
     }
 
     pub fn job_created(&self, blueprint: &str) {
@@ -270,6 +309,9 @@ impl Metrics {
         self.webhooks.catch_up(&snapshot.webhooks);
         self.history.catch_up(&snapshot.history);
         self.plugin_cache.catch_up(&snapshot.plugin_cache);
+        let versions = snapshot.blueprint_versions;
+        self.blueprint_versions.with_label_values(&["current"]).set(gauge_value(versions.current as u64));
+        self.blueprint_versions.with_label_values(&["retired"]).set(gauge_value(versions.retired as u64));
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
@@ -330,7 +372,18 @@ mod tests {
         let jobs = JobCounts { queued: 3, by_status: [(JobStatus::Running, 2)].into() };
         let webhooks = WebhookStats { delivered: 4, given_up: 1, dropped: 0, attempts: 6 };
         let plugin_cache = CacheStats { hits: 2, misses: 1, rebuilt: 0 };
-        let snapshot = Snapshot { live_workers: 1, jobs, webhooks, history: HistoryStats::default(), plugin_cache };
+        let blueprint_versions = BlueprintVersions { current: 3, retired: 1 };
+        let snapshot = Snapshot {
+            live_workers: 1,
+            jobs,
+            webhooks,
+            history: HistoryStats::default(),
+            plugin_cache,
+            blueprint_versions,
+        };
+        metrics.blueprint_reload(true);
+        metrics.blueprint_reload(false);
+        metrics.blueprint_reload(false);
         let text = metrics.render(&snapshot).unwrap();
         for line in [
             r#"avtomatika_jobs_created_total{blueprint="hello"} 1"#,
@@ -347,6 +400,10 @@ mod tests {
             r#"avtomatika_plugin_cache_total{result="hit"} 2"#,
             r#"avtomatika_plugin_cache_total{result="miss"} 1"#,
             r#"avtomatika_plugin_cache_total{result="rebuilt"} 0"#,
+            r#"avtomatika_blueprint_reloads_total{result="applied"} 1"#,
+            r#"avtomatika_blueprint_reloads_total{result="refused"} 2"#,
+            r#"avtomatika_blueprint_versions{state="current"} 3"#,
+            r#"avtomatika_blueprint_versions{state="retired"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

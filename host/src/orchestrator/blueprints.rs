@@ -104,6 +104,12 @@ impl Orchestrator {
     /// blueprint a schedule runs, is refused and the running set stays as it
     /// was. Jobs keep the version they started on.
     pub async fn reload_blueprints(&self) -> OrchestratorResult<ReloadReport> {
+        let result = self.try_reload_blueprints().await;
+        self.metrics.blueprint_reload(result.is_ok());
+        result
+    }
+
+    async fn try_reload_blueprints(&self) -> OrchestratorResult<ReloadReport> {
         let mut state = self.reloads.state.lock().await;
         let (sources, seen) = match self.config.blueprints_dir.clone() {
             Some(dir) => tokio::task::spawn_blocking(move || (Source::read_dir(&dir), Some(fingerprint(&dir))))

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
-use crate::metrics::Snapshot;
+use crate::metrics::{BlueprintVersions, Snapshot};
 use crate::model::{JobId, JobStatus};
 
 /// Jobs returned when a listing names no `limit`.
@@ -98,6 +98,10 @@ impl Orchestrator {
             webhooks: self.webhooks.stats(),
             history: self.history.stats(),
             plugin_cache: self.runtime.cache_stats(),
+            blueprint_versions: BlueprintVersions {
+                current: self.runtime.blueprints().len(),
+                retired: self.runtime.retired_versions().len(),
+            },
         })
     }
 }
