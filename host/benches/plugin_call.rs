@@ -10,29 +10,18 @@
 //! `{"name": "Ada", "url": "https://example.com"}`, which the `hello` and
 //! `pipeline` examples in every language accept).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avtomatika::config::{InstancePolicy, PluginLimits};
 use avtomatika::runtime::cache::ComponentCache;
-use avtomatika::runtime::{Runtime, Source, types};
+use avtomatika::runtime::{Runtime, Source};
+
+mod common;
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let data = match args.iter().position(|a| a == "--data") {
-        Some(i) if i + 1 < args.len() => {
-            let data = args.remove(i + 1);
-            args.remove(i);
-            data
-        }
-        _ => r#"{"name": "Ada", "url": "https://example.com"}"#.to_owned(),
-    };
-    let path = args
-        .iter()
-        .find(|a| a.parse::<usize>().is_err())
-        .map_or_else(|| PathBuf::from(avtomatika_plugins::HELLO_COMPONENT), PathBuf::from);
-    let iterations: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5_000).max(1);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let args = common::Args::parse();
+    let (path, bytes, data) = (&args.component, &args.bytes, &args.data);
+    let iterations = args.count.unwrap_or(5_000).max(1);
     // Both runtimes compile the component once; the second takes it from here.
     let cache_dir = tempfile::tempdir().expect("temporary cache directory");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -48,17 +37,7 @@ fn main() {
             let source = Source { file: path.display().to_string(), bytes: bytes.clone() };
             runtime.load(vec![source]).await.expect("the component loads");
             let blueprint = runtime.blueprints().into_iter().next().expect("one blueprint");
-            let context = types::JobContext {
-                job_id: "6f0f5a43-3a3c-4f6e-9d1e-3f0c2d9d8a11".into(),
-                blueprint: blueprint.name().to_owned(),
-                current_state: blueprint.graph.start.clone(),
-                initial_data: data.clone(),
-                state_history: "{}".into(),
-                client: types::Client { name: "default".into(), plan: None, params: "{}".into() },
-                aggregation_results: None,
-                child_result: None,
-                webhook_url: None,
-            };
+            let context = common::start_context(&blueprint, data);
 
             // Warm up the allocator's slots, the pool and the code's caches.
             for _ in 0..(iterations / 10).max(10) {

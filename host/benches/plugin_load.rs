@@ -1,30 +1,28 @@
 //! Cold start of one blueprint component, as a server start does it (compile
 //! or deserialize, link, instantiate, `describe`) up to the end of its first
-//! handler call (the start state's, with `{"name": "Ada", "url":
-//! "https://example.com"}` as initial data), without the plugin cache,
+//! handler call (the start state's, with `--data` as initial data, by
+//! default `{"name": "Ada", "url": "https://example.com"}`), without the plugin cache,
 //! on a cache miss (compile and store) and on a cache hit (verify and
 //! deserialize). Prints min/p50/max in ms and the cache entry's size.
 //!
-//! `cargo bench -p avtomatika --bench plugin_load [-- [COMPONENT.wasm] [ITERATIONS]]`
+//! `cargo bench -p avtomatika --bench plugin_load [-- [COMPONENT.wasm] [ITERATIONS] [--data JSON]]`
 //!
 //! Without a path it measures the Rust `hello` example; pass any component
 //! (e.g. a JavaScript or Python blueprint) to measure that one instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use avtomatika::config::{InstancePolicy, PluginLimits};
 use avtomatika::runtime::cache::ComponentCache;
-use avtomatika::runtime::{Runtime, Source, types};
+use avtomatika::runtime::{Runtime, Source};
+
+mod common;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let path = args
-        .iter()
-        .find(|a| a.parse::<usize>().is_err())
-        .map_or_else(|| PathBuf::from(avtomatika_plugins::HELLO_COMPONENT), PathBuf::from);
-    let iterations: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10).max(1);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let args = common::Args::parse();
+    let (path, bytes, data) = (&args.component, &args.bytes, &args.data);
+    let iterations = args.count.unwrap_or(10).max(1);
     let cache_dir = tempfile::tempdir().expect("temporary cache directory");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
 
@@ -33,6 +31,7 @@ fn main() {
         let load = |cache: ComponentCache| {
             let bytes = bytes.clone();
             let file = file.clone();
+            let data = data.clone();
             async move {
                 // A fresh runtime each time, as a starting server has: nothing
                 // compiled is kept in memory between loads.
@@ -42,17 +41,7 @@ fn main() {
                 let started = Instant::now();
                 runtime.load(vec![source]).await.expect("the component loads");
                 let blueprint = runtime.blueprints().into_iter().next().expect("one blueprint");
-                let context = types::JobContext {
-                    job_id: "6f0f5a43-3a3c-4f6e-9d1e-3f0c2d9d8a11".into(),
-                    blueprint: blueprint.name().to_owned(),
-                    current_state: blueprint.graph.start.clone(),
-                    initial_data: r#"{"name": "Ada", "url": "https://example.com"}"#.into(),
-                    state_history: "{}".into(),
-                    client: types::Client { name: "default".into(), plan: None, params: "{}".into() },
-                    aggregation_results: None,
-                    child_result: None,
-                    webhook_url: None,
-                };
+                let context = common::start_context(&blueprint, &data);
                 runtime.handle(&blueprint, context).await.expect("the first call succeeds");
                 started.elapsed()
             }
