@@ -1,6 +1,7 @@
 //! S3 payload offloading (issue 8) through the real server against a real
 //! S3-compatible server (moto, see `avtomatika_tests::s3`): the `task-files`
-//! capability as blueprints see it, the client's file endpoints, cleanup
+//! capability as blueprints see it (from the Rust, JavaScript and Python
+//! SDKs), the client's file endpoints, cleanup
 //! when jobs end, and what happens when S3 is down or refuses the server.
 
 use std::path::Path;
@@ -43,7 +44,12 @@ async fn wait_until_ended(server: &TestServer, job_id: &str) -> Value {
 
 /// Runs a `files-probe` job with `ops`; returns the finished job's results.
 async fn probe(server: &TestServer, ops: Value) -> (String, Vec<Value>) {
-    let job_id = server.create_job(PROBE, json!({ "ops": ops })).await;
+    probe_at(server, PROBE, ops).await
+}
+
+/// [`probe`] with the probe blueprint at `path` (one of the ports).
+async fn probe_at(server: &TestServer, path: &str, ops: Value) -> (String, Vec<Value>) {
+    let job_id = server.create_job(path, json!({ "ops": ops })).await;
     let job = wait_until_ended(server, &job_id).await;
     assert_eq!(job["status"], "finished", "{job:#}");
     let results = job["state_history"]["results"].as_array().cloned().unwrap_or_default();
@@ -140,6 +146,59 @@ async fn guest_mistakes_and_missing_files_are_error_values_not_traps() {
     assert!(results[9]["ok"].is_string(), "exactly 1 MiB may be written: {}", results[9]);
     // Adopting moved the object: the original is gone.
     assert_eq!(s3.keys("big.bin").await, Vec::<String>::new());
+    server.stop().await;
+}
+
+/// The JavaScript and Python SDKs' `files` give exactly what the Rust SDK
+/// gives for the same operations, successes and errors alike, with S3 and
+/// without it (`disabled`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_and_python_sdks_answer_as_the_rust_one_does() {
+    const PORTS: [&str; 2] = ["/api/v1/jobs/files-probe-js", "/api/v1/jobs/files-probe-py"];
+    let dir = blueprints_dir(&[
+        ("files_probe.wasm", avtomatika_plugins::FILES_PROBE_COMPONENT),
+        ("files_probe_js.wasm", avtomatika_polyglot_plugins::JS_FILES_PROBE_COMPONENT),
+        ("files_probe_py.wasm", avtomatika_polyglot_plugins::PY_FILES_PROBE_COMPONENT),
+    ]);
+    let s3 = TestS3::new().await;
+    let server = TestServer::start_with(s3.config(config_with(dir.path()))).await;
+    let ops = json!([
+        {"op": "write", "name": "notes/a.txt", "text": "héllo files"},
+        {"op": "write", "name": "b.txt", "text": "bee"},
+        {"op": "read", "name": "notes/a.txt"},
+        {"op": "list"},
+        {"op": "uri", "name": "later.bin"},
+        {"op": "delete", "name": "b.txt"},
+        {"op": "delete", "name": "b.txt"},
+        {"op": "read", "name": "missing.txt"},
+        {"op": "write", "name": "../escape.txt", "text": "x"},
+        {"op": "write", "name": "huge.bin", "size": (1 << 20) + 1},
+        {"op": "adopt", "source": "s3://some-other-bucket/x.txt", "name": "x.txt"},
+        {"op": "adopt", "source": format!("s3://{}/nothing-here.txt", s3.bucket), "name": "n.txt"},
+        {"op": "list"},
+    ]);
+    // Each job has its own folder; its id is the only difference allowed.
+    let answers = |job_id: String, results: Vec<Value>| {
+        let text = serde_json::to_string(&results).expect("results serialize").replace(&job_id, "{job}");
+        serde_json::from_str::<Value>(&text).expect("results parse")
+    };
+    let (job_id, results) = probe(&server, ops.clone()).await;
+    let rust = answers(job_id, results);
+    assert_eq!(rust[2], json!({ "ok": "héllo files" }), "{rust:#}");
+    assert!(rust[7]["error"].as_str().is_some_and(|e| e.starts_with("not-found:")), "{rust:#}");
+    for port in PORTS {
+        let (job_id, results) = probe_at(&server, port, ops.clone()).await;
+        assert_eq!(answers(job_id, results), rust, "{port}");
+    }
+    server.stop().await;
+
+    // Without S3, every operation answers `disabled`, in every language.
+    let server = TestServer::start_with(config_with(dir.path())).await;
+    let ops = json!([{"op": "list"}, {"op": "write", "name": "a.txt", "text": "x"}]);
+    for port in [PROBE, PORTS[0], PORTS[1]] {
+        let (_, results) = probe_at(&server, port, ops.clone()).await;
+        assert_eq!(results, [json!({ "error": "disabled" }), json!({ "error": "disabled" })], "{port}");
+    }
     server.stop().await;
 }
 

@@ -44,13 +44,12 @@
 // not survive to the next call, even one for another job or client. Never
 // rely on them: state belongs in the job's history or a data store.
 //
-// Data stores shared by the blueprint's jobs are `Store`s; logging is `log`.
-// The job's files in S3 have no wrapper here: import them from their WIT
-// interface, `import { read, write } from 'avtomatika:blueprint/task-files@1.0.0'`
-// (an `err` result is thrown as an error whose `payload` is the WIT variant).
+// Data stores shared by the blueprint's jobs are `Store`s, the job's files in
+// S3 are `files`, logging is `log`.
 
 import * as dataStore from 'avtomatika:blueprint/data-store@1.0.0';
 import { log as hostLog } from 'avtomatika:blueprint/log@1.0.0';
+import * as taskFiles from 'avtomatika:blueprint/task-files@1.0.0';
 
 /** A blueprint's name, endpoint and states, returned by `describe`. */
 export class Describe {
@@ -420,6 +419,81 @@ function storeCall(call) {
     const payload = error?.payload;
     if (payload !== undefined && typeof payload.tag === 'string') {
       throw new StoreError(payload.tag, String(payload.val));
+    }
+    throw error;
+  }
+}
+
+/**
+ * A file operation failed: `kind` is `disabled` (no S3 configured),
+ * `not-found`, `invalid` (a bad name, over 1 MiB, a URI outside the job's
+ * bucket) or `unavailable` (S3 unreachable; a retry may succeed).
+ */
+export class FileError extends Error {
+  constructor(kind, message) {
+    super(message ? `${kind}: ${message}` : kind);
+    this.name = 'FileError';
+    this.kind = kind;
+  }
+}
+
+/**
+ * The job's own files in S3 (`wit/task-files.wit`). Names are relative to the
+ * job's folder (`input.csv`, `frames/0001.png`), which goes when the job ends.
+ * A handler reads and writes files of up to 1 MiB; larger ones pass between
+ * workers as URIs (`uri`, `adopt`). Each method throws a `FileError`.
+ * A file is `{ name, size, uri }`, its size a Number.
+ */
+export const files = {
+  /** The job's files, in name order. */
+  list() {
+    return filesCall(() => taskFiles.list()).map(fileInfo);
+  },
+
+  /** The contents of `name`, a Uint8Array. */
+  read(name) {
+    return filesCall(() => taskFiles.read(name));
+  },
+
+  /** The contents of `name`, decoded as UTF-8. */
+  readText(name) {
+    return new TextDecoder().decode(files.read(name));
+  },
+
+  /** Creates or replaces `name` with `contents` (a string, written as UTF-8, or bytes); returns its URI. */
+  write(name, contents) {
+    const bytes = typeof contents === 'string' ? new TextEncoder().encode(contents) : contents;
+    return filesCall(() => taskFiles.write(name, bytes));
+  },
+
+  /** Deletes `name`; true when it existed. */
+  delete(name) {
+    return filesCall(() => taskFiles.delete(name));
+  },
+
+  /** The `s3://` URI of `name`, existing or not: hand it to a worker. */
+  uri(name) {
+    return filesCall(() => taskFiles.uri(name));
+  },
+
+  /** Moves the object at the `s3://` URI `source` (e.g. a worker's upload) into the job's folder as `name`. */
+  adopt(source, name) {
+    return fileInfo(filesCall(() => taskFiles.adopt(source, name)));
+  },
+};
+
+function fileInfo({ name, size, uri }) {
+  return { name, size: Number(size), uri };
+}
+
+function filesCall(call) {
+  try {
+    return call();
+  } catch (error) {
+    // componentize-js throws a WIT `err` with the `file-error` variant as `payload`.
+    const payload = error?.payload;
+    if (payload !== undefined && typeof payload.tag === 'string') {
+      throw new FileError(payload.tag, payload.val === undefined ? '' : String(payload.val));
     }
     throw error;
   }

@@ -44,10 +44,10 @@ retried by the host and, when retries run out, quarantining the job with the
 message); `HandlerError("text")` gives exactly "text", any other exception
 "<Type>: <message> (at <file>:<line>)".
 
-Handlers may also keep small state shared across jobs in a `Store` and write
-to the host's log with `log`. The job's files in S3 have no wrapper here: use
-`wit_world.imports.task_files` directly (it takes and returns plain strings
-and bytes).
+Handlers may also keep small state shared across jobs in a `Store`, read and
+write the job's files in S3 with `files` (`files.write("a.txt", "hi")`,
+`files.read_text("a.txt")`, `files.uri(...)` for a worker), and write to the
+host's log with `log`.
 
 Calls may share a live instance (the host keeps a few per blueprint unless
 it is configured for a fresh one per call), so module globals may or may not
@@ -65,6 +65,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import data_store
 from wit_world.imports import log as wit_log
+from wit_world.imports import task_files
 from wit_world.imports import types as wit
 
 __all__ = [
@@ -77,8 +78,11 @@ __all__ = [
     "Job",
     "Next",
     "State",
+    "FileError",
+    "FileInfo",
     "Store",
     "StoreError",
+    "files",
     "Task",
     "export",
     "log",
@@ -411,6 +415,90 @@ class Store:
     def increment(self, key: str, delta: int = 1) -> int:
         """Adds `delta` to the integer under `key` (missing counts as 0) atomically; the new value."""
         return _store_call(lambda: data_store.increment(self.name, key, delta))
+
+
+class FileError(Exception):
+    """A file operation failed: `kind` is `disabled` (no S3 configured),
+    `not-found`, `invalid` (a bad name, over 1 MiB, a URI outside the job's
+    bucket) or `unavailable` (S3 unreachable; a retry may succeed)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+
+
+class FileInfo:
+    """One of the job's files: `name` (below the job's folder), `size` in bytes, `uri`."""
+
+    def __init__(self, name: str, size: int, uri: str) -> None:
+        self.name = name
+        self.size = size
+        self.uri = uri
+
+    def __repr__(self) -> str:
+        return f"FileInfo({self.name!r}, {self.size}, {self.uri!r})"
+
+
+_FILE_ERROR_KINDS = {
+    task_files.FileError_Disabled: "disabled",
+    task_files.FileError_NotFound: "not-found",
+    task_files.FileError_Invalid: "invalid",
+    task_files.FileError_Unavailable: "unavailable",
+}
+
+
+def _files_call(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Err as error:
+        kind = _FILE_ERROR_KINDS.get(type(error.value), "unavailable")
+        raise FileError(kind, getattr(error.value, "value", "") or "") from None
+
+
+def _file_info(info: Any) -> FileInfo:
+    return FileInfo(info.name, info.size, info.uri)
+
+
+class _Files:
+    """The job's own files in S3 (`wit/task-files.wit`): names are relative to
+    the job's folder (`input.csv`, `frames/0001.png`), which goes when the job
+    ends. A handler reads and writes files of up to 1 MiB; larger ones pass
+    between workers as URIs (`uri`, `adopt`). Each method raises `FileError`."""
+
+    def list(self) -> List[FileInfo]:
+        """The job's files, in name order."""
+        return [_file_info(info) for info in _files_call(task_files.list)]
+
+    def read(self, name: str) -> bytes:
+        """The contents of `name`."""
+        return _files_call(lambda: task_files.read(name))
+
+    def read_text(self, name: str) -> str:
+        """The contents of `name`, decoded as UTF-8."""
+        return self.read(name).decode("utf-8")
+
+    def write(self, name: str, contents: Any) -> str:
+        """Creates or replaces `name` with `contents` (bytes, or a str written
+        as UTF-8); returns its URI."""
+        data = contents.encode("utf-8") if isinstance(contents, str) else bytes(contents)
+        return _files_call(lambda: task_files.write(name, data))
+
+    def delete(self, name: str) -> bool:
+        """Deletes `name`; True when it existed."""
+        return _files_call(lambda: task_files.delete(name))
+
+    def uri(self, name: str) -> str:
+        """The `s3://` URI of `name`, existing or not: hand it to a worker."""
+        return _files_call(lambda: task_files.uri(name))
+
+    def adopt(self, source: str, name: str) -> FileInfo:
+        """Moves the object at the `s3://` URI `source` (e.g. a worker's
+        upload) into the job's folder as `name`."""
+        return _file_info(_files_call(lambda: task_files.adopt(source, name)))
+
+
+files = _Files()
+"""The job's files; see `_Files`."""
 
 
 _LEVELS = {
