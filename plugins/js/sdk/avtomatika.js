@@ -412,16 +412,7 @@ export class Store {
 }
 
 function storeCall(call) {
-  try {
-    return call();
-  } catch (error) {
-    // componentize-js throws a WIT `err` with the `store-error` variant as `payload`.
-    const payload = error?.payload;
-    if (payload !== undefined && typeof payload.tag === 'string') {
-      throw new StoreError(payload.tag, String(payload.val));
-    }
-    throw error;
-  }
+  return witCall(call, StoreError);
 }
 
 /**
@@ -487,13 +478,20 @@ function fileInfo({ name, size, uri }) {
 }
 
 function filesCall(call) {
+  return witCall(call, FileError);
+}
+
+/**
+ * Runs an imported WIT function, turning its `err` (which componentize-js
+ * throws with the error variant as `payload`) into an `ErrorClass(kind, message)`.
+ */
+function witCall(call, ErrorClass) {
   try {
     return call();
   } catch (error) {
-    // componentize-js throws a WIT `err` with the `file-error` variant as `payload`.
     const payload = error?.payload;
     if (payload !== undefined && typeof payload.tag === 'string') {
-      throw new FileError(payload.tag, payload.val === undefined ? '' : String(payload.val));
+      throw new ErrorClass(payload.tag, payload.val === undefined ? '' : String(payload.val));
     }
     throw error;
   }
