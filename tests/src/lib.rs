@@ -294,6 +294,15 @@ impl TestServer {
         Answer::read(request.send().await.expect("request is sent")).await
     }
 
+    /// The value of one sample of `GET /_public/metrics`, named as it is
+    /// rendered: `name` or `name{label="value",…}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let answer = self.send(reqwest::Method::GET, "/_public/metrics", Auth::None, None).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let value = answer.text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+        value.unwrap_or_else(|| panic!("no {series} in\n{}", answer.text))
+    }
+
     /// `GET /api/v1/jobs/{id}` with the client token, as raw text.
     pub async fn job_text(&self, job_id: &str) -> String {
         let answer =
@@ -322,6 +331,19 @@ impl TestWorker<'_> {
         self.server
             .send(reqwest::Method::POST, "/_worker/tasks/result", Auth::Worker(WORKER_TOKEN), Some(&body.to_string()))
             .await
+    }
+
+    /// Runs one `hello` job for `name` through this worker (registered for
+    /// `greet` already) to `finished`, answering with `name` as the greeting;
+    /// returns the job's id.
+    pub async fn run_hello(&self, name: &str) -> String {
+        let job_id = self.server.create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": name}})).await;
+        let task = self.next_task(Duration::from_secs(10)).await;
+        assert_eq!(task["job_id"], job_id.as_str());
+        let (status, _) = self.post_result(&task, json!({"status": "success", "data": {"greeting": name}})).await;
+        assert_eq!(status, 200);
+        self.server.wait_for_status(&job_id, "finished").await;
+        job_id
     }
 
     /// Asserts that no task is queued: a poll answers 204. It waits out the

@@ -28,13 +28,6 @@ fn names(report: &Value, list: &str) -> Vec<String> {
         .map_or_else(Vec::new, |l| l.iter().map(|b| b["name"].as_str().unwrap_or_default().to_owned()).collect())
 }
 
-/// The value of the metric sample `series` (name and labels, as rendered).
-async fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = server.send(Method::GET, "/_public/metrics", Auth::None, None).await.text;
-    let value = text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
-    value.unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 fn copy(source: &str, dir: &Path, name: &str) {
     std::fs::copy(source, dir.join(name)).unwrap_or_else(|e| panic!("copying {source}: {e}"));
 }
@@ -67,8 +60,8 @@ async fn a_running_job_finishes_on_its_version_while_new_jobs_get_the_newest() {
 
     // The old job's remaining handler runs on v1, which is retired but kept.
     assert_eq!(server.orchestrator.runtime.retired_versions(), [("versioned".to_owned(), v1.clone())]);
-    assert_eq!(metric(&server, r#"avtomatika_blueprint_versions{state="retired"}"#).await, 1.0);
-    assert_eq!(metric(&server, r#"avtomatika_blueprint_versions{state="current"}"#).await, 1.0);
+    assert_eq!(server.metric(r#"avtomatika_blueprint_versions{state="retired"}"#).await, 1.0);
+    assert_eq!(server.metric(r#"avtomatika_blueprint_versions{state="current"}"#).await, 1.0);
     assert!(server.orchestrator.unload_retired_versions_after(Duration::ZERO).await.is_empty(), "v1 is in use");
     let task = worker.next_task(Duration::from_secs(5)).await;
     assert_eq!(task["job_id"], old.as_str());
@@ -81,7 +74,7 @@ async fn a_running_job_finishes_on_its_version_while_new_jobs_get_the_newest() {
     let unloaded = server.orchestrator.unload_retired_versions_after(Duration::ZERO).await;
     assert_eq!(unloaded, [("versioned".to_owned(), v1)]);
     assert!(server.orchestrator.runtime.retired_versions().is_empty());
-    assert_eq!(metric(&server, r#"avtomatika_blueprint_versions{state="retired"}"#).await, 0.0);
+    assert_eq!(server.metric(r#"avtomatika_blueprint_versions{state="retired"}"#).await, 0.0);
     server.stop().await;
 }
 
@@ -153,8 +146,8 @@ async fn a_set_that_does_not_load_is_refused_and_the_running_set_stays() {
 
     let anonymous = server.send(Method::POST, "/api/v1/admin/reload-blueprints", Auth::None, None).await;
     anonymous.assert_error(401);
-    assert_eq!(metric(&server, r#"avtomatika_blueprint_reloads_total{result="refused"}"#).await, 2.0);
-    assert_eq!(metric(&server, r#"avtomatika_blueprint_reloads_total{result="applied"}"#).await, 1.0);
+    assert_eq!(server.metric(r#"avtomatika_blueprint_reloads_total{result="refused"}"#).await, 2.0);
+    assert_eq!(server.metric(r#"avtomatika_blueprint_reloads_total{result="applied"}"#).await, 1.0);
     server.stop().await;
 }
 

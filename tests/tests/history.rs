@@ -58,17 +58,6 @@ async fn wait_for_history(server: &TestServer, job_id: &str, count: usize, timeo
     }
 }
 
-/// Runs one `hello` job through `worker` (registered already) to `finished`.
-async fn run_hello(server: &TestServer, worker: &avtomatika_tests::TestWorker<'_>, name: &str) -> String {
-    let job_id = server.create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": name}})).await;
-    let task = worker.next_task(Duration::from_secs(10)).await;
-    assert_eq!(task["job_id"], job_id.as_str());
-    let (status, _) = worker.post_result(&task, json!({"status": "success", "data": {"greeting": name}})).await;
-    assert_eq!(status, 200);
-    server.wait_for_status(&job_id, "finished").await;
-    job_id
-}
-
 async fn scrape(server: &TestServer) -> Scrape {
     let answer = server.send(reqwest::Method::GET, "/_public/metrics", Auth::None, None).await;
     assert_eq!(answer.status, 200);
@@ -123,7 +112,7 @@ async fn a_sqlite_file_records_every_step_of_a_job_in_order() {
     assert!(file.exists(), "the SQLite file is created at start-up");
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
-    let job_id = run_hello(&server, &worker, "Ada").await;
+    let job_id = worker.run_hello("Ada").await;
 
     let events = wait_for_history(&server, &job_id, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
     assert_hello_history(&events, &job_id, "Ada", "greeter");
@@ -190,13 +179,13 @@ async fn postgres_history_outlives_retention_and_backs_listing_and_dashboard() {
     let server = TestServer::start_with(config).await;
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
-    let first = run_hello(&server, &worker, "Ada").await;
+    let first = worker.run_hello("Ada").await;
     let events = wait_for_history(&server, &first, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
     assert_hello_history(&events, &first, "Ada", "greeter");
 
     // A second job ending after the first one's retention makes storage forget the first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let second = run_hello(&server, &worker, "Bob").await;
+    let second = worker.run_hello("Bob").await;
     wait_for_history(&server, &second, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
     let gone =
         server.send(reqwest::Method::GET, &format!("/api/v1/jobs/{first}"), Auth::Client(CLIENT_TOKEN), None).await;
@@ -245,12 +234,12 @@ async fn jobs_run_on_while_the_database_is_gone_and_their_events_follow_it_back(
     let server = TestServer::start_with(config).await;
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
-    let before = run_hello(&server, &worker, "Ada").await;
+    let before = worker.run_hello("Ada").await;
     wait_for_history(&server, &before, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
 
     proxy.cut();
     let started = Instant::now();
-    let during = run_hello(&server, &worker, "Bob").await;
+    let during = worker.run_hello("Bob").await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the job did not wait for the database: {:?}",
@@ -292,7 +281,7 @@ async fn a_full_buffer_drops_events_and_counts_them_but_never_blocks_a_job() {
     worker.register(&["greet"]).await;
     proxy.cut();
     for name in ["a", "b", "c", "d"] {
-        run_hello(&server, &worker, name).await;
+        worker.run_hello(name).await;
     }
     let scraped = scrape(&server).await;
     let dropped = metric(&scraped, "avtomatika_history_events_dropped_total");
@@ -304,7 +293,7 @@ async fn a_full_buffer_drops_events_and_counts_them_but_never_blocks_a_job() {
         assert!(Instant::now() < deadline, "the buffer drains once the database is back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = run_hello(&server, &worker, "e").await;
+    let after = worker.run_hello("e").await;
     let events = wait_for_history(&server, &after, HELLO_EVENTS.len(), Duration::from_secs(20)).await;
     assert_eq!(event_types(&events), HELLO_EVENTS, "recording resumes in full once there is room");
     server.stop().await;

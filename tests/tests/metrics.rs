@@ -1,8 +1,6 @@
 //! `GET /_public/metrics` end to end: jobs run through a real worker and a
 //! trapping plugin, then the scrape is read with a Prometheus text parser.
 
-use std::time::Duration;
-
 use avtomatika_tests::{Auth, TestServer, one_busy_slot, test_config};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
@@ -54,14 +52,9 @@ fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f6
 async fn a_job_run_by_a_worker_shows_in_the_scrape() {
     let (config, _dir) = one_busy_slot(test_config());
     let server = TestServer::start_with(config).await;
-    let job_id = server.create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": "Ada"}})).await;
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
-    let task = worker.next_task(Duration::from_secs(10)).await;
-    assert_eq!(task["job_id"], job_id.as_str());
-    let (status, _) = worker.post_result(&task, json!({"status": "success", "data": {"greeting": "Hi"}})).await;
-    assert_eq!(status, 200);
-    server.wait_for_status(&job_id, "finished").await;
+    worker.run_hello("Ada").await;
     let unknown = server.send(reqwest::Method::GET, "/no/such/path", Auth::None, None).await;
     assert_eq!(unknown.status, 404);
 

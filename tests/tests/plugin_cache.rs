@@ -3,36 +3,20 @@
 //! shows it in its metrics, and runs jobs with it.
 
 use std::path::Path;
-use std::time::Duration;
 
 use avtomatika_tests::config::Config;
-use avtomatika_tests::{Auth, TestServer, blueprints_dir, test_config};
-use serde_json::json;
+use avtomatika_tests::{TestServer, blueprints_dir, test_config};
 
 /// `avtomatika_plugin_cache_total{result="…"}` from a scrape.
 async fn cache_metric(server: &TestServer, result: &str) -> f64 {
-    let answer = server.send(reqwest::Method::GET, "/_public/metrics", Auth::None, None).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    let prefix = format!(r#"avtomatika_plugin_cache_total{{result="{result}"}} "#);
-    answer
-        .text
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{}", answer.text))
-        .parse()
-        .expect("a number")
+    server.metric(&format!(r#"avtomatika_plugin_cache_total{{result="{result}"}}"#)).await
 }
 
 /// Runs one `hello` job through a worker to `finished`.
 async fn run_hello(server: &TestServer) {
-    let job_id = server.create_job("/api/v1/jobs/hello", json!({"initial_data": {"name": "Ada"}})).await;
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
-    let task = worker.next_task(Duration::from_secs(10)).await;
-    assert_eq!(task["job_id"], job_id.as_str());
-    let (status, _) = worker.post_result(&task, json!({"status": "success", "data": {"greeting": "Hi"}})).await;
-    assert_eq!(status, 200);
-    server.wait_for_status(&job_id, "finished").await;
+    worker.run_hello("Ada").await;
 }
 
 fn entries(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
