@@ -17,6 +17,7 @@ pub mod orchestrator;
 pub mod runtime;
 pub mod scaffold;
 pub mod scheduler;
+pub mod server;
 pub mod storage;
 pub mod webhook;
 
@@ -36,7 +37,7 @@ use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
-use crate::orchestrator::{Orchestrator, Reloads};
+use crate::orchestrator::{Orchestrator, PollSlots, Reloads};
 use crate::runtime::cache::ComponentCache;
 use crate::runtime::{LoadError, Runtime, Source};
 use crate::storage::{MemoryStorage, RedisStorage, Storage, StorageError};
@@ -203,6 +204,7 @@ impl App {
             history,
             files,
             reloads,
+            polls: PollSlots::default(),
         });
         Ok(Self { orchestrator, background_stop, history_writer })
     }
@@ -224,8 +226,9 @@ impl App {
         let upkeep = tokio::spawn(self.orchestrator.clone().run_blueprint_upkeep(shutdown.clone()));
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving");
+        let limits = self.orchestrator.config.limits;
         let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
-        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        server::serve(listener, router, limits, shutdown.clone()).await;
         for (name, task) in [
             ("executor", executor),
             ("maintenance", maintenance),
@@ -243,7 +246,7 @@ impl App {
         if let Some(writer) = self.history_writer {
             writer.finish(HISTORY_FLUSH_TIMEOUT).await;
         }
-        served
+        Ok(())
     }
 }
 

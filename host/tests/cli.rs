@@ -213,6 +213,13 @@ fn check_config_refuses_bad_files_naming_file_section_and_field() {
             vec!["clients.toml", "section [alpha]", "field `monthly_attempts`"],
         ),
         (
+            // Scheduled jobs belong to `scheduler:<schedule>`: no client may be named so.
+            "CLIENTS_CONFIG_PATH",
+            "clients.toml",
+            format!("[\"scheduler:nightly\"]\ntoken = \"{SECRET}\"\n"),
+            vec!["clients.toml", "section [scheduler:nightly]", "reserved"],
+        ),
+        (
             "CLIENTS_CONFIG_PATH",
             "clients.toml",
             format!("[alpha]\ntoken = \"{SECRET}\"\n[beta]\ntoken = \"{SECRET}\"\n"),
@@ -334,6 +341,15 @@ fn check_config_refuses_bad_environment_variables_naming_them() {
         (&[("PLUGIN_TIMEOUT_MS", "fast")], "PLUGIN_TIMEOUT_MS", &[]),
         (&[("PLUGIN_MEMORY_LIMIT_MB", "0")], "PLUGIN_MEMORY_LIMIT_MB", &[]),
         (&[("MAX_REQUEST_BODY_BYTES", "big")], "MAX_REQUEST_BODY_BYTES", &[]),
+        // Durations past a year overflowed deadline arithmetic at run time
+        // (every registration panicked); now refused at start-up.
+        (
+            &[("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", "18446744073709551615")],
+            "WORKER_HEALTH_CHECK_INTERVAL_SECONDS",
+            &[],
+        ),
+        (&[("WORKER_POLL_TIMEOUT_SECONDS", "99999999999")], "WORKER_POLL_TIMEOUT_SECONDS", &[]),
+        (&[("MAX_WORKERS_PER_TOKEN", "0")], "MAX_WORKERS_PER_TOKEN", &[]),
         // A database URI may carry a password: never echoed.
         (&[("HISTORY_DATABASE_URI", "mysql://admin:pw-5e11@db.local/history")], "HISTORY_DATABASE_URI", &["pw-5e11"]),
         (&[("HISTORY_DATABASE_URI", "postgresql://admin:pw-5e11@/x")], "HISTORY_DATABASE_URI", &["pw-5e11"]),

@@ -121,9 +121,10 @@ async fn missing_unknown_or_malformed_decisions_are_400_and_change_nothing() {
             assert!(!message.contains(secret), "body {body:?}: the error shows {secret:?}: {message}");
         }
     }
-    // An unknown decision is named, with the ones this job accepts.
+    // The route takes no token: an unknown decision is refused without
+    // naming the ones this job accepts.
     let message = decide(&server, &job_id, "maybe").await.assert_error(400);
-    assert!(message.contains("maybe") && message.contains("approved") && message.contains("rejected"), "{message}");
+    assert!(!message.contains("approved") && !message.contains("rejected"), "{message}");
 
     assert_eq!(server.job(&job_id).await, before, "a refused decision changed the job");
     // The job still takes a proper decision.
@@ -137,7 +138,7 @@ async fn unknown_jobs_are_404() {
     let server = TestServer::start_with(config()).await;
     for id in ["00000000-0000-4000-8000-000000000000", "not-a-uuid", "12345"] {
         let message = decide(&server, id, "approved").await.assert_error(404);
-        assert!(message.contains("not found"), "{id}: {message}");
+        assert_eq!(message, "job not found", "{id}: the same answer for every id");
     }
     server.stop().await;
 }
@@ -165,7 +166,7 @@ async fn a_job_not_waiting_for_a_human_is_409() {
     let hello = server.create_job("/api/v1/jobs/hello", json!({"name": "Ada"})).await;
     server.wait_for_status(&hello, "waiting_for_worker").await;
     let message = decide(&server, &hello, "approved").await.assert_error(409);
-    assert!(message.contains("waiting_for_worker"), "{message}");
+    assert!(!message.contains("waiting_for_worker") && !message.contains(&hello), "no status or id shown: {message}");
     server.stop().await;
 }
 
@@ -211,5 +212,42 @@ async fn racing_decisions_apply_exactly_once() {
             assert_eq!(ended(&server, &job_id).await["current_state"], "published");
         }
     }
+    server.stop().await;
+}
+
+/// With `APPROVAL_SECRET`, a decision needs the signature of its job id and
+/// decision: knowing the job id is no longer enough, and without a valid
+/// signature the route answers 403 before it looks the job up.
+#[tokio::test]
+async fn signed_links_are_required_with_an_approval_secret() {
+    let server = TestServer::start_with(Config { approval_secret: Some("s3cret-key".into()), ..config() }).await;
+    let (job_id, _) = awaiting_review(&server).await;
+    let job = server.job(&job_id).await;
+    let links = &job["approval"]["links"];
+    let (approve, reject) = (links["approved"].as_str().unwrap(), links["rejected"].as_str().unwrap());
+    assert!(approve.starts_with(&format!("{}?signature=", approval_path(&job_id))), "{job:#}");
+    assert_ne!(approve, reject);
+    assert!(!server.job_text(&job_id).await.contains("s3cret-key"));
+
+    let body = |decision: &str| json!({"decision": decision}).to_string();
+    // No signature, a made-up one, or the other decision's.
+    for (path, decision) in [
+        (approval_path(&job_id), "approved"),
+        (format!("{}?signature=00ff", approval_path(&job_id)), "approved"),
+        (reject.to_owned(), "approved"),
+        (approve.to_owned(), "rejected"),
+    ] {
+        let answer = server.send(Method::POST, &path, Auth::None, Some(&body(decision))).await;
+        assert_eq!(answer.assert_error(403), "missing or invalid approval signature", "{path}");
+    }
+    // The same 403 for a job that does not exist: no oracle.
+    let unknown = "00000000-0000-7000-8000-000000000000";
+    decide(&server, unknown, "approved").await.assert_error(403);
+    assert_eq!(server.job(&job_id).await["status"], "waiting_for_human");
+
+    let answer = server.send(Method::POST, approve, Auth::None, Some(&body("approved"))).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let job = server.wait_for(&job_id, WAIT, |j| j["status"] != "waiting_for_human").await;
+    assert_eq!(job["current_state"], "publish", "{job:#}");
     server.stop().await;
 }

@@ -122,7 +122,9 @@ async fn get_job(
     ClientAuth(client): ClientAuth,
     ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.orchestrator.job_for(&client, &job_id).await?))
+    let mut job = state.orchestrator.job_for(&client, &job_id).await?;
+    state.orchestrator.sign_approval_links(&mut job);
+    Ok(Json(job))
 }
 
 /// `POST /api/{version}/{endpoint}`, reached as the router's fallback: blueprint

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -51,9 +52,21 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
     }
 }
 
-/// Reads the body within the configured limit.
+/// A route's own body limit, when it is below `MAX_REQUEST_BODY_BYTES`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// The layers that give one route a body limit of `bytes` (at most
+/// `MAX_REQUEST_BODY_BYTES`): the limit itself, and the figure the 413 names.
+pub fn body_limit(bytes: usize, config_max: usize) -> (DefaultBodyLimit, Extension<BodyLimit>) {
+    let bytes = bytes.min(config_max);
+    (DefaultBodyLimit::max(bytes), Extension(BodyLimit(bytes)))
+}
+
+/// Reads the body within the route's limit.
 pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    let limit = state.orchestrator.config.max_request_body_bytes;
+    let limit =
+        req.extensions().get::<BodyLimit>().map_or(state.orchestrator.config.max_request_body_bytes, |limit| limit.0);
     Bytes::from_request(req, state).await.map_err(|rejection| ApiError::from_body(rejection, limit))
 }
 
@@ -82,18 +95,27 @@ impl FromRequestParts<AppState> for ClientAuth {
     }
 }
 
-/// A worker's presented token. Which worker ids it may act as depends on the
-/// request (path or body), so the orchestrator checks it; a request without
-/// the header is refused here.
+/// A worker's presented token, known to be the global worker token or one
+/// of `workers.toml`'s. Which worker ids it may act as depends on the
+/// request (path or body), so the orchestrator checks that; a token that is
+/// neither is refused here, from the headers alone, before any body is read.
 pub struct WorkerAuth(pub WorkerToken);
 
 impl FromRequestParts<AppState> for WorkerAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
-        header(parts, WORKER_TOKEN_HEADER)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = header(parts, WORKER_TOKEN_HEADER)
             .filter(|token| !token.is_empty())
-            .map(|token| WorkerAuth(WorkerToken(hash(token))))
-            .ok_or(ApiError::Unauthorized(WORKER_TOKEN_HEADER))
+            .map(|token| WorkerToken(hash(token)))
+            .ok_or(ApiError::Unauthorized(WORKER_TOKEN_HEADER))?;
+        let orchestrator = &state.orchestrator;
+        if orchestrator.credentials.is_global_worker(&token)
+            || orchestrator.storage.worker_for_token(&token.0).await?.is_some()
+        {
+            Ok(WorkerAuth(token))
+        } else {
+            Err(ApiError::Unauthorized(WORKER_TOKEN_HEADER))
+        }
     }
 }

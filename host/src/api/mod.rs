@@ -48,10 +48,10 @@ pub fn router(state: AppState) -> Router {
 
     let files = if state.orchestrator.files.is_some() { files::routes() } else { Router::new() };
     Router::new()
-        .merge(public::routes())
+        .merge(public::routes(&state.orchestrator.config))
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()))
-        .merge(worker::routes())
+        .merge(worker::routes(&state.orchestrator.config))
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))

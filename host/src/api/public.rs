@@ -9,13 +9,18 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, body_limit};
+use crate::config::Config;
+use crate::config::limits::APPROVAL_BODY_BYTES;
 use crate::orchestrator::Page;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(config: &Config) -> Router<AppState> {
     Router::new()
         .route("/_public/status", get(status))
-        .route("/_public/webhooks/approval/{job_id}", post(approval))
+        .route(
+            "/_public/webhooks/approval/{job_id}",
+            post(approval).layer(body_limit(APPROVAL_BODY_BYTES, config.max_request_body_bytes)),
+        )
         .route("/_public/jobs/quarantined", get(quarantined))
         .route("/_public/metrics", get(metrics))
 }
@@ -24,17 +29,30 @@ async fn status() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// The approval body: other fields are skipped unread.
+#[derive(Debug, Deserialize)]
+struct ApprovalBody {
+    decision: Option<Value>,
+}
+
+/// `?signature=` of a signed approval link (`APPROVAL_SECRET`).
+#[derive(Debug, Default, Deserialize)]
+struct ApprovalQuery {
+    signature: Option<String>,
+}
+
 /// A person's decision for a job waiting in `waiting_for_human`.
 async fn approval(
     State(state): State<AppState>,
     ApiPath(job_id): ApiPath<String>,
-    ApiJson(body): ApiJson<Value>,
+    Query(query): Query<ApprovalQuery>,
+    ApiJson(body): ApiJson<ApprovalBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let decision = match body.get("decision") {
+    let decision = match &body.decision {
         Some(Value::String(decision)) if !decision.is_empty() => decision.as_str(),
         _ => return Err(ApiError::BadRequest("decision is required in body (a non-empty string)".into())),
     };
-    let job_id = state.orchestrator.decide(&job_id, decision).await?;
+    let job_id = state.orchestrator.decide(&job_id, decision, query.signature.as_deref()).await?;
     Ok(Json(json!({ "status": "approval_received", "job_id": job_id })))
 }
 

@@ -9,14 +9,18 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBody, ApiJson, ApiPath, WorkerAuth, parse_json};
+use super::extract::{ApiBody, ApiJson, ApiPath, WorkerAuth, body_limit};
+use crate::config::Config;
 use crate::model::{WorkerPatch, WorkerRegistration, WorkerResultBody};
 use crate::orchestrator::Heartbeat;
 
-pub fn routes() -> Router<AppState> {
+/// Registration and heartbeat bodies are small documents: they get
+/// `WORKER_MAX_BODY_BYTES`, not the limit results and jobs need.
+pub fn routes(config: &Config) -> Router<AppState> {
+    let small = || body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
     Router::new()
-        .route("/_worker/workers/register", post(register))
-        .route("/_worker/workers/{worker_id}", patch(heartbeat))
+        .route("/_worker/workers/register", post(register).layer(small()))
+        .route("/_worker/workers/{worker_id}", patch(heartbeat).layer(small()))
         .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
         .route("/_worker/tasks/result", post(result))
         .route("/_worker/workers/{worker_id}/jobs/{job_id}/tasks/{task_id}", get(task_status))
@@ -41,15 +45,11 @@ async fn heartbeat(
     let patch = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        match parse_json::<Value>(&body)? {
-            Value::Null => None,
-            Value::Object(map) if map.is_empty() => None,
-            value @ Value::Object(_) => Some(
-                serde_json::from_value::<WorkerPatch>(value)
-                    .map_err(|e| ApiError::BadRequest(format!("invalid worker update: {e}")))?,
-            ),
-            _ => return Err(ApiError::BadRequest("a worker update must be a JSON object".into())),
-        }
+        // Straight into the typed update: a non-object is refused by serde
+        // without building a `Value` of the whole body first.
+        serde_json::from_slice::<Option<WorkerPatch>>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid worker update (a JSON object expected): {e}")))?
+            .filter(|patch| !patch.is_empty())
     };
     Ok(match state.orchestrator.heartbeat(&token, &worker_id, patch).await? {
         Heartbeat::Refreshed => Json(json!({ "status": "ttl_refreshed" })).into_response(),

@@ -21,6 +21,9 @@ pub struct ClientConfig {
     pub params: Map<String, Value>,
 }
 
+/// The prefix of the owners of scheduled jobs (`scheduler::client_name`).
+pub const RESERVED_PREFIX: &str = "scheduler:";
+
 pub fn load(path: &Path) -> Result<Vec<ClientConfig>, FileError> {
     from_table(&path.display().to_string(), &read_table(path)?)
 }
@@ -29,6 +32,14 @@ pub fn from_table(file: &str, root: &Table) -> Result<Vec<ClientConfig>, FileErr
     let mut clients = Vec::new();
     let mut tokens = TokenOwners::default();
     for section in Section::all(file, root)? {
+        // Jobs a schedule creates belong to `scheduler:<schedule>`; a client
+        // of that name would own (read, cancel, download) them.
+        if section.name.starts_with(RESERVED_PREFIX) {
+            return Err(section.error(
+                None,
+                format!("client names starting with {RESERVED_PREFIX:?} are reserved for the scheduler's jobs"),
+            ));
+        }
         let token = tokens.claim(&section, "client")?;
         let monthly_attempts = match section.optional_int("monthly_attempts")? {
             Some(n) if n < 0 => return Err(section.error(Some("monthly_attempts"), "must be 0 or more")),
@@ -70,6 +81,15 @@ mod tests {
 
     fn load_str(text: &str) -> Result<Vec<ClientConfig>, FileError> {
         from_table("clients.toml", &parse_table("clients.toml", text)?)
+    }
+
+    #[test]
+    fn the_schedulers_prefix_is_reserved() {
+        let err = load_str("[\"scheduler:nightly\"]\ntoken = \"t\"\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("clients.toml") && shown.contains("scheduler:nightly"), "{shown}");
+        assert!(shown.contains("reserved"), "{shown}");
+        assert!(!shown.contains("\"t\""), "{shown}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod file;
+pub mod limits;
 pub mod schedules;
 pub mod workers;
 
@@ -14,6 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono_tz::Tz;
+
+pub use limits::Limits;
 
 /// A setting that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +308,11 @@ pub struct Config {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
     /// `OTEL_SERVICE_NAME`; unset: no span export.
     pub otlp: Option<OtlpConfig>,
+    /// Bounds on identifiers, collections, bodies and connections.
+    pub limits: Limits,
+    /// `APPROVAL_SECRET`: when set, a decision on the public approval route
+    /// must carry the HMAC signature of its job id and decision.
+    pub approval_secret: Option<Secret>,
 }
 
 /// The documented default tokens: fine on a laptop, never in production.
@@ -350,6 +358,8 @@ impl Default for Config {
             max_request_body_bytes: 10 << 20,
             webhooks: WebhookSettings::default(),
             otlp: None,
+            limits: Limits::default(),
+            approval_secret: None,
         }
     }
 }
@@ -411,8 +421,7 @@ impl Config {
             task_files_dir: env.string("TASK_FILES_DIR").map(PathBuf::from).unwrap_or(d.task_files_dir),
             task_files_cleanup: CleanupSettings {
                 retention: env
-                    .parse::<u64>("TASK_FILES_RETENTION_SECONDS", "a whole number of seconds ≥ 0")?
-                    .map(Duration::from_secs)
+                    .seconds_or_zero("TASK_FILES_RETENTION_SECONDS")?
                     // Unset: a job's files stay as long as the job does, so a
                     // client can fetch the outputs of a job that has finished.
                     .unwrap_or(env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention)),
@@ -440,10 +449,7 @@ impl Config {
                     })?,
                     None => d.plugin_limits.memory_bytes,
                 },
-                timeout: env
-                    .positive("PLUGIN_TIMEOUT_MS")?
-                    .map(Duration::from_millis)
-                    .unwrap_or(d.plugin_limits.timeout),
+                timeout: env.millis("PLUGIN_TIMEOUT_MS")?.unwrap_or(d.plugin_limits.timeout),
             },
             plugin_instances: InstancePolicy {
                 pool_size: env
@@ -460,21 +466,20 @@ impl Config {
             webhooks: WebhookSettings {
                 timeout: env.seconds("WEBHOOK_TIMEOUT_SECONDS")?.unwrap_or(d.webhooks.timeout),
                 max_attempts: env.positive("WEBHOOK_MAX_ATTEMPTS")?.unwrap_or(d.webhooks.max_attempts),
-                retry_initial: env
-                    .positive("WEBHOOK_RETRY_INITIAL_MS")?
-                    .map(Duration::from_millis)
-                    .unwrap_or(d.webhooks.retry_initial),
+                retry_initial: env.millis("WEBHOOK_RETRY_INITIAL_MS")?.unwrap_or(d.webhooks.retry_initial),
                 retry_max: d.webhooks.retry_max,
                 queue_capacity: env.positive("WEBHOOK_QUEUE_CAPACITY")?.unwrap_or(d.webhooks.queue_capacity),
                 concurrency: env.positive("WEBHOOK_CONCURRENCY")?.unwrap_or(d.webhooks.concurrency),
             },
             otlp: otlp(&env)?,
+            limits: Limits::read(&env)?,
+            approval_secret: env.string("APPROVAL_SECRET").map(Secret::from),
         })
     }
 
     /// How long a worker stays live after registering or a heartbeat.
     pub fn worker_ttl(&self) -> Duration {
-        self.worker_health_check_interval * 2
+        self.worker_health_check_interval.saturating_mul(2)
     }
 }
 
@@ -641,8 +646,38 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     }
 
     fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
-        Ok(self.positive::<u64>(variable)?.map(Duration::from_secs))
+        self.positive::<u64>(variable)?.map(|s| bounded(variable, Duration::from_secs(s))).transpose()
     }
+
+    /// Like [`seconds`](Self::seconds), with 0 allowed.
+    fn seconds_or_zero(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        self.parse::<u64>(variable, "a whole number of seconds ≥ 0")?
+            .map(|s| bounded(variable, Duration::from_secs(s)))
+            .transpose()
+    }
+
+    fn millis(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        self.positive::<u64>(variable)?.map(|ms| bounded(variable, Duration::from_millis(ms))).transpose()
+    }
+}
+
+/// The longest duration any setting may name. Deadlines are computed as
+/// `now + setting`; past a few centuries that overflows and panics, so
+/// a year (more than any sensible timeout) is the ceiling, checked at start-up.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+fn bounded(variable: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value > MAX_DURATION {
+        return Err(ConfigError {
+            variable,
+            problem: format!(
+                "{} s is longer than the limit of one year ({} s)",
+                value.as_secs(),
+                MAX_DURATION.as_secs()
+            ),
+        });
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -820,8 +855,10 @@ mod tests {
             ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
             ("S3_ACCESS_KEY", "ak-s3cret"),
             ("S3_SECRET_KEY", "sk-s3cret"),
+            ("APPROVAL_SECRET", "approval-s3cret"),
         ])
         .unwrap();
+        assert_eq!(c.approval_secret.as_ref().map(Secret::expose), Some("approval-s3cret"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         let err = config(&[("HISTORY_DATABASE_URI", "mysql://u:db-s3cret@h/db")]).unwrap_err();
@@ -855,6 +892,15 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "file:///tmp/spans"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector/v1/traces"),
+            ("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", "18446744073709551615"),
+            ("WORKER_TIMEOUT_SECONDS", "31622401"),
+            ("TASK_FILES_RETENTION_SECONDS", "18446744073709551615"),
+            ("PLUGIN_TIMEOUT_MS", "18446744073709551615"),
+            ("WEBHOOK_RETRY_INITIAL_MS", "31622400001"),
+            ("MAX_NAME_BYTES", "0"),
+            ("WORKER_MAX_SUPPORTED_TASKS", "x"),
+            ("MAX_WORKERS_PER_TOKEN", "-1"),
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "0"),
         ] {
             let vars: &[(&str, &str)] =
                 if var == "REDIS_PORT" { &[("REDIS_HOST", "h"), (var, value)] } else { &[(var, value)] };
@@ -864,5 +910,9 @@ mod tests {
         }
         let err = config(&[("API_PORT", "http")]).unwrap_err();
         assert!(err.to_string().starts_with("environment variable API_PORT: invalid value \"http\""), "{err}");
+        let err = config(&[("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", "18446744073709551615")]).unwrap_err();
+        assert!(err.to_string().contains("longer than the limit of one year"), "{err}");
+        let year = config(&[("WORKER_HEALTH_CHECK_INTERVAL_SECONDS", "31622400")]).unwrap();
+        assert_eq!(year.worker_ttl(), MAX_DURATION * 2, "the longest allowed interval still doubles without overflow");
     }
 }

@@ -172,6 +172,10 @@ pub struct ApprovalWait {
     pub message: String,
     /// Decision → next state.
     pub transitions: BTreeMap<String, String>,
+    /// Decision → signed approval link; filled in for the owner's view only
+    /// when `APPROVAL_SECRET` is set, never stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
 }
 
 /// A child job the job waits for.

@@ -3,6 +3,34 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::Limits;
+
+/// The fields of [`WorkerInfo`] the host owns. A worker's body may not set
+/// them through `extra`: they would be serialised twice into one record,
+/// which Redis storage then cannot read back, and clients would see a
+/// worker's forged `worker_id` or `in_flight` beside the real one.
+const HOST_OWNED: [&str; 7] =
+    ["worker_id", "worker_type", "supported_tasks", "max_concurrent_tasks", "status", "load", "in_flight"];
+
+fn drop_host_owned(extra: &mut Map<String, Value>) {
+    for key in HOST_OWNED {
+        extra.remove(key);
+    }
+}
+
+/// Refuses a task list longer than `WORKER_MAX_SUPPORTED_TASKS` or holding a
+/// name over `MAX_NAME_BYTES`: each type becomes an index entry in storage.
+fn check_task_types(tasks: &[String], limits: &Limits) -> Result<(), String> {
+    if tasks.len() > limits.worker_supported_tasks {
+        return Err(format!(
+            "supported_tasks lists {} task types; the limit is {} (WORKER_MAX_SUPPORTED_TASKS)",
+            tasks.len(),
+            limits.worker_supported_tasks
+        ));
+    }
+    tasks.iter().try_for_each(|task| limits.check_name("a task type in supported_tasks", task))
+}
+
 /// The body of `POST /_worker/workers/register`. Fields the SDK sends that the
 /// orchestrator does not interpret are kept in `extra` and shown back as is.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,8 +73,37 @@ pub struct WorkerInfo {
     pub extra: Map<String, Value>,
 }
 
+impl WorkerRegistration {
+    /// Checks what the worker controls against `limits` (the worker id is
+    /// checked where it is decided, since it may come from the token).
+    pub fn check(&self, limits: &Limits) -> Result<(), String> {
+        if let Some(worker_type) = &self.worker_type {
+            limits.check_name("worker_type", worker_type)?;
+        }
+        check_task_types(&self.supported_tasks, limits)
+    }
+}
+
+impl WorkerPatch {
+    pub fn check(&self, limits: &Limits) -> Result<(), String> {
+        if let Some(status) = &self.status {
+            limits.check_name("status", status)?;
+        }
+        if let Some(tasks) = &self.supported_tasks {
+            check_task_types(tasks, limits)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the update changes nothing (`{}`): a ping.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.load.is_none() && self.supported_tasks.is_none() && self.extra.is_empty()
+    }
+}
+
 impl WorkerInfo {
-    pub fn from_registration(worker_id: String, reg: WorkerRegistration) -> Self {
+    pub fn from_registration(worker_id: String, mut reg: WorkerRegistration) -> Self {
+        drop_host_owned(&mut reg.extra);
         Self {
             worker_id,
             worker_type: reg.worker_type,
@@ -59,7 +116,8 @@ impl WorkerInfo {
         }
     }
 
-    pub fn apply(&mut self, patch: WorkerPatch) {
+    pub fn apply(&mut self, mut patch: WorkerPatch) {
+        drop_host_owned(&mut patch.extra);
         if let Some(status) = patch.status {
             self.status = status;
         }
@@ -74,5 +132,44 @@ impl WorkerInfo {
 
     pub fn is_idle(&self) -> bool {
         self.status == "idle"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_cannot_set_host_owned_fields_through_extra() {
+        let reg: WorkerRegistration = serde_json::from_value(json!({
+            "worker_id": "w", "supported_tasks": ["greet"], "in_flight": 99, "status": "forged",
+            "load": 7, "hostname": "gpu-1"
+        }))
+        .unwrap();
+        let mut info = WorkerInfo::from_registration("w".into(), reg);
+        let patch: WorkerPatch =
+            serde_json::from_value(json!({"worker_id": "other", "in_flight": 5, "region": "eu"})).unwrap();
+        info.apply(patch);
+        let encoded = serde_json::to_string(&info).unwrap();
+        let decoded: WorkerInfo = serde_json::from_str(&encoded).expect("the record reads back");
+        assert_eq!((decoded.worker_id.as_str(), decoded.in_flight, decoded.status.as_str()), ("w", 0, "idle"));
+        assert_eq!(decoded.extra, json!({"hostname": "gpu-1", "region": "eu"}).as_object().unwrap().clone());
+    }
+
+    #[test]
+    fn task_lists_and_names_are_bounded() {
+        let limits = Limits { worker_supported_tasks: 2, name_bytes: 8, ..Limits::default() };
+        let reg = |tasks: Value| -> WorkerRegistration {
+            serde_json::from_value(json!({"worker_id": "w", "supported_tasks": tasks})).unwrap()
+        };
+        assert_eq!(reg(json!(["a", "b"])).check(&limits), Ok(()));
+        assert!(reg(json!(["a", "b", "c"])).check(&limits).unwrap_err().contains("WORKER_MAX_SUPPORTED_TASKS"));
+        assert!(reg(json!(["123456789"])).check(&limits).unwrap_err().contains("MAX_NAME_BYTES"));
+        assert!(reg(json!([""])).check(&limits).is_err());
+        assert!(reg(json!(["a\nb"])).check(&limits).unwrap_err().contains("control"));
+        let patch: WorkerPatch = serde_json::from_value(json!({"supported_tasks": ["a", "b", "c"]})).unwrap();
+        assert!(patch.check(&limits).is_err());
     }
 }

@@ -190,7 +190,7 @@ impl Orchestrator {
             Step::AwaitApproval { message, transitions } => {
                 tracing::info!(job_id = %job.id, state = %job.current_state, "job waits for a human decision");
                 job.status = JobStatus::WaitingForHuman;
-                job.approval = Some(ApprovalWait { message, transitions });
+                job.approval = Some(ApprovalWait { message, transitions, links: Default::default() });
                 if self.save(job, FollowUp::None).await? {
                     self.history.job(|| {
                         let approval = job.approval.as_ref();

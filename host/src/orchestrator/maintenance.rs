@@ -12,7 +12,7 @@ impl Orchestrator {
     /// Sweeps every `WORKER_HEALTH_CHECK_INTERVAL_SECONDS` until `shutdown`.
     pub async fn run_maintenance(self: Arc<Self>, shutdown: CancellationToken) {
         let every = self.config.worker_health_check_interval;
-        self.run_singleton("maintenance", every, every * 2, shutdown, async |this: &Orchestrator| {
+        self.run_singleton("maintenance", every, every.saturating_mul(2), shutdown, async |this: &Orchestrator| {
             match this.storage.purge_expired_workers().await {
                 Ok(purged) if purged.is_empty() => {}
                 Ok(purged) => {

@@ -13,6 +13,7 @@ mod jobs;
 mod listing;
 mod maintenance;
 mod parallel;
+mod polls;
 mod results;
 mod singleton;
 mod watcher;
@@ -35,6 +36,7 @@ pub use blueprints::{Reloads, short as short_version};
 
 pub use cancel::Cancellation;
 pub use listing::{DEFAULT_LIMIT, MAX_LIMIT, Page};
+pub use polls::PollSlots;
 pub use results::ResultAck;
 pub use workers::Heartbeat;
 
@@ -84,4 +86,6 @@ pub struct Orchestrator {
     pub files: Option<TaskFiles>,
     /// Serialises blueprint reloads.
     pub reloads: Reloads,
+    /// Long-polls open per worker on this instance (`WORKER_MAX_POLLS`).
+    pub polls: PollSlots,
 }

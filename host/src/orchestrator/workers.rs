@@ -1,5 +1,7 @@
 //! The worker registry as workers use it: registration, heartbeats, task polls.
 
+use std::time::Duration;
+
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::{WorkerToken, same, worker_token_hashes};
 use crate::config::workers;
@@ -26,6 +28,20 @@ impl Orchestrator {
     ) -> OrchestratorResult<()> {
         let claimed = registration.worker_id.as_deref().filter(|id| !id.is_empty());
         let worker_id = self.authorize_worker(token, claimed).await?;
+        registration.check(&self.config.limits).map_err(OrchestratorError::BadRequest)?;
+        if self.credentials.is_global_worker(token) {
+            // Every id the global token names is a worker record, index
+            // entries and a queue: their number is what it may claim.
+            let limit = self.config.limits.workers_per_token;
+            let live_workers = self.storage.live_worker_count().await?;
+            if live_workers >= limit && !self.storage.is_worker_live(&worker_id).await? {
+                tracing::warn!(worker_id, live_workers, "registration refused: worker limit");
+                return Err(OrchestratorError::QuotaExceeded(format!(
+                    "{limit} workers are registered already (MAX_WORKERS_PER_TOKEN); \
+                     a new worker id is refused until one expires"
+                )));
+            }
+        }
         let worker = WorkerInfo::from_registration(worker_id.clone(), registration);
         let task_types = worker.supported_tasks.clone();
         let event = self.history.prepare_worker(|| {
@@ -45,6 +61,9 @@ impl Orchestrator {
         patch: Option<WorkerPatch>,
     ) -> OrchestratorResult<Heartbeat> {
         self.authorize_worker(token, Some(worker_id)).await?;
+        if let Some(patch) = &patch {
+            patch.check(&self.config.limits).map_err(OrchestratorError::BadRequest)?;
+        }
         let is_ping = patch.is_none();
         let worker = self
             .storage
@@ -62,9 +81,29 @@ impl Orchestrator {
         Ok(Heartbeat::Updated(Box::new(worker)))
     }
 
-    /// Waits up to the poll timeout for a task queued for `worker_id`.
+    /// Waits up to the poll timeout for a task queued for `worker_id`. Only a
+    /// live (registered) worker may wait: storage keeps a queue and a waiter
+    /// for whoever waits, so made-up ids would each leave one behind.
     pub async fn next_task(&self, token: &WorkerToken, worker_id: &str) -> OrchestratorResult<Option<TaskPayload>> {
         self.authorize_worker(token, Some(worker_id)).await?;
+        let _slot = self.polls.acquire(worker_id, self.config.limits.polls_per_worker).ok_or_else(|| {
+            OrchestratorError::QuotaExceeded(format!(
+                "worker {worker_id} holds {} polls already (WORKER_MAX_POLLS)",
+                self.config.limits.polls_per_worker
+            ))
+        })?;
+        // A task already queued is handed out without the liveness read: it
+        // was pushed to this id because the worker was live, which keeps the
+        // busy path at one storage call.
+        if let Some(task) = self.storage.pop_task(worker_id, Duration::ZERO).await? {
+            tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
+            return Ok(Some(task));
+        }
+        if !self.storage.is_worker_live(worker_id).await? {
+            return Err(OrchestratorError::NotFound(format!(
+                "worker {worker_id} is not registered (or its liveness lapsed); register before polling"
+            )));
+        }
         let task = self.storage.pop_task(worker_id, self.config.worker_poll_timeout).await?;
         if let Some(task) = &task {
             tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
@@ -77,6 +116,9 @@ impl Orchestrator {
     /// in; any other worker id needs the global token. Without a claimed id
     /// the worker is known from its own token alone.
     pub async fn authorize_worker(&self, token: &WorkerToken, claimed: Option<&str>) -> OrchestratorResult<String> {
+        if let Some(worker_id) = claimed {
+            self.config.limits.check_name("worker_id", worker_id).map_err(OrchestratorError::BadRequest)?;
+        }
         let Some(worker_id) = claimed else {
             if let Some(worker_id) = self.storage.worker_for_token(&token.0).await? {
                 return Ok(worker_id);

@@ -33,7 +33,7 @@ pub const GRACE: Duration = Duration::from_secs(60);
 
 /// The client identity of jobs a schedule creates: `scheduler:<schedule name>`.
 pub fn client_name(schedule: &str) -> String {
-    format!("scheduler:{schedule}")
+    format!("{}{schedule}", crate::config::clients::RESERVED_PREFIX)
 }
 
 impl Orchestrator {

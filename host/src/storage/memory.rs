@@ -411,11 +411,14 @@ impl Storage for MemoryStorage {
         loop {
             let notify = {
                 let mut tasks = lock(&self.tasks);
-                let queue = tasks.entry(worker_id.to_owned()).or_default();
-                if let Some(task) = queue.heap.pop() {
+                if let Some(task) = tasks.get_mut(worker_id).and_then(|queue| queue.heap.pop()) {
                     return Ok(Some(task.payload));
                 }
-                queue.notify.clone()
+                // A look that will not wait leaves nothing behind.
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                tasks.entry(worker_id.to_owned()).or_default().notify.clone()
             };
             if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
                 return Ok(None);
@@ -469,6 +472,15 @@ impl Storage for MemoryStorage {
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>> {
         let now = Instant::now();
         Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
+    }
+
+    async fn is_worker_live(&self, worker_id: &str) -> StorageResult<bool> {
+        Ok(lock(&self.workers).get(worker_id).is_some_and(|w| w.is_live(Instant::now())))
+    }
+
+    async fn live_worker_count(&self) -> StorageResult<usize> {
+        let now = Instant::now();
+        Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).count())
     }
 
     async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
@@ -745,6 +757,17 @@ mod tests {
         storage.update_job(&mut job, follow_up).await.unwrap();
         let popped = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
         assert_eq!(popped.unwrap().task_id, queued.task_id);
+    }
+
+    #[tokio::test]
+    async fn a_look_that_does_not_wait_leaves_no_queue_behind() {
+        let storage = MemoryStorage::new();
+        for i in 0..100 {
+            assert!(storage.pop_task(&format!("made-up-{i}"), Duration::ZERO).await.unwrap().is_none());
+        }
+        assert!(lock(&storage.tasks).is_empty());
+        assert!(!storage.is_worker_live("made-up-0").await.unwrap());
+        assert_eq!(storage.live_worker_count().await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -170,6 +170,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Every live worker.
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;
 
+    /// Whether `worker_id` is live: polls check it before storage holds a
+    /// queue or a waiter for them.
+    async fn is_worker_live(&self, worker_id: &str) -> StorageResult<bool>;
+
+    /// The number of live workers (registration checks it against its limit).
+    async fn live_worker_count(&self) -> StorageResult<usize>;
+
     /// Deletes the records and index entries of workers whose liveness
     /// lapsed; returns their ids. Keeps storage from growing with every
     /// worker that ever registered.

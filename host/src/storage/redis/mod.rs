@@ -72,6 +72,7 @@ struct Scripts {
     withdraw_task: Script,
     record_branch: Script,
     list_jobs: Script,
+    worker_census: Script,
 }
 
 impl Scripts {
@@ -91,6 +92,7 @@ impl Scripts {
             withdraw_task: Script::new(include_str!("lua/withdraw_task.lua")),
             record_branch: Script::new(include_str!("lua/record_branch.lua")),
             list_jobs: Script::new(include_str!("lua/list_jobs.lua")),
+            worker_census: Script::new(include_str!("lua/worker_census.lua")),
         }
     }
 }
@@ -475,22 +477,33 @@ fn encode_job(job: &Job) -> StorageResult<Vec<u8>> {
     job.encode().map_err(StorageError::Corrupt)
 }
 
+impl RedisStorage {
+    /// Whether `worker_id` is live and how many workers are, in one script
+    /// on Redis' clock (both are O(log n) on the liveness index).
+    async fn worker_census(&self, worker_id: &str) -> StorageResult<(bool, usize)> {
+        let (live, count): (i64, u64) = self
+            .scripts
+            .worker_census
+            .key(self.keys.live())
+            .arg(worker_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((live == 1, usize::try_from(count).unwrap_or(usize::MAX)))
+    }
+}
+
 fn worker_record(info: &WorkerInfo) -> StorageResult<String> {
     serde_json::to_string(info).map_err(|e| corrupt(format!("worker {}: {e}", info.worker_id)))
 }
 
 fn hex(hash: &TokenHash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(hash)
 }
 
 fn unhex(text: &str) -> Option<TokenHash> {
     let mut out = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
+    ::hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -747,6 +760,14 @@ impl Storage for RedisStorage {
                 Ok(info)
             })
             .collect()
+    }
+
+    async fn is_worker_live(&self, worker_id: &str) -> StorageResult<bool> {
+        Ok(self.worker_census(worker_id).await?.0)
+    }
+
+    async fn live_worker_count(&self) -> StorageResult<usize> {
+        Ok(self.worker_census("").await?.1)
     }
 
     async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
