@@ -22,6 +22,10 @@
 //!
 //! Logs name the job and the receiver's host, never the whole URL: its path or
 //! query may carry a token.
+//!
+//! Where a webhook may go is [`AddressPolicy`]'s to say (`guard.rs`).
+
+mod guard;
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -33,6 +37,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use self::guard::{AddressPolicy, Range, Refused, UrlProblem, parse_networks};
 use crate::config::WebhookSettings;
 use crate::model::{Job, JobId, JobStatus};
 
