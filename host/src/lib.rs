@@ -169,7 +169,7 @@ impl App {
         // Stops with the server (`serve`): webhook deliveries still queued
         // then are lost; the history writer flushes its buffer first.
         let background_stop = CancellationToken::new();
-        let webhooks = Webhooks::start(config.webhooks, background_stop.clone());
+        let webhooks = Webhooks::start(config.webhooks.clone(), background_stop.clone());
         // No request is made here: S3 being down fails the jobs that need it,
         // not the server.
         let files = TaskFiles::new(&config, background_stop.clone());

@@ -70,6 +70,7 @@ struct WebhookCounters {
     delivered: IntCounter,
     given_up: IntCounter,
     dropped: IntCounter,
+    refused: IntCounter,
     sync: Mutex<()>,
 }
 
@@ -171,13 +172,14 @@ impl Metrics {
         let jobs_queued = register(r, IntGauge::new("avtomatika_jobs_queued", "Jobs queued for the executor.")?)?;
         let deliveries = counter(
             "avtomatika_webhook_deliveries_total",
-            "Webhook deliveries by outcome (delivered, given_up, dropped).",
+            "Webhook deliveries by outcome (delivered, given_up, dropped, refused).",
             &["outcome"],
         )?;
         let webhooks = WebhookCounters {
             delivered: deliveries.get_metric_with_label_values(&["delivered"])?,
             given_up: deliveries.get_metric_with_label_values(&["given_up"])?,
             dropped: deliveries.get_metric_with_label_values(&["dropped"])?,
+            refused: deliveries.get_metric_with_label_values(&["refused"])?,
             sync: Mutex::new(()),
         };
         let history = HistoryCounters {
@@ -324,6 +326,7 @@ impl WebhookCounters {
             (&self.delivered, stats.delivered),
             (&self.given_up, stats.given_up),
             (&self.dropped, stats.dropped),
+            (&self.refused, stats.refused),
         ]);
     }
 }
@@ -370,7 +373,7 @@ mod tests {
         metrics.plugin_failed(&HandlerError::Deadline(Duration::from_millis(5)));
         metrics.http_request("/api/v1/jobs/{job_id}", "200");
         let jobs = JobCounts { queued: 3, by_status: [(JobStatus::Running, 2)].into() };
-        let webhooks = WebhookStats { delivered: 4, given_up: 1, dropped: 0, attempts: 6 };
+        let webhooks = WebhookStats { delivered: 4, given_up: 1, dropped: 0, refused: 2, attempts: 6 };
         let plugin_cache = CacheStats { hits: 2, misses: 1, rebuilt: 0 };
         let blueprint_versions = BlueprintVersions { current: 3, retired: 1 };
         let snapshot = Snapshot {
@@ -397,6 +400,7 @@ mod tests {
             r#"avtomatika_jobs{status="running"} 2"#,
             r#"avtomatika_jobs{status="pending"} 0"#,
             r#"avtomatika_webhook_deliveries_total{outcome="delivered"} 4"#,
+            r#"avtomatika_webhook_deliveries_total{outcome="refused"} 2"#,
             r#"avtomatika_plugin_cache_total{result="hit"} 2"#,
             r#"avtomatika_plugin_cache_total{result="miss"} 1"#,
             r#"avtomatika_plugin_cache_total{result="rebuilt"} 0"#,

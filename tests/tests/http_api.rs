@@ -10,8 +10,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Short polls, small bodies: every test here runs in a second or two.
+/// Jobs here name `http://127.0.0.1:9/hook` (discard) as their webhook,
+/// which only `WEBHOOK_ALLOWED_NETWORKS` lets through.
 fn config() -> Config {
-    Config { worker_poll_timeout: Duration::from_secs(1), max_request_body_bytes: 1024, ..test_config() }
+    let mut config =
+        Config { worker_poll_timeout: Duration::from_secs(1), max_request_body_bytes: 1024, ..test_config() };
+    config.webhooks.allowed_networks = avtomatika::webhook::parse_networks("127.0.0.0/8").unwrap();
+    config
 }
 
 async fn server() -> TestServer {

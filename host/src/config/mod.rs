@@ -107,8 +107,9 @@ impl Default for PluginLimits {
 }
 
 /// Outgoing job webhooks (`spec/http-api.md`, "Webhooks"): how each POST is
-/// tried and how many may wait or run at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// tried, how many may wait or run at once (all clients, one client, one
+/// receiver host) and which private networks they may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// The limit on one delivery attempt, connecting included
     /// (`WEBHOOK_TIMEOUT_SECONDS`, default 10 s).
@@ -122,12 +123,35 @@ pub struct WebhookSettings {
     /// The longest wait between two attempts, however many failed (60 s; set
     /// in code only).
     pub retry_max: Duration,
-    /// Deliveries that may wait for the dispatcher; one more is dropped with
-    /// a warning (`WEBHOOK_QUEUE_CAPACITY`, default 10000).
+    /// Deliveries pending at once (waiting, in flight or between attempts),
+    /// all clients together; one more is dropped with a warning
+    /// (`WEBHOOK_QUEUE_CAPACITY`, default 10000).
     pub queue_capacity: usize,
+    /// Deliveries one client may have pending; past it only that client's
+    /// are dropped (`WEBHOOK_QUEUE_PER_CLIENT`, default 1000).
+    pub queue_per_client: usize,
     /// POSTs in flight at once, all receivers together (`WEBHOOK_CONCURRENCY`,
     /// default 16).
     pub concurrency: usize,
+    /// POSTs in flight at once for one client, so a client's hanging
+    /// receivers cannot take every slot (`WEBHOOK_PER_CLIENT_CONCURRENCY`,
+    /// default 8).
+    pub per_client_concurrency: usize,
+    /// POSTs in flight at once from one client to one receiver host, any
+    /// port (`WEBHOOK_PER_HOST_CONCURRENCY`, default 4).
+    pub per_host_concurrency: usize,
+    /// Networks a webhook may reach although they are private, loopback or
+    /// otherwise special-purpose (`WEBHOOK_ALLOWED_NETWORKS`, comma-separated
+    /// CIDRs; default none).
+    pub allowed_networks: Vec<ipnet::IpNet>,
+}
+
+impl WebhookSettings {
+    /// The limit on connecting, within [`Self::timeout`]: a receiver that
+    /// never accepts (a filtered port) is given up after at most 3 s.
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeout.min(Duration::from_secs(3))
+    }
 }
 
 impl Default for WebhookSettings {
@@ -138,7 +162,11 @@ impl Default for WebhookSettings {
             retry_initial: Duration::from_millis(1000),
             retry_max: Duration::from_secs(60),
             queue_capacity: 10_000,
+            queue_per_client: 1000,
             concurrency: 16,
+            per_client_concurrency: 8,
+            per_host_concurrency: 4,
+            allowed_networks: Vec::new(),
         }
     }
 }
@@ -303,7 +331,9 @@ pub struct Config {
     /// `MAX_REQUEST_BODY_BYTES` (10 MiB): larger request bodies get a 413.
     pub max_request_body_bytes: usize,
     /// `WEBHOOK_TIMEOUT_SECONDS`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_INITIAL_MS`,
-    /// `WEBHOOK_QUEUE_CAPACITY`, `WEBHOOK_CONCURRENCY`.
+    /// `WEBHOOK_QUEUE_CAPACITY`, `WEBHOOK_QUEUE_PER_CLIENT`, `WEBHOOK_CONCURRENCY`,
+    /// `WEBHOOK_PER_CLIENT_CONCURRENCY`, `WEBHOOK_PER_HOST_CONCURRENCY`,
+    /// `WEBHOOK_ALLOWED_NETWORKS`.
     pub webhooks: WebhookSettings,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
     /// `OTEL_SERVICE_NAME`; unset: no span export.
@@ -469,7 +499,19 @@ impl Config {
                 retry_initial: env.millis("WEBHOOK_RETRY_INITIAL_MS")?.unwrap_or(d.webhooks.retry_initial),
                 retry_max: d.webhooks.retry_max,
                 queue_capacity: env.positive("WEBHOOK_QUEUE_CAPACITY")?.unwrap_or(d.webhooks.queue_capacity),
+                queue_per_client: env.positive("WEBHOOK_QUEUE_PER_CLIENT")?.unwrap_or(d.webhooks.queue_per_client),
                 concurrency: env.positive("WEBHOOK_CONCURRENCY")?.unwrap_or(d.webhooks.concurrency),
+                per_client_concurrency: env
+                    .positive("WEBHOOK_PER_CLIENT_CONCURRENCY")?
+                    .unwrap_or(d.webhooks.per_client_concurrency),
+                per_host_concurrency: env
+                    .positive("WEBHOOK_PER_HOST_CONCURRENCY")?
+                    .unwrap_or(d.webhooks.per_host_concurrency),
+                allowed_networks: match env.string("WEBHOOK_ALLOWED_NETWORKS") {
+                    Some(value) => crate::webhook::parse_networks(&value)
+                        .map_err(|problem| ConfigError { variable: "WEBHOOK_ALLOWED_NETWORKS", problem })?,
+                    None => d.webhooks.allowed_networks,
+                },
             },
             otlp: otlp(&env)?,
             limits: Limits::read(&env)?,
@@ -715,6 +757,11 @@ mod tests {
         assert_eq!(c.webhooks.retry_initial, Duration::from_millis(1000));
         assert_eq!(c.webhooks.queue_capacity, 10_000);
         assert_eq!(c.webhooks.concurrency, 16);
+        assert_eq!(c.webhooks.queue_per_client, 1000);
+        assert_eq!(c.webhooks.per_client_concurrency, 8);
+        assert_eq!(c.webhooks.per_host_concurrency, 4);
+        assert_eq!(c.webhooks.allowed_networks, []);
+        assert_eq!(c.webhooks.connect_timeout(), Duration::from_secs(3));
         assert_eq!(c.otlp, None);
         assert_eq!(c.plugin_cache_dir, None, "no HOME: no cache");
     }
@@ -785,6 +832,10 @@ mod tests {
             ("WEBHOOK_RETRY_INITIAL_MS", "250"),
             ("WEBHOOK_QUEUE_CAPACITY", "50"),
             ("WEBHOOK_CONCURRENCY", "2"),
+            ("WEBHOOK_QUEUE_PER_CLIENT", "7"),
+            ("WEBHOOK_PER_CLIENT_CONCURRENCY", "3"),
+            ("WEBHOOK_PER_HOST_CONCURRENCY", "1"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "172.18.0.0/16, fd00::/8"),
         ])
         .unwrap();
         assert_eq!(c.redis, Some(RedisConfig { host: "redis.local".into(), port: 6379, db: 3 }));
@@ -816,9 +867,14 @@ mod tests {
                 retry_initial: Duration::from_millis(250),
                 retry_max: Duration::from_secs(60),
                 queue_capacity: 50,
+                queue_per_client: 7,
                 concurrency: 2,
+                per_client_concurrency: 3,
+                per_host_concurrency: 1,
+                allowed_networks: vec!["172.18.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
             }
         );
+        assert_eq!(c.webhooks.connect_timeout(), Duration::from_secs(3), "never longer than the attempt");
         let otlp = |vars: &[(&str, &str)]| config(vars).unwrap().otlp.unwrap();
         let base = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
         assert_eq!(
@@ -887,6 +943,11 @@ mod tests {
             ("WEBHOOK_RETRY_INITIAL_MS", "soon"),
             ("WEBHOOK_QUEUE_CAPACITY", "0"),
             ("WEBHOOK_CONCURRENCY", "many"),
+            ("WEBHOOK_QUEUE_PER_CLIENT", "0"),
+            ("WEBHOOK_PER_CLIENT_CONCURRENCY", "0"),
+            ("WEBHOOK_PER_HOST_CONCURRENCY", "-1"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/33"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, intranet"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),

@@ -10,6 +10,7 @@ use crate::auth::Client;
 use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, JobTimeouts};
 use crate::runtime::Blueprint;
+use crate::webhook::AddressPolicy;
 
 impl Orchestrator {
     /// Creates a job of `blueprint` for `client` from a create request's body
@@ -22,7 +23,7 @@ impl Orchestrator {
         blueprint: &Arc<Blueprint>,
         body: Value,
     ) -> OrchestratorResult<JobId> {
-        let CreateBody { initial_data, webhook_url, timeouts } = split_create_body(body)?;
+        let CreateBody { initial_data, webhook_url, timeouts } = split_create_body(body, self.webhooks.policy())?;
         self.charge_quota(client).await?;
         let mut job = Job::new(
             blueprint.name().to_owned(),
@@ -88,7 +89,9 @@ struct CreateBody {
     timeouts: JobTimeouts,
 }
 
-fn split_create_body(body: Value) -> OrchestratorResult<CreateBody> {
+/// Reads a create request's body; `policy` judges its `webhook_url`
+/// (`WEBHOOK_ALLOWED_NETWORKS`).
+fn split_create_body(body: Value, policy: &AddressPolicy) -> OrchestratorResult<CreateBody> {
     let mut object = match body {
         Value::Object(object) => object,
         Value::Null => Map::new(),
@@ -109,7 +112,10 @@ fn split_create_body(body: Value) -> OrchestratorResult<CreateBody> {
     };
     let webhook_url = match object.remove("webhook_url") {
         None | Some(Value::Null) => None,
-        Some(Value::String(url)) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
+        Some(Value::String(url)) => {
+            policy.check_url(&url).map_err(|problem| OrchestratorError::BadRequest(problem.to_string()))?;
+            Some(url)
+        }
         Some(other) => {
             return Err(OrchestratorError::BadRequest(format!("webhook_url must be an http(s) URL, got {other}")));
         }
@@ -145,29 +151,46 @@ mod tests {
 
     use super::*;
 
+    fn split(body: Value) -> OrchestratorResult<CreateBody> {
+        split_create_body(body, &AddressPolicy::default())
+    }
+
     #[test]
     fn create_bodies_are_read_like_the_python_orchestrator() {
-        let body = split_create_body(json!({"name": "Ada", "result_timeout": 5})).unwrap();
+        let body = split(json!({"name": "Ada", "result_timeout": 5})).unwrap();
         assert_eq!(body.initial_data, json!({"name": "Ada", "result_timeout": 5}));
         assert_eq!((body.webhook_url, body.timeouts), (None, JobTimeouts::default()));
 
-        let body = split_create_body(json!({"initial_data": {"name": "Ada"}, "webhook_url": "http://x/y"})).unwrap();
+        let body = split(json!({"initial_data": {"name": "Ada"}, "webhook_url": "http://x/y"})).unwrap();
         assert_eq!((body.initial_data, body.webhook_url.as_deref()), (json!({"name": "Ada"}), Some("http://x/y")));
 
-        let body = split_create_body(json!({"webhook_url": null})).unwrap();
+        let body = split(json!({"webhook_url": null})).unwrap();
         assert_eq!(body.initial_data, json!({}));
-        assert_eq!(split_create_body(Value::Null).unwrap().initial_data, json!({}));
+        assert_eq!(split(Value::Null).unwrap().initial_data, json!({}));
 
-        let body =
-            split_create_body(json!({"initial_data": {}, "dispatch_timeout": 0.25, "result_timeout": 30})).unwrap();
+        let body = split(json!({"initial_data": {}, "dispatch_timeout": 0.25, "result_timeout": 30})).unwrap();
         assert_eq!(body.timeouts, JobTimeouts { dispatch_timeout_ms: Some(250), result_timeout_ms: Some(30_000) });
         for bad in [json!(0), json!(-1), json!("5"), json!(1e12)] {
-            let err = split_create_body(json!({"initial_data": {}, "result_timeout": bad})).unwrap_err();
+            let err = split(json!({"initial_data": {}, "result_timeout": bad})).unwrap_err();
             assert!(err.to_string().contains("result_timeout"), "{err}");
         }
 
-        assert!(split_create_body(json!([1, 2])).is_err());
-        assert!(split_create_body(json!({"initial_data": 5})).is_err());
-        assert!(split_create_body(json!({"webhook_url": "ftp://x"})).is_err());
+        assert!(split(json!([1, 2])).is_err());
+        assert!(split(json!({"initial_data": 5})).is_err());
+        assert!(split(json!({"webhook_url": "ftp://x"})).is_err());
+        assert!(split(json!({"webhook_url": 5})).is_err());
+    }
+
+    #[test]
+    fn webhook_urls_to_refused_addresses_are_a_bad_request_naming_the_rule() {
+        let err = split(json!({"webhook_url": "http://169.254.169.254/latest/meta-data"})).unwrap_err();
+        assert!(matches!(err, OrchestratorError::BadRequest(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "webhook_url: 169.254.169.254 is a link-local address; set WEBHOOK_ALLOWED_NETWORKS to allow it"
+        );
+        let allowed = AddressPolicy::new(&crate::webhook::parse_networks("10.0.0.0/8").unwrap());
+        let body = split_create_body(json!({"webhook_url": "http://10.1.2.3/hook"}), &allowed).unwrap();
+        assert_eq!(body.webhook_url.as_deref(), Some("http://10.1.2.3/hook"));
     }
 }

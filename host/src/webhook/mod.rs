@@ -2,10 +2,14 @@
 //! job ends, sent in the background and retried with backoff.
 //!
 //! [`Webhooks::send`] only queues: the caller (the job's executor) never
-//! waits for a receiver. A dispatcher task takes deliveries off the bounded
-//! queue and runs at most [`WebhookSettings::concurrency`] POSTs at once; a
-//! delivery between two attempts holds no such slot, so a dead receiver slows
-//! down only its own deliveries.
+//! waits for a receiver. Each delivery then waits for the slots of one POST
+//! (`shares.rs`: its receiver host's, its client's, a global one), so one
+//! client's slow or hanging receivers delay only that client's deliveries,
+//! and a client past its queue share loses only its own. A delivery between
+//! two attempts holds no slot.
+//!
+//! Only addresses the [`AddressPolicy`] accepts are connected to (`guard.rs`,
+//! `resolver.rs`); a refused delivery is given up at once and counted apart.
 //!
 //! ```no_run
 //! # async fn example(job: avtomatika::model::Job) {
@@ -20,8 +24,12 @@
 //! # }
 //! ```
 //!
-//! Logs name the job and the receiver's host, never the whole URL: its path or
-//! query may carry a token.
+//! Logs name the job, its client and the receiver's host, never the whole
+//! URL: its path or query may carry a token.
+
+mod guard;
+mod resolver;
+mod shares;
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -30,9 +38,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use self::guard::{AddressPolicy, Range, Refused, UrlProblem, parse_networks};
+use self::resolver::{GuardedResolver, refused_host};
+use self::shares::{Full, Limits, Shares, Ticket};
 use crate::config::WebhookSettings;
 use crate::model::{Job, JobId, JobStatus};
 
@@ -40,6 +50,8 @@ use crate::model::{Job, JobId, JobStatus};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub job_id: JobId,
+    /// The job's client: its deliveries share its queue share and slots.
+    pub client: String,
     pub url: String,
     pub payload: Value,
 }
@@ -62,6 +74,7 @@ impl Delivery {
         };
         Some(Self {
             job_id: job.id,
+            client: job.client.clone(),
             url: url.to_owned(),
             payload: json!({
                 "event": event,
@@ -76,6 +89,12 @@ impl Delivery {
     /// The receiver's host and port, for logs (never the path or query).
     fn host(&self) -> UrlHost<'_> {
         UrlHost(&self.url)
+    }
+
+    /// The receiver host its lane is named after: the host without the
+    /// port, since one machine can listen on any number of ports.
+    fn lane(&self) -> String {
+        url::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
     }
 }
 
@@ -101,9 +120,12 @@ pub struct WebhookStats {
     /// Deliveries given up after their last attempt failed (or whose URL
     /// could not be used at all).
     pub given_up: u64,
-    /// Deliveries refused by [`Webhooks::send`]: the queue was full or the
-    /// service had stopped.
+    /// Deliveries refused by [`Webhooks::send`]: the client's queue share or
+    /// the whole queue was full, or the service had stopped.
     pub dropped: u64,
+    /// Deliveries never sent because their receiver's address is refused
+    /// ([`AddressPolicy`], `WEBHOOK_ALLOWED_NETWORKS`).
+    pub refused: u64,
     /// POST attempts made, successful or not.
     pub attempts: u64,
 }
@@ -113,6 +135,7 @@ struct Counters {
     delivered: AtomicU64,
     given_up: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
     attempts: AtomicU64,
 }
 
@@ -120,12 +143,11 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The webhook delivery service: a handle on its queue. Cloning is cheap and
-/// every clone feeds the same dispatcher.
+/// The webhook delivery service. Cloning is cheap and every clone feeds the
+/// same deliveries.
 #[derive(Clone)]
 pub struct Webhooks {
-    queue: mpsc::Sender<Delivery>,
-    counters: Arc<Counters>,
+    service: Arc<Service>,
 }
 
 impl fmt::Debug for Webhooks {
@@ -134,143 +156,169 @@ impl fmt::Debug for Webhooks {
     }
 }
 
+struct Service {
+    /// `None` when the client could not be built: every delivery is given up.
+    client: Option<reqwest::Client>,
+    settings: WebhookSettings,
+    policy: AddressPolicy,
+    shares: Arc<Shares>,
+    counters: Counters,
+    shutdown: CancellationToken,
+    /// Where deliveries run: the runtime [`Webhooks::start`] was called on, so
+    /// [`Webhooks::send`] works from any thread.
+    runtime: tokio::runtime::Handle,
+}
+
 impl Webhooks {
-    /// Spawns the dispatcher on the current Tokio runtime (so call it from
-    /// inside one). It runs until `shutdown` fires; deliveries still queued or
-    /// waiting to retry then are abandoned with a warning.
+    /// Starts the service on the current Tokio runtime (so call it from
+    /// inside one). It runs until `shutdown` fires; deliveries still pending
+    /// then are abandoned with a warning.
     pub fn start(settings: WebhookSettings, shutdown: CancellationToken) -> Self {
-        // Tokio's channel and semaphore take at most MAX_PERMITS and at least
-        // one; the configuration already refuses 0.
-        let capacity = settings.queue_capacity.clamp(1, Semaphore::MAX_PERMITS);
-        let (queue, receiver) = mpsc::channel(capacity);
-        let counters = Arc::new(Counters::default());
+        let policy = AddressPolicy::new(&settings.allowed_networks);
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // A receiver that never accepts (a filtered port) is given up
+            // well before the whole attempt's limit.
+            .connect_timeout(settings.connect_timeout())
             // A redirect would turn the POST into a GET, or send the payload
-            // somewhere the job's creator did not name: a 3xx is a failure.
+            // somewhere the job's creator did not name (nor the policy
+            // checked): a 3xx is a failure.
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy (HTTP_PROXY and the like) the proxy would pick
+            // the address, and the resolver would only ever see the proxy's.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
             .build()
             .map_err(|e| {
                 tracing::error!(error = %e.without_url(), "cannot set up the webhook HTTP client; webhooks will not be sent");
             })
             .ok();
-        let dispatcher = Dispatcher {
-            client,
-            settings: WebhookSettings { max_attempts: settings.max_attempts.max(1), ..settings },
-            attempt_slots: Arc::new(Semaphore::new(settings.concurrency.clamp(1, Semaphore::MAX_PERMITS))),
-            active_slots: Arc::new(Semaphore::new(capacity)),
-            counters: counters.clone(),
-            shutdown,
-        };
-        tokio::spawn(dispatcher.run(receiver));
-        Self { queue, counters }
+        let shares = Shares::new(Limits {
+            queue: settings.queue_capacity,
+            client_queue: settings.queue_per_client,
+            concurrency: settings.concurrency,
+            per_client_concurrency: settings.per_client_concurrency,
+            per_host_concurrency: settings.per_host_concurrency,
+        });
+        let runtime = tokio::runtime::Handle::current();
+        let pending = shares.clone();
+        let stopped = shutdown.clone();
+        runtime.spawn(async move {
+            stopped.cancelled().await;
+            let abandoned = pending.pending();
+            if abandoned > 0 {
+                tracing::warn!(abandoned, "shutting down; pending webhook deliveries abandoned");
+            }
+        });
+        let settings = WebhookSettings { max_attempts: settings.max_attempts.max(1), ..settings };
+        Self {
+            service: Arc::new(Service {
+                client,
+                settings,
+                policy,
+                shares,
+                counters: Counters::default(),
+                shutdown,
+                runtime,
+            }),
+        }
     }
 
-    /// Queues `delivery` and returns at once, never waiting: when the queue is
-    /// full (or the service has stopped) the delivery is dropped with a warning.
+    /// Queues `delivery` and returns at once, never waiting: when its
+    /// client's queue share or the whole queue is full (or the service has
+    /// stopped) the delivery is dropped with a warning.
     pub fn send(&self, delivery: Delivery) {
-        match self.queue.try_send(delivery) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(d)) => {
-                bump(&self.counters.dropped);
-                tracing::warn!(job_id = %d.job_id, url_host = %d.host(), "webhook queue full; delivery dropped");
-            }
-            Err(mpsc::error::TrySendError::Closed(d)) => {
-                bump(&self.counters.dropped);
-                tracing::warn!(job_id = %d.job_id, url_host = %d.host(), "webhook service stopped; delivery dropped");
-            }
+        let service = &self.service;
+        if service.shutdown.is_cancelled() {
+            bump(&service.counters.dropped);
+            tracing::warn!(job_id = %delivery.job_id, client = %delivery.client, url_host = %delivery.host(), "webhook service stopped; delivery dropped");
+            return;
         }
+        let ticket = match service.shares.take(&delivery.client, &delivery.lane()) {
+            Ok(ticket) => ticket,
+            Err(full) => {
+                bump(&service.counters.dropped);
+                let (queue, limit) = match full {
+                    Full::Client(limit) => ("the client's share (WEBHOOK_QUEUE_PER_CLIENT)", limit),
+                    Full::All(limit) => ("the queue (WEBHOOK_QUEUE_CAPACITY)", limit),
+                };
+                tracing::warn!(
+                    job_id = %delivery.job_id, client = %delivery.client, url_host = %delivery.host(), limit,
+                    "webhook delivery dropped: {queue} is full"
+                );
+                return;
+            }
+        };
+        let service = service.clone();
+        self.service.runtime.spawn(async move {
+            tokio::select! {
+                biased;
+                () = service.shutdown.cancelled() => {
+                    // Counted in the one warning `start` logs.
+                    tracing::debug!(job_id = %delivery.job_id, url_host = %delivery.host(), "shutting down; webhook delivery abandoned");
+                }
+                () = service.deliver(&delivery, &ticket) => {}
+            }
+            drop(ticket);
+        });
+    }
+
+    /// The address policy deliveries follow (`WEBHOOK_ALLOWED_NETWORKS`):
+    /// job creation checks a `webhook_url` with it.
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.service.policy
     }
 
     /// Totals so far.
     pub fn stats(&self) -> WebhookStats {
-        let c = &self.counters;
+        let c = &self.service.counters;
         WebhookStats {
             delivered: c.delivered.load(Ordering::Relaxed),
             given_up: c.given_up.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
             attempts: c.attempts.load(Ordering::Relaxed),
         }
     }
 }
 
-struct Dispatcher {
-    /// `None` when the client could not be built: every delivery is given up.
-    client: Option<reqwest::Client>,
-    settings: WebhookSettings,
-    /// One permit per POST in flight (`concurrency`).
-    attempt_slots: Arc<Semaphore>,
-    /// One permit per delivery taken off the queue and not yet done, waiting
-    /// to retry included, so those stay bounded too (`queue_capacity`).
-    active_slots: Arc<Semaphore>,
-    counters: Arc<Counters>,
-    shutdown: CancellationToken,
-}
-
-impl Dispatcher {
-    async fn run(self, mut receiver: mpsc::Receiver<Delivery>) {
-        let this = Arc::new(self);
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = this.shutdown.cancelled() => break,
-                next = Self::next(&this, &mut receiver) => next,
-            };
-            let Some((delivery, active)) = next else { break };
-            let worker = this.clone();
-            tokio::spawn(async move {
-                let job_id = delivery.job_id;
-                let host = delivery.host().to_string();
-                tokio::select! {
-                    biased;
-                    () = worker.shutdown.cancelled() => {
-                        tracing::warn!(%job_id, url_host = %host, "shutting down; webhook delivery abandoned");
-                    }
-                    () = worker.deliver(delivery) => {}
-                }
-                drop(active);
-            });
-        }
-        receiver.close();
-        let mut abandoned = 0u64;
-        while receiver.try_recv().is_ok() {
-            abandoned += 1;
-        }
-        if abandoned > 0 {
-            tracing::warn!(abandoned, "shutting down; queued webhook deliveries abandoned");
-        }
-    }
-
-    /// The next delivery, once there is room to work on it; `None` when every
-    /// sender is gone.
-    async fn next(
-        this: &Arc<Self>,
-        receiver: &mut mpsc::Receiver<Delivery>,
-    ) -> Option<(Delivery, tokio::sync::OwnedSemaphorePermit)> {
-        let active = this.active_slots.clone().acquire_owned().await.ok()?;
-        let delivery = receiver.recv().await?;
-        Some((delivery, active))
-    }
-
+impl Service {
     /// Tries `delivery` until a receiver takes it or the attempts run out.
-    async fn deliver(&self, delivery: Delivery) {
+    async fn deliver(&self, delivery: &Delivery, ticket: &Ticket) {
         let Some(client) = &self.client else {
             bump(&self.counters.given_up);
             tracing::warn!(job_id = %delivery.job_id, url_host = %delivery.host(), "no HTTP client; webhook given up");
             return;
         };
+        // The URL was checked when the job was created, but the allow-list
+        // may have changed since; a literal address never reaches the
+        // resolver, so it is checked here.
+        if let Err(problem) = self.policy.check_url(&delivery.url) {
+            match problem {
+                UrlProblem::Refused(refused) => self.refused(delivery, &refused),
+                UrlProblem::Invalid(problem) => {
+                    bump(&self.counters.given_up);
+                    tracing::warn!(job_id = %delivery.job_id, url_host = %delivery.host(), problem, "webhook URL unusable; given up");
+                }
+            }
+            return;
+        }
         let max_attempts = self.settings.max_attempts;
         for attempt in 1..=max_attempts {
             let outcome = {
                 // Held for the POST only, not for the wait before the next one.
-                let Ok(_slot) = self.attempt_slots.acquire().await else { return };
+                let Some(_slots) = ticket.slots().await else { return };
                 bump(&self.counters.attempts);
-                attempt_once(client, &delivery).await
+                attempt_once(client, delivery).await
             };
             let problem = match outcome {
                 Attempt::Delivered => {
                     bump(&self.counters.delivered);
                     tracing::debug!(job_id = %delivery.job_id, url_host = %delivery.host(), attempt, "webhook delivered");
+                    return;
+                }
+                Attempt::Refused(refused) => {
+                    self.refused(delivery, &refused);
                     return;
                 }
                 Attempt::Unusable(problem) => {
@@ -303,6 +351,19 @@ impl Dispatcher {
             tokio::time::sleep(delay).await;
         }
     }
+
+    /// Counts and logs a delivery whose receiver's address is refused. It is
+    /// not retried: the policy will refuse it again.
+    fn refused(&self, delivery: &Delivery, refused: &dyn fmt::Display) {
+        bump(&self.counters.refused);
+        tracing::warn!(
+            job_id = %delivery.job_id,
+            client = %delivery.client,
+            url_host = %delivery.host(),
+            reason = %refused,
+            "webhook not sent: the receiver's address is refused; WEBHOOK_ALLOWED_NETWORKS can allow it"
+        );
+    }
 }
 
 /// How one POST went.
@@ -312,6 +373,8 @@ enum Attempt {
     Failed(String),
     /// Never worth another try: the URL cannot be requested at all.
     Unusable(String),
+    /// The receiver's host resolves only to refused addresses.
+    Refused(String),
 }
 
 async fn attempt_once(client: &reqwest::Client, delivery: &Delivery) -> Attempt {
@@ -319,8 +382,11 @@ async fn attempt_once(client: &reqwest::Client, delivery: &Delivery) -> Attempt 
         // The body is not read: a receiver's answer is only its status.
         Ok(response) if response.status().is_success() => Attempt::Delivered,
         Ok(response) => Attempt::Failed(format!("status {}", response.status().as_u16())),
-        Err(e) if e.is_builder() => Attempt::Unusable(describe(e)),
-        Err(e) => Attempt::Failed(describe(e)),
+        Err(e) => match refused_host(&e) {
+            Some(refused) => Attempt::Refused(refused.to_string()),
+            None if e.is_builder() => Attempt::Unusable(describe(e)),
+            None => Attempt::Failed(describe(e)),
+        },
     }
 }
 
@@ -420,19 +486,30 @@ mod tests {
         }
     }
 
+    /// The test receivers listen on 127.0.0.1, which is refused by default.
     fn settings() -> WebhookSettings {
         WebhookSettings {
             timeout: Duration::from_secs(5),
             max_attempts: 3,
             retry_initial: Duration::from_millis(20),
-            retry_max: Duration::from_secs(60),
             queue_capacity: 100,
             concurrency: 4,
+            allowed_networks: parse_networks("127.0.0.0/8").unwrap(),
+            ..WebhookSettings::default()
         }
     }
 
     fn delivery(url: &str, n: u64) -> Delivery {
-        Delivery { job_id: uuid::Uuid::new_v4(), url: url.to_owned(), payload: json!({"n": n}) }
+        client_delivery("client", url, n)
+    }
+
+    fn client_delivery(client: &str, url: &str, n: u64) -> Delivery {
+        Delivery {
+            job_id: uuid::Uuid::new_v4(),
+            client: client.to_owned(),
+            url: url.to_owned(),
+            payload: json!({"n": n}),
+        }
     }
 
     /// Waits (up to `limit`) until `done` holds for the service's totals.
@@ -473,7 +550,7 @@ mod tests {
                 job.error_message = Some("it broke".into());
             }
             let delivery = Delivery::for_job(&job).unwrap_or_else(|| panic!("{status:?} sends no webhook"));
-            assert_eq!(delivery.job_id, job.id);
+            assert_eq!((delivery.job_id, delivery.client.as_str()), (job.id, "client"));
             assert_eq!(delivery.url, "https://example.test/hook?token=t");
             let error = if status == JobStatus::Finished { Value::Null } else { json!("it broke") };
             assert_eq!(
@@ -540,7 +617,7 @@ mod tests {
         let delivery = Delivery::for_job(&job).unwrap();
         webhooks.send(delivery.clone());
         let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.delivered == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 0, dropped: 0, attempts: 1 });
+        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 0, dropped: 0, refused: 0, attempts: 1 });
         // Nothing more comes later.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let seen = receiver.seen();
@@ -562,7 +639,7 @@ mod tests {
         );
         webhooks.send(delivery(&url, 7));
         let stats = wait_for_stats(&webhooks, Duration::from_secs(20), |s| s.delivered == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 0, dropped: 0, attempts: 3 });
+        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 0, dropped: 0, refused: 0, attempts: 3 });
         let seen = receiver.seen();
         assert_eq!(seen.len(), 3);
         assert!(seen.iter().all(|(_, body)| *body == json!({"n": 7})));
@@ -581,7 +658,7 @@ mod tests {
         let webhooks = Webhooks::start(WebhookSettings { max_attempts: 3, ..settings() }, shutdown.clone());
         webhooks.send(delivery(&url, 1));
         let stats = wait_for_stats(&webhooks, Duration::from_secs(20), |s| s.given_up == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, attempts: 3 });
+        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, refused: 0, attempts: 3 });
         // A fourth attempt would have come 80 ms later (plus jitter).
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(receiver.seen().len(), 3);
@@ -618,7 +695,7 @@ mod tests {
         assert!(waited < Duration::from_secs(2), "{waited:?}");
         // Each hanging attempt was cut off by the timeout and tried again.
         let stats = wait_for_stats(&webhooks, Duration::from_secs(20), |s| s.given_up == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 1, dropped: 0, attempts: 5 });
+        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 1, dropped: 0, refused: 0, attempts: 5 });
         assert_eq!(hanging.seen().len(), 4);
         shutdown.cancel();
     }
@@ -638,7 +715,7 @@ mod tests {
         // The others wait for a slot until the first attempts time out (60 s).
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(hanging.seen().len(), 2);
-        assert_eq!(webhooks.stats(), WebhookStats { delivered: 0, given_up: 0, dropped: 0, attempts: 2 });
+        assert_eq!(webhooks.stats(), WebhookStats { delivered: 0, given_up: 0, dropped: 0, refused: 0, attempts: 2 });
         shutdown.cancel();
     }
 
@@ -647,11 +724,11 @@ mod tests {
         let (hanging, url) = Receiver::start(vec![Answer::Hang]).await;
         let shutdown = CancellationToken::new();
         let webhooks = Webhooks::start(
-            WebhookSettings { timeout: Duration::from_secs(60), queue_capacity: 1, concurrency: 1, ..settings() },
+            WebhookSettings { timeout: Duration::from_secs(60), queue_capacity: 2, concurrency: 1, ..settings() },
             shutdown.clone(),
         );
-        // The first is taken off the queue and hangs; the second fills the
-        // queue; every later one finds it full.
+        // The first hangs and the second waits for its slot: both are
+        // pending, so every later one finds the queue full.
         webhooks.send(delivery(&url, 0));
         hanging.wait_for(1, Duration::from_secs(10)).await;
         webhooks.send(delivery(&url, 1));
@@ -686,7 +763,7 @@ mod tests {
         let started = Instant::now();
         webhooks.send(delivery(&format!("http://127.0.0.1:{port}/hook"), 1));
         let stats = wait_for_stats(&webhooks, Duration::from_secs(20), |s| s.given_up == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, attempts: 4 });
+        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, refused: 0, attempts: 4 });
         // It waited between the attempts: 20 + 40 + 80 ms at least.
         assert!(started.elapsed() >= initial * 7, "{:?}", started.elapsed());
         shutdown.cancel();
@@ -697,8 +774,142 @@ mod tests {
         let shutdown = CancellationToken::new();
         let webhooks = Webhooks::start(WebhookSettings { max_attempts: 5, ..settings() }, shutdown.clone());
         webhooks.send(delivery("not a url", 1));
+        webhooks.send(delivery("ftp://127.0.0.1/hook", 2));
+        let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.given_up == 2).await;
+        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 2, dropped: 0, refused: 0, attempts: 0 });
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_host_name_that_resolves_to_loopback_is_refused_at_delivery() {
+        let (receiver, url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let port = url::Url::parse(&url).unwrap().port().unwrap();
+        let shutdown = CancellationToken::new();
+        let webhooks = Webhooks::start(
+            WebhookSettings { allowed_networks: Vec::new(), max_attempts: 3, ..settings() },
+            shutdown.clone(),
+        );
+        assert_eq!(
+            webhooks.policy().check_url(&format!("http://localhost:{port}/hook")),
+            Ok(()),
+            "a name passes creation"
+        );
+        webhooks.send(delivery(&format!("http://localhost:{port}/hook?token=s3cret"), 1));
+        let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.refused == 1).await;
+        assert_eq!((stats.refused, stats.delivered, stats.given_up), (1, 0, 0), "{stats:?}");
+        assert_eq!(stats.attempts, 1, "refused addresses are not tried again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(receiver.seen().is_empty(), "the receiver on 127.0.0.1 was reached");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_literal_refused_address_is_never_contacted() {
+        let (receiver, url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let shutdown = CancellationToken::new();
+        // Created while the allow-list let it through; refused after it changed.
+        let webhooks =
+            Webhooks::start(WebhookSettings { allowed_networks: Vec::new(), ..settings() }, shutdown.clone());
+        let mapped = url.replace("127.0.0.1", "[::ffff:127.0.0.1]");
+        webhooks.send(delivery(&url, 1));
+        webhooks.send(delivery(&mapped, 2));
+        let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.refused == 2).await;
+        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 0, dropped: 0, refused: 2, attempts: 0 });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(receiver.seen().is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_allow_list_lets_a_host_name_through() {
+        let (receiver, url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let port = url::Url::parse(&url).unwrap().port().unwrap();
+        let shutdown = CancellationToken::new();
+        // `localhost` may resolve to ::1 too, where nothing listens: only
+        // 127.0.0.0/8 is allowed, so only 127.0.0.1 is tried.
+        let webhooks = Webhooks::start(settings(), shutdown.clone());
+        webhooks.send(delivery(&format!("http://localhost:{port}/hook"), 5));
+        let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.delivered == 1).await;
+        assert_eq!(stats, WebhookStats { delivered: 1, given_up: 0, dropped: 0, refused: 0, attempts: 1 });
+        assert_eq!(receiver.seen()[0].1, json!({"n": 5}));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (target, target_url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirecting = format!("http://{}/hook", listener.local_addr().unwrap());
+        let location = target_url.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move || {
+                let location = location.clone();
+                async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let shutdown = CancellationToken::new();
+        let webhooks = Webhooks::start(WebhookSettings { max_attempts: 2, ..settings() }, shutdown.clone());
+        webhooks.send(delivery(&redirecting, 1));
         let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.given_up == 1).await;
-        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, attempts: 1 });
+        assert_eq!(stats, WebhookStats { delivered: 0, given_up: 1, dropped: 0, refused: 0, attempts: 2 });
+        assert!(target.seen().is_empty(), "the redirect was followed");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_hanging_host_takes_only_its_own_slots() {
+        let (hanging, hanging_url) = Receiver::start(vec![Answer::Hang]).await;
+        let (healthy, healthy_url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let shutdown = CancellationToken::new();
+        let webhooks = Webhooks::start(
+            WebhookSettings {
+                timeout: Duration::from_secs(60),
+                concurrency: 4,
+                per_client_concurrency: 4,
+                per_host_concurrency: 2,
+                ..settings()
+            },
+            shutdown.clone(),
+        );
+        for n in 0..10 {
+            webhooks.send(client_delivery("a", &hanging_url, n));
+        }
+        assert_eq!(hanging.wait_for(2, Duration::from_secs(10)).await.len(), 2);
+        // Another client's delivery to the same host has a lane of its own,
+        // and the eight waiting deliveries hold no global slot.
+        webhooks.send(client_delivery("b", &healthy_url, 100));
+        let seen = healthy.wait_for(1, Duration::from_secs(2)).await;
+        assert_eq!(seen.len(), 1, "client b waited behind client a's hanging host");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(hanging.seen().len(), 2, "more than WEBHOOK_PER_HOST_CONCURRENCY POSTs to one host");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_client_past_its_queue_share_loses_only_its_own_deliveries() {
+        let (hanging, hanging_url) = Receiver::start(vec![Answer::Hang]).await;
+        let (healthy, healthy_url) = Receiver::start(vec![Answer::Status(200)]).await;
+        let shutdown = CancellationToken::new();
+        let webhooks = Webhooks::start(
+            WebhookSettings {
+                timeout: Duration::from_secs(60),
+                queue_per_client: 3,
+                queue_capacity: 100,
+                ..settings()
+            },
+            shutdown.clone(),
+        );
+        for n in 0..5 {
+            webhooks.send(client_delivery("a", &hanging_url, n));
+        }
+        assert_eq!(webhooks.stats().dropped, 2);
+        hanging.wait_for(3, Duration::from_secs(10)).await;
+        webhooks.send(client_delivery("b", &healthy_url, 100));
+        let stats = wait_for_stats(&webhooks, Duration::from_secs(10), |s| s.delivered == 1).await;
+        assert_eq!((stats.delivered, stats.dropped), (1, 2), "{stats:?}");
+        assert_eq!(healthy.seen().len(), 1);
         shutdown.cancel();
     }
 }
