@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
 use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
-use avtomatika::storage::{Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, Storage, WorkerLoad};
+use avtomatika::storage::{
+    Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, PurgedWorker, Storage, WorkerLoad,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
@@ -125,7 +127,7 @@ macro_rules! conformance {
             expired_workers_are_forgotten,
             refresh_sets_a_new_ttl,
             re_registration_replaces_the_worker_but_keeps_its_in_flight,
-            purging_forgets_expired_workers_but_not_their_queued_tasks,
+            purging_forgets_expired_workers_and_drops_their_queues,
             worker_tokens_are_replaced_as_a_whole,
             quotas_count_per_client_and_period,
             concurrent_quota_takes_accept_exactly_the_limit,
@@ -1013,15 +1015,20 @@ mod cases {
         assert_eq!(in_flight(&s, "b", "fresh").await, 0, "a new worker starts with nothing in flight");
     }
 
-    pub async fn purging_forgets_expired_workers_but_not_their_queued_tasks(s: Arc<dyn Storage>) {
+    pub async fn purging_forgets_expired_workers_and_drops_their_queues(s: Arc<dyn Storage>) {
         for id in ["lingering", "refreshed", "purged"] {
             s.register_worker(worker(id, &["t"]), SHORT_TTL).await.unwrap();
             s.add_in_flight(id, 2).await.unwrap();
         }
         s.register_worker(worker("long", &["t"]), LONG_TTL).await.unwrap();
         let mut job = created(&s).await;
-        let queued = task(job.id, 0);
-        assert!(s.update_job(&mut job, push("purged", &queued)).await.unwrap());
+        let (high, low) = (task(job.id, 5), task(job.id, 0));
+        let follow_up = FollowUp::Dispatch(vec![
+            Assignment::Push { worker_id: "purged".into(), task: low.clone() },
+            Assignment::Push { worker_id: "purged".into(), task: high.clone() },
+            Assignment::Push { worker_id: "long".into(), task: task(job.id, 0) },
+        ]);
+        assert!(s.update_job(&mut job, follow_up).await.unwrap());
         assert!(s.purge_expired_workers().await.unwrap().is_empty(), "nobody has expired yet");
         tokio::time::sleep(EXPIRED).await;
 
@@ -1031,12 +1038,16 @@ mod cases {
         s.register_worker(worker("refreshed", &["t"]), LONG_TTL).await.unwrap();
         assert_eq!(in_flight(&s, "t", "refreshed").await, 0, "a refused refresh forgot the expired worker");
 
-        assert_eq!(s.purge_expired_workers().await.unwrap(), vec!["purged"], "only `purged` is still expired");
+        let purged = s.purge_expired_workers().await.unwrap();
+        let expected =
+            PurgedWorker { worker_id: "purged".into(), dropped: vec![(job.id, high.task_id), (job.id, low.task_id)] };
+        assert_eq!(purged, vec![expected], "only `purged` is still expired; its queue, highest priority first");
         assert!(s.purge_expired_workers().await.unwrap().is_empty());
         assert_eq!(live_ids(&s).await, vec!["lingering", "long", "refreshed"]);
         s.register_worker(worker("purged", &["t"]), LONG_TTL).await.unwrap();
         assert_eq!(in_flight(&s, "t", "purged").await, 0, "a purged worker starts afresh");
-        assert_eq!(s.pop_task("purged", PRESENT).await.unwrap(), Some(queued), "its queued task was kept");
+        assert_eq!(s.pop_task("purged", ABSENT).await.unwrap(), None, "its queue went with it");
+        assert!(s.pop_task("long", PRESENT).await.unwrap().is_some(), "a live worker's queue is kept");
     }
 
     // ---- worker tokens ------------------------------------------------------

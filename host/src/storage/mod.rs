@@ -97,6 +97,14 @@ pub struct WorkerLoad {
     pub in_flight: u32,
 }
 
+/// A worker whose liveness lapsed and was purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedWorker {
+    pub worker_id: String,
+    /// The tasks still queued for it, as (job, task), dropped with its queue.
+    pub dropped: Vec<(JobId, Uuid)>,
+}
+
 /// A dequeued job id, to be acknowledged once its step is recorded.
 #[derive(Debug)]
 pub struct JobTicket {
@@ -170,10 +178,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Every live worker.
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;
 
-    /// Deletes the records and index entries of workers whose liveness
-    /// lapsed; returns their ids. Keeps storage from growing with every
-    /// worker that ever registered.
-    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>>;
+    /// Deletes the records, index entries and task queues of workers whose
+    /// liveness lapsed; returns them with the tasks their queues still held,
+    /// which no one will ever take now (the caller fails them over). Keeps
+    /// storage from growing with every worker that ever registered.
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>>;
 
     /// Adjusts a worker's count of tasks in flight (never below zero).
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;

@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, Storage, StorageError, StorageResult, WorkerLoad,
+    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError, StorageResult,
+    WorkerLoad,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisConfig;
@@ -749,8 +750,8 @@ impl Storage for RedisStorage {
             .collect()
     }
 
-    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
-        let purged: Vec<String> = self
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>> {
+        let flat: Vec<String> = self
             .scripts
             .purge_workers
             .key(self.keys.live())
@@ -760,6 +761,24 @@ impl Storage for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        // worker id, n, then n (job id, task id) pairs; per purged worker.
+        let mut purged = Vec::new();
+        let mut rest = flat.into_iter();
+        while let Some(worker_id) = rest.next() {
+            let count: usize =
+                rest.next().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("purge_workers: bad reply"))?;
+            let mut dropped = Vec::with_capacity(count);
+            for _ in 0..count {
+                let (Some(job), Some(task)) = (rest.next(), rest.next()) else {
+                    return Err(corrupt("purge_workers: short reply"));
+                };
+                match (job.parse(), task.parse()) {
+                    (Ok(job_id), Ok(task_id)) => dropped.push((job_id, task_id)),
+                    _ => tracing::warn!(worker_id, job, task, "dropped task entry without readable ids"),
+                }
+            }
+            purged.push(PurgedWorker { worker_id, dropped });
+        }
         Ok(purged)
     }
 
