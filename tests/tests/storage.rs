@@ -122,6 +122,7 @@ macro_rules! conformance {
             pushed_tasks_count_in_flight,
             parked_jobs_are_taken_in_order_in_batches_per_task_type,
             registered_workers_are_candidates_for_their_task_types,
+            thousands_of_workers_of_one_task_type_are_all_candidates,
             refresh_applies_a_patch,
             in_flight_never_goes_below_zero,
             expired_workers_are_forgotten,
@@ -864,6 +865,23 @@ mod cases {
     }
 
     // ---- the worker registry ------------------------------------------------
+
+    /// More workers for one type than Redis' Lua can `unpack` at once (about
+    /// 8,000): every one is still a candidate, not an error that stops every
+    /// dispatch of the type.
+    pub async fn thousands_of_workers_of_one_task_type_are_all_candidates(s: Arc<dyn Storage>) {
+        const WORKERS: usize = 8_500;
+        let ids: Vec<String> = (0..WORKERS).map(|i| format!("bulk-{i:05}")).collect();
+        for batch in ids.chunks(250) {
+            let registrations = batch.iter().map(|id| s.register_worker(worker(id, &["bulk"]), LONG_TTL));
+            for registered in futures::future::join_all(registrations).await {
+                registered.unwrap();
+            }
+        }
+        let mut found: Vec<String> = candidates(&s, "bulk").await.into_iter().map(|w| w.worker_id).collect();
+        found.sort();
+        assert_eq!(found, ids);
+    }
 
     pub async fn registered_workers_are_candidates_for_their_task_types(s: Arc<dyn Storage>) {
         assert_eq!(live(&s).await, vec![]);
