@@ -217,6 +217,52 @@ mod redis_backend {
         delete_keys(prefix).await;
     }
 
+    /// Finding 17: an entry a live instance has read (buffered behind busy
+    /// executor slots, or running a long step) is never claimed — by
+    /// another instance nor by itself — however long it stays
+    /// unacknowledged; once that instance has left, another takes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_entries_of_instances_that_are_gone_are_claimed() {
+        /// Past the claim idle time (10 s) and one claim round (2 s).
+        const HELD: Duration = Duration::from_secs(13);
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        let b = RedisStorage::connect(&config, &prefix, "instance-b", RETENTION).await.expect("Redis");
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let job = plain_job();
+            a.create_job(&job).await.unwrap();
+            jobs.push(job.id);
+        }
+        // A reads all three at once and hands out the first; it stays busy.
+        let running = a.next_job(PRESENT).await.unwrap().expect("a job for A");
+        assert_eq!(running.job_id, jobs[0]);
+        tokio::time::sleep(HELD).await;
+
+        let taken = b.next_job(Duration::from_secs(3)).await.unwrap();
+        assert!(taken.is_none(), "B claimed {taken:?}, which live A holds");
+        let mut rest = Vec::new();
+        while let Some(ticket) = a.next_job(Duration::from_secs(3)).await.unwrap() {
+            rest.push(ticket.job_id);
+            a.ack_job(ticket).await.unwrap();
+        }
+        assert_eq!(rest, jobs[1..], "A hands out its buffered entries once each, never the running one again");
+
+        // A leaves without acknowledging the running entry: B takes it.
+        a.leave().await.unwrap();
+        drop(a);
+        let started = Instant::now();
+        let claimed = loop {
+            if let Some(ticket) = b.next_job(Duration::from_secs(1)).await.unwrap() {
+                break ticket;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "B never claimed what A left");
+        };
+        assert_eq!(claimed.job_id, jobs[0]);
+        delete_keys(prefix).await;
+    }
+
     /// Deletes every key under `prefix` (SCAN + DEL). `::redis` is the crate;
     /// `redis` is the module of Redis cases.
     async fn delete_keys(prefix: String) {

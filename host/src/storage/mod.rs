@@ -154,6 +154,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Confirms that the step a ticket asked for has been recorded.
     async fn ack_job(&self, ticket: JobTicket) -> StorageResult<()>;
 
+    /// Whether other instances share this storage and take over its queued
+    /// jobs: a stopping server then leaves new work to them at once.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// This instance is on its way out: sends what the backend holds back to
+    /// save round trips (Redis: acknowledgements, whose loss would have the
+    /// steps' queue entries delivered again) and lets other instances take
+    /// over the queue entries it leaves at once.
+    async fn leave(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// Takes up to `max` jobs parked for lack of a worker taking `task_type`.
     async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>>;
 
