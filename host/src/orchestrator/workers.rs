@@ -1,5 +1,7 @@
 //! The worker registry as workers use it: registration, heartbeats, task polls.
 
+use std::time::Duration;
+
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::{WorkerToken, same, worker_token_hashes};
 use crate::config::workers;
@@ -62,10 +64,15 @@ impl Orchestrator {
         Ok(Heartbeat::Updated(Box::new(worker)))
     }
 
-    /// Waits up to the poll timeout for a task queued for `worker_id`.
-    pub async fn next_task(&self, token: &WorkerToken, worker_id: &str) -> OrchestratorResult<Option<TaskPayload>> {
+    /// Waits up to `wait` for a task queued for `worker_id`.
+    pub async fn next_task(
+        &self,
+        token: &WorkerToken,
+        worker_id: &str,
+        wait: Duration,
+    ) -> OrchestratorResult<Option<TaskPayload>> {
         self.authorize_worker(token, Some(worker_id)).await?;
-        let task = self.storage.pop_task(worker_id, self.config.worker_poll_timeout).await?;
+        let task = self.storage.pop_task(worker_id, wait).await?;
         if let Some(task) = &task {
             tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
         }
