@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::AppState;
 use crate::auth::{Credentials, is_default, worker_token_hashes};
@@ -37,6 +38,7 @@ use crate::config::{Config, DEFAULT_CLIENT_TOKEN, DEFAULT_WORKER_TOKEN};
 use crate::files::TaskFiles;
 use crate::history::{History, WriterHandle};
 use crate::metrics::Metrics;
+use crate::model::JobStatus;
 use crate::orchestrator::{Orchestrator, PollSlots, Reloads};
 use crate::runtime::cache::ComponentCache;
 use crate::runtime::{LoadError, Runtime, Source};
@@ -217,36 +219,117 @@ impl App {
     }
 
     /// Serves the API on `listener` and runs the executor until `shutdown`
-    /// fires, then drains in-flight requests.
+    /// fires, then stops gracefully (see `drain`): within
+    /// `SHUTDOWN_GRACE_SECONDS`, results are still taken and the handler
+    /// steps already running finish; then held-back acknowledgements,
+    /// webhooks and history are flushed.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        let executor = tokio::spawn(self.orchestrator.clone().run_executor(shutdown.clone()));
-        let maintenance = tokio::spawn(self.orchestrator.clone().run_maintenance(shutdown.clone()));
-        let watcher = tokio::spawn(self.orchestrator.clone().run_watcher(shutdown.clone()));
-        let scheduler = tokio::spawn(self.orchestrator.clone().run_scheduler(shutdown.clone()));
-        let upkeep = tokio::spawn(self.orchestrator.clone().run_blueprint_upkeep(shutdown.clone()));
+        let orchestrator = self.orchestrator;
+        // Fires once the drain is over: HTTP and the background loops stop.
+        let stop = CancellationToken::new();
+        // With storage other instances share, new work is theirs from the
+        // first moment; alone, this instance keeps running queued jobs
+        // through the drain, or results taken then would lead nowhere.
+        let stop_taking = if orchestrator.storage.is_shared() { shutdown.clone() } else { stop.clone() };
+        let steps = TaskTracker::new();
+        let executor = tokio::spawn(orchestrator.clone().run_executor(stop_taking, steps.clone()));
+        let maintenance = tokio::spawn(orchestrator.clone().run_maintenance(stop.clone()));
+        let watcher = tokio::spawn(orchestrator.clone().run_watcher(stop.clone()));
+        // Schedules create jobs: none once stopping starts.
+        let scheduler = tokio::spawn(orchestrator.clone().run_scheduler(shutdown.clone()));
+        let upkeep = tokio::spawn(orchestrator.clone().run_blueprint_upkeep(stop.clone()));
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving");
-        let limits = self.orchestrator.config.limits;
-        let router = api::router(AppState { orchestrator: self.orchestrator, shutdown: shutdown.clone() });
-        server::serve(listener, router, limits, shutdown.clone()).await;
-        for (name, task) in [
-            ("executor", executor),
-            ("maintenance", maintenance),
-            ("watcher", watcher),
-            ("scheduler", scheduler),
-            ("blueprint upkeep", upkeep),
-        ] {
+        let router = api::router(AppState { orchestrator: orchestrator.clone(), draining: shutdown.clone() });
+        let limits = orchestrator.config.limits;
+        let mut http = tokio::spawn(server::serve(listener, router, limits, stop.clone()));
+        let early = tokio::select! {
+            () = shutdown.cancelled() => None,
+            served = &mut http => Some(served),
+        };
+        let grace = orchestrator.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        if early.is_none() {
+            tracing::info!(grace_s = grace.as_secs(), "draining: no new jobs; results are still taken");
+            drain(&orchestrator, &steps, deadline).await;
+        }
+        stop.cancel();
+        if let Err(e) = executor.await {
+            tracing::error!(error = %e, task = "executor", "background task stopped abnormally");
+        }
+        steps.close();
+        if tokio::time::timeout_at(deadline, steps.wait()).await.is_err() {
+            // Their queue entries stay unacknowledged: redelivered (Redis)
+            // or lost with the process (memory).
+            tracing::warn!(running = steps.len(), "handler steps still running at the end of the grace period");
+        }
+        if let Err(e) = orchestrator.storage.leave().await {
+            tracing::warn!(error = %e, "cannot flush held-back acknowledgements; their steps will be redelivered");
+        }
+        for (name, task) in
+            [("maintenance", maintenance), ("watcher", watcher), ("scheduler", scheduler), ("blueprint upkeep", upkeep)]
+        {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, task = name, "background task stopped abnormally");
             }
         }
+        let served = match early {
+            Some(served) => served,
+            None => http.await,
+        }
+        .map_err(std::io::Error::other);
         // Jobs that ended during the drain still get their deliveries queued
         // and their events recorded first.
         self.background_stop.cancel();
         if let Some(writer) = self.history_writer {
             writer.finish(HISTORY_FLUSH_TIMEOUT).await;
         }
-        Ok(())
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// How often a draining server looks whether anything is left to wait for.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The drain: until `deadline`, or earlier once no handler step runs and no
+/// job is under way that this instance may still be needed for — a worker
+/// may still post the result of a task it holds. Alone (memory storage) that
+/// is any job running, queued, or waiting on a worker or a child; with
+/// storage other instances share, only jobs waiting on a worker: the others
+/// run everything else, including the entries this instance read but will
+/// not run. Jobs waiting for a person are never waited for.
+async fn drain(orchestrator: &Orchestrator, steps: &TaskTracker, deadline: tokio::time::Instant) {
+    let shared = orchestrator.storage.is_shared();
+    loop {
+        if steps.is_empty() {
+            match orchestrator.storage.job_counts().await {
+                Ok(counts)
+                    if !counts.by_status.keys().any(|status| is_under_way(*status, shared))
+                        && (shared || counts.queued == 0) =>
+                {
+                    tracing::info!("drained: nothing left under way");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot count jobs while draining"),
+            }
+        }
+        if tokio::time::Instant::now() + DRAIN_CHECK > deadline {
+            tokio::time::sleep_until(deadline).await;
+            tracing::info!("grace period over");
+            return;
+        }
+        tokio::time::sleep(DRAIN_CHECK).await;
+    }
+}
+
+/// A job a draining server waits for (see `drain`).
+fn is_under_way(status: JobStatus, shared: bool) -> bool {
+    if shared {
+        matches!(status, JobStatus::WaitingForWorker | JobStatus::WaitingForParallelTasks)
+    } else {
+        !status.is_terminal() && status != JobStatus::WaitingForHuman
     }
 }
 

@@ -1,7 +1,8 @@
 //! The `avtomatika` server binary.
 //!
 //! - `avtomatika`: configuration from the environment, then serve until
-//!   Ctrl-C or SIGTERM (then send the spans still batched for export).
+//!   Ctrl-C or SIGTERM, drain for up to `SHUTDOWN_GRACE_SECONDS` (then send
+//!   the spans still batched for export).
 //! - `avtomatika check-config`: load and validate the environment, the
 //!   configuration files and the blueprints, then exit 0 (all good) or 1.
 //! - `avtomatika new <name> --lang <lang> [--dir <path>]`: write a new
@@ -159,8 +160,19 @@ fn usage_error(problem: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+/// Cancels `shutdown` on Ctrl-C or SIGTERM, which starts the graceful stop
+/// (`SHUTDOWN_GRACE_SECONDS`); a second signal exits at once.
 async fn stop_on_signal(shutdown: CancellationToken) {
+    signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    signal().await;
+    tracing::warn!("second signal: exiting without waiting for the drain");
+    std::process::exit(130);
+}
+
+/// The next Ctrl-C or SIGTERM.
+async fn signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
@@ -185,6 +197,4 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }

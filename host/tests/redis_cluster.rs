@@ -53,6 +53,7 @@ const GROUP: &str = "executors";
 const DB_TWO_INSTANCES: u32 = 9;
 const DB_CRASH: u32 = 10;
 const DB_RESTART: u32 = 11;
+const DB_SIGTERM: u32 = 12;
 
 /// Start-up compiles the blueprints: well under this even in a debug build.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -235,6 +236,26 @@ impl Instance {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the graceful stop (`SHUTDOWN_GRACE_SECONDS`).
+    fn sigterm(&self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM {} failed", self.id);
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Log lines containing `needle`.
@@ -1207,5 +1228,190 @@ async fn a_job_created_after_a_redis_stall_runs_promptly() {
         ran_after < Duration::from_secs(3),
         "a job created after a Redis stall waited {ran_after:?} for the executor: its stream entry went to a \
          read that had timed out during the stall, and waited to be claimed as abandoned"
+    );
+}
+
+/// `POST /api/v1/jobs/counter` for `page` on `base`: the HTTP status and body.
+async fn try_create_counter(http: &reqwest::Client, base: &str, page: &str) -> reqwest::Result<(u16, Value)> {
+    let response = http
+        .post(format!("{base}/api/v1/jobs/counter"))
+        .header("X-Avtomatika-Token", CLIENT_TOKEN)
+        .json(&json!({ "page": page }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// Every job stream entry pending for `consumer`, as (entry id, job id).
+fn pending_entries(conn: &mut redis::Connection, consumer: &str) -> Vec<(String, String)> {
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(JOB_STREAM)
+        .arg(GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(10_000)
+        .arg(consumer)
+        .query(conn)
+        .expect("XPENDING");
+    pending
+        .into_iter()
+        .map(|(entry, ..)| {
+            let found: Vec<(String, HashMap<String, String>)> =
+                redis::cmd("XRANGE").arg(JOB_STREAM).arg(&entry).arg(&entry).query(conn).expect("XRANGE");
+            let job = found.into_iter().next().and_then(|(_, fields)| fields.get("job").cloned()).unwrap_or_default();
+            (entry, job)
+        })
+        .collect()
+}
+
+/// SIGTERM of one of two instances mid-burst (`hello` jobs through a worker,
+/// `counter` jobs run by the executors alone): A drains and exits 0; every
+/// job finishes exactly once; no handler step ran twice — the `counter`
+/// store counts exactly one visit per job, which a step cut off midway and
+/// run again on redelivery would break; and A leaves no finished step
+/// unacknowledged: every entry still pending under A at its exit belongs to
+/// a job no step has run for (read, never started, left for B).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_mid_burst_loses_no_job_and_runs_no_step_twice() {
+    const JOBS: usize = 600;
+    const CREATORS: usize = 8;
+    const GRACE: Duration = Duration::from_secs(20);
+    const PAGE: &str = "sigterm";
+    let mut redis = fresh_db(DB_SIGTERM);
+    let grace = GRACE.as_secs().to_string();
+    let vars = [
+        ("SHUTDOWN_GRACE_SECONDS", grace.as_str()),
+        ("WORKER_TIMEOUT_SECONDS", "10"),
+        ("WATCHER_INTERVAL_SECONDS", "1"),
+    ];
+    let mut a = Instance::start("term-a", REDIS_PORT, DB_SIGTERM, &vars).await;
+    let b = Instance::start("term-b", REDIS_PORT, DB_SIGTERM, &vars).await;
+    let bases = [a.base.as_str(), b.base.as_str()];
+    let worker_ids = ["term-worker-1", "term-worker-2"];
+    let worker = Worker::start(&bases, &worker_ids, 3, Duration::from_millis(20)).await;
+
+    // Even jobs `hello`, odd ones `counter`; creators alternate between A
+    // and B, and a create A refuses (503) or cannot take goes to B.
+    let http = http();
+    let hello_ids = Arc::new(Mutex::new(HashSet::new()));
+    let counter_ids = Arc::new(Mutex::new(HashSet::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    // Once A has refused a create, creators send to B only: A closes its
+    // connections when the drain ends, and a create sent just then would
+    // leave a job that may or may not exist.
+    let a_draining = Arc::new(AtomicBool::new(false));
+    let creators: Vec<JoinHandle<()>> = (0..CREATORS)
+        .map(|c| {
+            let (http, hello_ids, counter_ids, next, refused, a_draining) = (
+                http.clone(),
+                hello_ids.clone(),
+                counter_ids.clone(),
+                next.clone(),
+                refused.clone(),
+                a_draining.clone(),
+            );
+            let bases = [a.base.clone(), b.base.clone()];
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= JOBS {
+                        return;
+                    }
+                    let mut target = c;
+                    let job_id = loop {
+                        if a_draining.load(Ordering::Relaxed) {
+                            target = 1;
+                        }
+                        let base = &bases[target % 2];
+                        let sent = if n % 2 == 0 {
+                            try_create(&http, base, "Ada").await
+                        } else {
+                            try_create_counter(&http, base, PAGE).await
+                        };
+                        match sent {
+                            Ok((202, body)) => break body["job_id"].as_str().expect("job_id").to_owned(),
+                            Ok((503, body)) => {
+                                assert!(body["error"].as_str().unwrap_or_default().contains("shutting down"), "{body}");
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                a_draining.store(true, Ordering::Relaxed);
+                            }
+                            Ok((status, body)) => panic!("create on {base} answered {status}: {body}"),
+                            Err(e) if e.is_connect() => {}
+                            Err(e) => panic!("create on {base} sent and never answered: {e}"),
+                        }
+                        target += 1;
+                    };
+                    let ids = if n % 2 == 0 { &hello_ids } else { &counter_ids };
+                    ids.lock().unwrap().insert(job_id);
+                }
+            })
+        })
+        .collect();
+
+    // SIGTERM A mid-burst, at a moment it holds job stream entries.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = hello_ids.lock().unwrap().len() + counter_ids.lock().unwrap().len();
+        if created >= JOBS / 3 {
+            let pending = pending_by_consumer(&mut redis).get("term-a").copied().unwrap_or(0);
+            if pending > 0 || created >= JOBS * 2 / 3 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "jobs were not created in time");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.sigterm();
+    let signalled = Instant::now();
+    let status =
+        a.exited(GRACE + Duration::from_secs(15)).await.unwrap_or_else(|| panic!("A still runs: {}", a.all_logs()));
+    let took = signalled.elapsed();
+    // Right at A's exit, before B may claim anything A left.
+    let left = pending_entries(&mut redis, "term-a");
+    assert!(status.success(), "A exited with {status}: {}", a.all_logs());
+    assert!(took <= GRACE + Duration::from_secs(12), "A took {took:?} to stop");
+    let mut ran_unacknowledged = Vec::new();
+    for (entry, job_id) in &left {
+        let (_, job) = try_job(&http, &b.base, job_id).await.expect("job request");
+        if job["status"] != "pending" {
+            ran_unacknowledged.push(format!("{entry}: {job}"));
+        }
+    }
+    assert!(
+        ran_unacknowledged.is_empty(),
+        "A left {} entries of steps it had run unacknowledged (they are delivered again):\n{}",
+        ran_unacknowledged.len(),
+        ran_unacknowledged.join("\n")
+    );
+
+    for creator in creators {
+        creator.await.expect("creator");
+    }
+    let hello: HashSet<String> = hello_ids.lock().unwrap().clone();
+    let counter: HashSet<String> = counter_ids.lock().unwrap().clone();
+    assert_eq!(hello.len() + counter.len(), JOBS);
+    let all: HashSet<String> = hello.union(&counter).cloned().collect();
+    wait_all_finished(&http, &b.base, &all, Duration::from_secs(60)).await;
+    let ledger = worker.stop().await;
+    assert_exactly_once(&ledger, &hello);
+    let visits: u64 =
+        redis::cmd("HGET").arg(format!("{PREFIX}:data:counter/visits")).arg(PAGE).query(&mut redis).expect("HGET");
+    assert_eq!(
+        visits,
+        counter.len() as u64,
+        "the counter step ran {} more times than there are counter jobs",
+        visits as i64 - counter.len() as i64
+    );
+    let drained = a.log_lines("drained").len() + a.log_lines("grace period over").len();
+    assert_eq!(drained, 1, "{}", a.all_logs());
+    println!(
+        "A stopped {took:?} after SIGTERM, leaving {} entries it never ran to B; {} creates refused with 503 \
+         during the drain; {} counter visits for {} counter jobs",
+        left.len(),
+        refused.load(Ordering::Relaxed),
+        visits,
+        counter.len()
     );
 }

@@ -26,6 +26,8 @@ pub fn test_config() -> Config {
         client_token: CLIENT_TOKEN.into(),
         global_worker_token: WORKER_TOKEN.into(),
         worker_poll_timeout: Duration::from_secs(2),
+        // Tests stop servers with work in flight; a test of the drain sets its own.
+        shutdown_grace: Duration::ZERO,
         // One cache for every test server, never the user's ~/.cache: a
         // JavaScript or Python component then compiles once per build of the
         // tests rather than once per server (minutes in a debug build).

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
 use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
-use avtomatika::storage::{Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, Storage, WorkerLoad};
+use avtomatika::storage::{
+    Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, PurgedWorker, Storage, WorkerLoad,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
@@ -120,12 +122,13 @@ macro_rules! conformance {
             pushed_tasks_count_in_flight,
             parked_jobs_are_taken_in_order_in_batches_per_task_type,
             registered_workers_are_candidates_for_their_task_types,
+            thousands_of_workers_of_one_task_type_are_all_candidates,
             refresh_applies_a_patch,
             in_flight_never_goes_below_zero,
             expired_workers_are_forgotten,
             refresh_sets_a_new_ttl,
             re_registration_replaces_the_worker_but_keeps_its_in_flight,
-            purging_forgets_expired_workers_but_not_their_queued_tasks,
+            purging_forgets_expired_workers_and_drops_their_queues,
             worker_tokens_are_replaced_as_a_whole,
             quotas_count_per_client_and_period,
             concurrent_quota_takes_accept_exactly_the_limit,
@@ -211,6 +214,52 @@ mod redis_backend {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(b.worker_for_token(&old).await.unwrap(), None);
+        delete_keys(prefix).await;
+    }
+
+    /// Finding 17: an entry a live instance has read (buffered behind busy
+    /// executor slots, or running a long step) is never claimed — by
+    /// another instance nor by itself — however long it stays
+    /// unacknowledged; once that instance has left, another takes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_entries_of_instances_that_are_gone_are_claimed() {
+        /// Past the claim idle time (10 s) and one claim round (2 s).
+        const HELD: Duration = Duration::from_secs(13);
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        let b = RedisStorage::connect(&config, &prefix, "instance-b", RETENTION).await.expect("Redis");
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let job = plain_job();
+            a.create_job(&job).await.unwrap();
+            jobs.push(job.id);
+        }
+        // A reads all three at once and hands out the first; it stays busy.
+        let running = a.next_job(PRESENT).await.unwrap().expect("a job for A");
+        assert_eq!(running.job_id, jobs[0]);
+        tokio::time::sleep(HELD).await;
+
+        let taken = b.next_job(Duration::from_secs(3)).await.unwrap();
+        assert!(taken.is_none(), "B claimed {taken:?}, which live A holds");
+        let mut rest = Vec::new();
+        while let Some(ticket) = a.next_job(Duration::from_secs(3)).await.unwrap() {
+            rest.push(ticket.job_id);
+            a.ack_job(ticket).await.unwrap();
+        }
+        assert_eq!(rest, jobs[1..], "A hands out its buffered entries once each, never the running one again");
+
+        // A leaves without acknowledging the running entry: B takes it.
+        a.leave().await.unwrap();
+        drop(a);
+        let started = Instant::now();
+        let claimed = loop {
+            if let Some(ticket) = b.next_job(Duration::from_secs(1)).await.unwrap() {
+                break ticket;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "B never claimed what A left");
+        };
+        assert_eq!(claimed.job_id, jobs[0]);
         delete_keys(prefix).await;
     }
 
@@ -863,6 +912,23 @@ mod cases {
 
     // ---- the worker registry ------------------------------------------------
 
+    /// More workers for one type than Redis' Lua can `unpack` at once (about
+    /// 8,000): every one is still a candidate, not an error that stops every
+    /// dispatch of the type.
+    pub async fn thousands_of_workers_of_one_task_type_are_all_candidates(s: Arc<dyn Storage>) {
+        const WORKERS: usize = 8_500;
+        let ids: Vec<String> = (0..WORKERS).map(|i| format!("bulk-{i:05}")).collect();
+        for batch in ids.chunks(250) {
+            let registrations = batch.iter().map(|id| s.register_worker(worker(id, &["bulk"]), LONG_TTL));
+            for registered in futures::future::join_all(registrations).await {
+                registered.unwrap();
+            }
+        }
+        let mut found: Vec<String> = candidates(&s, "bulk").await.into_iter().map(|w| w.worker_id).collect();
+        found.sort();
+        assert_eq!(found, ids);
+    }
+
     pub async fn registered_workers_are_candidates_for_their_task_types(s: Arc<dyn Storage>) {
         assert_eq!(live(&s).await, vec![]);
         assert_eq!(candidates(&s, "a").await, vec![]);
@@ -1013,15 +1079,20 @@ mod cases {
         assert_eq!(in_flight(&s, "b", "fresh").await, 0, "a new worker starts with nothing in flight");
     }
 
-    pub async fn purging_forgets_expired_workers_but_not_their_queued_tasks(s: Arc<dyn Storage>) {
+    pub async fn purging_forgets_expired_workers_and_drops_their_queues(s: Arc<dyn Storage>) {
         for id in ["lingering", "refreshed", "purged"] {
             s.register_worker(worker(id, &["t"]), SHORT_TTL).await.unwrap();
             s.add_in_flight(id, 2).await.unwrap();
         }
         s.register_worker(worker("long", &["t"]), LONG_TTL).await.unwrap();
         let mut job = created(&s).await;
-        let queued = task(job.id, 0);
-        assert!(s.update_job(&mut job, push("purged", &queued)).await.unwrap());
+        let (high, low) = (task(job.id, 5), task(job.id, 0));
+        let follow_up = FollowUp::Dispatch(vec![
+            Assignment::Push { worker_id: "purged".into(), task: low.clone() },
+            Assignment::Push { worker_id: "purged".into(), task: high.clone() },
+            Assignment::Push { worker_id: "long".into(), task: task(job.id, 0) },
+        ]);
+        assert!(s.update_job(&mut job, follow_up).await.unwrap());
         assert!(s.purge_expired_workers().await.unwrap().is_empty(), "nobody has expired yet");
         tokio::time::sleep(EXPIRED).await;
 
@@ -1031,12 +1102,16 @@ mod cases {
         s.register_worker(worker("refreshed", &["t"]), LONG_TTL).await.unwrap();
         assert_eq!(in_flight(&s, "t", "refreshed").await, 0, "a refused refresh forgot the expired worker");
 
-        assert_eq!(s.purge_expired_workers().await.unwrap(), vec!["purged"], "only `purged` is still expired");
+        let purged = s.purge_expired_workers().await.unwrap();
+        let expected =
+            PurgedWorker { worker_id: "purged".into(), dropped: vec![(job.id, high.task_id), (job.id, low.task_id)] };
+        assert_eq!(purged, vec![expected], "only `purged` is still expired; its queue, highest priority first");
         assert!(s.purge_expired_workers().await.unwrap().is_empty());
         assert_eq!(live_ids(&s).await, vec!["lingering", "long", "refreshed"]);
         s.register_worker(worker("purged", &["t"]), LONG_TTL).await.unwrap();
         assert_eq!(in_flight(&s, "t", "purged").await, 0, "a purged worker starts afresh");
-        assert_eq!(s.pop_task("purged", PRESENT).await.unwrap(), Some(queued), "its queued task was kept");
+        assert_eq!(s.pop_task("purged", ABSENT).await.unwrap(), None, "its queue went with it");
+        assert!(s.pop_task("long", PRESENT).await.unwrap().is_some(), "a live worker's queue is kept");
     }
 
     // ---- worker tokens ------------------------------------------------------

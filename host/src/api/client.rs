@@ -162,6 +162,9 @@ async fn create_job_or(
         .ok_or(miss)?;
     let created = async {
         let ClientAuth(client) = client?;
+        if state.draining.is_cancelled() {
+            return Err(ApiError::ShuttingDown);
+        }
         let bytes = body_bytes(request, &state).await?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_json(&bytes)? };
         let job_id = state.orchestrator.create_job(&client, &blueprint, body).await?;

@@ -36,6 +36,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The server is stopping and takes no new jobs; another instance (or
+    /// this one once restarted) does.
+    #[error("the server is shutting down and accepts no new jobs; try again on another instance or later")]
+    ShuttingDown,
     #[error("storage is unavailable; try again")]
     Unavailable(#[source] StorageError),
     #[error("the job history database is unavailable; try again")]
@@ -59,7 +63,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) | Self::HistoryUnavailable(_) | Self::FilesUnavailable(_) => {
+            Self::ShuttingDown | Self::Unavailable(_) | Self::HistoryUnavailable(_) | Self::FilesUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

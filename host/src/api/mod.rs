@@ -28,9 +28,10 @@ use crate::orchestrator::Orchestrator;
 #[derive(Clone)]
 pub struct AppState {
     pub orchestrator: Arc<Orchestrator>,
-    /// Fires on shutdown, so long-polls answer at once instead of holding
-    /// the server open.
-    pub shutdown: CancellationToken,
+    /// Fires when the server starts stopping (the drain, see `App::serve`):
+    /// job creation answers 503, long-polls answer at once instead of
+    /// holding the server open, results and heartbeats are still taken.
+    pub draining: CancellationToken,
 }
 
 /// The whole API with its middleware.

@@ -1,5 +1,7 @@
 //! `/_worker/…`: the worker API (worker token).
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,9 @@ use super::extract::{ApiBody, ApiJson, ApiPath, WorkerAuth, body_limit};
 use crate::config::Config;
 use crate::model::{WorkerPatch, WorkerRegistration, WorkerResultBody};
 use crate::orchestrator::Heartbeat;
+
+/// The longest a task poll waits while the server drains.
+const DRAINING_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// Registration and heartbeat bodies are small documents: they get
 /// `WORKER_MAX_BODY_BYTES`, not the limit results and jobs need.
@@ -62,9 +67,16 @@ async fn next_task(
     WorkerAuth(token): WorkerAuth,
     ApiPath(worker_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    // Polls parked when the drain starts answer at once, so they do not hold
+    // the server open. Later ones still get what is queued (on memory
+    // storage nothing else ever will), but wait only briefly: long enough
+    // that a worker polling again at once does not spin.
+    let draining = state.draining.is_cancelled();
+    let timeout = state.orchestrator.config.worker_poll_timeout;
+    let wait = if draining { timeout.min(DRAINING_POLL_WAIT) } else { timeout };
     let task = tokio::select! {
-        task = state.orchestrator.next_task(&token, &worker_id) => task?,
-        () = state.shutdown.cancelled() => None,
+        task = state.orchestrator.next_task(&token, &worker_id, wait) => task?,
+        () = state.draining.cancelled(), if !draining => None,
     };
     Ok(match task {
         Some(task) => Json(task).into_response(),

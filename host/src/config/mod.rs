@@ -289,6 +289,10 @@ pub struct Config {
     pub max_transitions_per_job: u32,
     /// `JOB_RETENTION_SECONDS` (86400): how long a job is kept once it ended.
     pub job_retention: Duration,
+    /// `SHUTDOWN_GRACE_SECONDS` (30, at most [`MAX_SHUTDOWN_GRACE`]; 0 stops
+    /// at once): how long a stopping server keeps accepting results and lets
+    /// running handler steps finish.
+    pub shutdown_grace: Duration,
     /// `HISTORY_DATABASE_URI`; unset: no job history.
     pub history_database: Option<HistoryDatabase>,
     /// `HISTORY_BUFFER_SIZE` (10000): history events waiting for the
@@ -348,6 +352,8 @@ pub struct Config {
 /// The documented default tokens: fine on a laptop, never in production.
 pub const DEFAULT_CLIENT_TOKEN: &str = "secure-orchestrator-token";
 pub const DEFAULT_WORKER_TOKEN: &str = "secure-worker-token";
+/// The longest `SHUTDOWN_GRACE_SECONDS` accepted: an hour.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 
 impl Default for Config {
     fn default() -> Self {
@@ -370,6 +376,7 @@ impl Default for Config {
             executor_max_concurrent_jobs: 100,
             max_transitions_per_job: 100,
             job_retention: Duration::from_secs(86_400),
+            shutdown_grace: Duration::from_secs(30),
             history_database: None,
             history_buffer_size: 10_000,
             s3: None,
@@ -442,6 +449,7 @@ impl Config {
                 .unwrap_or(d.executor_max_concurrent_jobs),
             max_transitions_per_job: env.positive("MAX_TRANSITIONS_PER_JOB")?.unwrap_or(d.max_transitions_per_job),
             job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
+            shutdown_grace: env.shutdown_grace()?.unwrap_or(d.shutdown_grace),
             history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
             history_buffer_size: env.positive("HISTORY_BUFFER_SIZE")?.unwrap_or(d.history_buffer_size),
             s3: s3(&env)?,
@@ -701,6 +709,20 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     fn millis(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
         self.positive::<u64>(variable)?.map(|ms| bounded(variable, Duration::from_millis(ms))).transpose()
     }
+
+    /// `SHUTDOWN_GRACE_SECONDS`: 0 is allowed (stop at once); the bound keeps a
+    /// typo from holding a stopping server for days.
+    fn shutdown_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        const VARIABLE: &str = "SHUTDOWN_GRACE_SECONDS";
+        let max = MAX_SHUTDOWN_GRACE.as_secs();
+        let expected = format!("a whole number of seconds from 0 to {max}");
+        match self.parse::<u64>(VARIABLE, &expected)? {
+            Some(secs) if secs > max => {
+                Err(ConfigError { variable: VARIABLE, problem: format!("must be at most {max}") })
+            }
+            other => Ok(other.map(Duration::from_secs)),
+        }
+    }
 }
 
 /// The longest duration any setting may name. Deadlines are computed as
@@ -903,6 +925,13 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_grace_defaults_to_30_s_and_may_be_0() {
+        assert_eq!(config(&[]).unwrap().shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config(&[("SHUTDOWN_GRACE_SECONDS", "0")]).unwrap().shutdown_grace, Duration::ZERO);
+        assert_eq!(config(&[("SHUTDOWN_GRACE_SECONDS", "3600")]).unwrap().shutdown_grace, MAX_SHUTDOWN_GRACE);
+    }
+
+    #[test]
     fn secrets_never_show() {
         let c = config(&[
             ("CLIENT_TOKEN", "client-s3cret"),
@@ -948,6 +977,8 @@ mod tests {
             ("WEBHOOK_PER_HOST_CONCURRENCY", "-1"),
             ("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/33"),
             ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, intranet"),
+            ("SHUTDOWN_GRACE_SECONDS", "3601"),
+            ("SHUTDOWN_GRACE_SECONDS", "-1"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),

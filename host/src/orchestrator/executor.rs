@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{Orchestrator, OrchestratorResult};
@@ -25,8 +26,11 @@ const MAX_STEPS_PER_TURN: usize = 64;
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 impl Orchestrator {
-    /// Runs queued jobs until `shutdown` fires.
-    pub async fn run_executor(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Runs queued jobs until `stop` fires. Each step runs on `steps`, so a
+    /// stopping server can wait for the steps already running (see
+    /// `App::serve`): one cut off midway would run its handler again on
+    /// redelivery.
+    pub async fn run_executor(self: Arc<Self>, stop: CancellationToken, steps: TaskTracker) {
         let slots = Arc::new(Semaphore::new(self.config.executor_max_concurrent_jobs));
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -35,17 +39,17 @@ impl Orchestrator {
                     Ok(slot) => slot,
                     Err(_) => return,
                 },
-                () = shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             };
             let ticket = tokio::select! {
                 ticket = self.storage.next_job(QUEUE_WAIT) => ticket,
-                () = shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             };
             match ticket {
                 Ok(Some(ticket)) => {
                     backoff = Duration::from_millis(50);
                     let this = self.clone();
-                    tokio::spawn(async move {
+                    steps.spawn(async move {
                         this.run_ticket(ticket).await;
                         drop(slot);
                     });
@@ -53,7 +57,10 @@ impl Orchestrator {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the job queue; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }

@@ -8,6 +8,7 @@ mod cancel;
 mod children;
 mod dispatch;
 mod executor;
+mod failover;
 mod history;
 mod jobs;
 mod listing;

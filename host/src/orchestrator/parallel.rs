@@ -77,7 +77,7 @@ impl Orchestrator {
 
     /// Records `status` for `branch` and, if that completed the fan-out,
     /// moves the job to its aggregator. `false` for a duplicate.
-    async fn record_branch(
+    pub(super) async fn record_branch(
         &self,
         job: &Job,
         branch: &TaskRecord,
@@ -193,7 +193,7 @@ impl Orchestrator {
                         self.history.record(event);
                     }
                     if let Some(worker) = &branch.worker_id {
-                        self.storage.add_in_flight(worker, -1).await?;
+                        self.take_back(worker, &job, branch.task_id).await?;
                     }
                 }
             }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::parallel::Verdict;
 use super::{Orchestrator, OrchestratorResult};
@@ -92,7 +93,7 @@ impl Orchestrator {
                     applied
                 };
                 if let (true, true, Some(worker)) = (applied, release, &task.worker_id) {
-                    self.storage.add_in_flight(worker, -1).await?;
+                    self.take_back(worker, &job, task.task_id).await?;
                 }
             }
             Verdict::Retry(cause) => {
@@ -112,9 +113,24 @@ impl Orchestrator {
                     applied
                 };
                 if let (true, Some(worker)) = (applied, &task.worker_id) {
-                    self.storage.add_in_flight(worker, -1).await?;
+                    self.take_back(worker, &job, task.task_id).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Ends `worker_id`'s hold on task `task_id` of `job`, which has moved on
+    /// without its result: a copy still queued (a slow worker's backlog, a
+    /// dead worker's queue) is taken back, so it never runs after its retry
+    /// and never waits for a worker that restarts under the same id; either
+    /// way the worker's in-flight slot is given back.
+    pub(super) async fn take_back(&self, worker_id: &str, job: &Job, task_id: Uuid) -> OrchestratorResult<()> {
+        // Withdrawing gives the slot back itself.
+        if self.storage.withdraw_task(worker_id, task_id).await? {
+            tracing::info!(job_id = %job.id, %task_id, worker_id, "task taken back off the worker's queue");
+        } else {
+            self.storage.add_in_flight(worker_id, -1).await?;
         }
         Ok(())
     }

@@ -81,10 +81,15 @@ impl Orchestrator {
         Ok(Heartbeat::Updated(Box::new(worker)))
     }
 
-    /// Waits up to the poll timeout for a task queued for `worker_id`. Only a
+    /// Waits up to `wait` for a task queued for `worker_id`. Only a
     /// live (registered) worker may wait: storage keeps a queue and a waiter
     /// for whoever waits, so made-up ids would each leave one behind.
-    pub async fn next_task(&self, token: &WorkerToken, worker_id: &str) -> OrchestratorResult<Option<TaskPayload>> {
+    pub async fn next_task(
+        &self,
+        token: &WorkerToken,
+        worker_id: &str,
+        wait: Duration,
+    ) -> OrchestratorResult<Option<TaskPayload>> {
         self.authorize_worker(token, Some(worker_id)).await?;
         let _slot = self.polls.acquire(worker_id, self.config.limits.polls_per_worker).ok_or_else(|| {
             OrchestratorError::QuotaExceeded(format!(
@@ -104,7 +109,7 @@ impl Orchestrator {
                 "worker {worker_id} is not registered (or its liveness lapsed); register before polling"
             )));
         }
-        let task = self.storage.pop_task(worker_id, self.config.worker_poll_timeout).await?;
+        let task = self.storage.pop_task(worker_id, wait).await?;
         if let Some(task) = &task {
             tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
         }

@@ -17,7 +17,8 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, Storage, StorageError, StorageResult, WorkerLoad,
+    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError, StorageResult,
+    WorkerLoad,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -483,18 +484,34 @@ impl Storage for MemoryStorage {
         Ok(lock(&self.workers).values().filter(|w| w.is_live(now)).count())
     }
 
-    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>> {
         let now = Instant::now();
         let mut workers = lock(&self.workers);
-        let purged: Vec<String> = workers.iter().filter(|(_, w)| !w.is_live(now)).map(|(id, _)| id.clone()).collect();
-        for id in &purged {
+        let expired: Vec<String> = workers.iter().filter(|(_, w)| !w.is_live(now)).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
             workers.remove(id);
         }
         drop(workers);
-        if !purged.is_empty() {
-            let live = lock(&self.workers);
-            lock(&self.tasks).retain(|id, queue| live.contains_key(id) || !queue.heap.is_empty());
+        if expired.is_empty() {
+            return Ok(Vec::new());
         }
+        let live = lock(&self.workers);
+        let mut tasks = lock(&self.tasks);
+        let purged = expired
+            .into_iter()
+            .map(|worker_id| {
+                let dropped = tasks
+                    .remove(&worker_id)
+                    .map(|queue| queue.heap.into_sorted_vec().into_iter().rev())
+                    .into_iter()
+                    .flatten()
+                    .map(|queued| (queued.payload.job_id, queued.payload.task_id))
+                    .collect();
+                PurgedWorker { worker_id, dropped }
+            })
+            .collect();
+        // Queues of ids that never registered, once empty.
+        tasks.retain(|id, queue| live.contains_key(id) || !queue.heap.is_empty());
         Ok(purged)
     }
 

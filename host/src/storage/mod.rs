@@ -97,6 +97,14 @@ pub struct WorkerLoad {
     pub in_flight: u32,
 }
 
+/// A worker whose liveness lapsed and was purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedWorker {
+    pub worker_id: String,
+    /// The tasks still queued for it, as (job, task), dropped with its queue.
+    pub dropped: Vec<(JobId, Uuid)>,
+}
+
 /// A dequeued job id, to be acknowledged once its step is recorded.
 #[derive(Debug)]
 pub struct JobTicket {
@@ -146,6 +154,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Confirms that the step a ticket asked for has been recorded.
     async fn ack_job(&self, ticket: JobTicket) -> StorageResult<()>;
 
+    /// Whether other instances share this storage and take over its queued
+    /// jobs: a stopping server then leaves new work to them at once.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// This instance is on its way out: sends what the backend holds back to
+    /// save round trips (Redis: acknowledgements, whose loss would have the
+    /// steps' queue entries delivered again) and lets other instances take
+    /// over the queue entries it leaves at once.
+    async fn leave(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// Takes up to `max` jobs parked for lack of a worker taking `task_type`.
     async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>>;
 
@@ -177,10 +199,11 @@ pub trait Storage: Send + Sync + 'static {
     /// The number of live workers (registration checks it against its limit).
     async fn live_worker_count(&self) -> StorageResult<usize>;
 
-    /// Deletes the records and index entries of workers whose liveness
-    /// lapsed; returns their ids. Keeps storage from growing with every
-    /// worker that ever registered.
-    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>>;
+    /// Deletes the records, index entries and task queues of workers whose
+    /// liveness lapsed; returns them with the tasks their queues still held,
+    /// which no one will ever take now (the caller fails them over). Keeps
+    /// storage from growing with every worker that ever registered.
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>>;
 
     /// Adjusts a worker's count of tasks in flight (never below zero).
     async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;

@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, Storage, StorageError, StorageResult, WorkerLoad,
+    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError, StorageResult,
+    WorkerLoad,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisConfig;
@@ -31,10 +32,21 @@ use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The executors' consumer group on the job stream.
 const GROUP: &str = "executors";
-/// An unacknowledged job entry idle this long belongs to a dead instance.
+/// An unacknowledged job entry of an instance that is gone is claimed by
+/// another once it has been idle this long.
 const CLAIM_IDLE: Duration = Duration::from_secs(10);
 /// How often an instance looks for such entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(2);
+/// An instance renews its liveness key this often…
+const INSTANCE_BEAT: Duration = Duration::from_secs(2);
+/// …and is taken for gone once it has not for this long. Only then are its
+/// unacknowledged entries claimed: a live instance may hold entries for long
+/// (all its executor slots busy, or one long step), and claiming them would
+/// run those steps twice.
+const INSTANCE_TTL: Duration = Duration::from_secs(10);
+/// Pending entries looked at per claim round, in pages of [`CLAIM_PAGE`].
+const CLAIM_PAGES: usize = 10;
+const CLAIM_PAGE: usize = 100;
 /// Job entries read per stream round trip.
 const READ_BATCH: usize = 32;
 /// A waiting long-poll re-checks its queue this often even without a
@@ -179,6 +191,10 @@ impl Keys {
     fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
     }
+    /// Present while the instance (job stream consumer) of that name is alive.
+    fn instance(&self, consumer: &str) -> String {
+        format!("{}:instance:{consumer}", self.prefix)
+    }
 }
 
 /// Long-polls waiting on this instance, by worker id.
@@ -272,11 +288,14 @@ pub struct RedisStorage {
     /// job's status makes harmless.
     pending_acks: Mutex<Vec<String>>,
     subscriber: tokio::task::JoinHandle<()>,
+    /// Keeps this instance's liveness key ([`Keys::instance`]) alive.
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RedisStorage {
     fn drop(&mut self) {
         self.subscriber.abort();
+        self.heartbeat.abort();
     }
 }
 
@@ -337,6 +356,10 @@ impl RedisStorage {
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let channels = Channels { wake: keys.wake(), tokens: keys.tokens_changed() };
         let subscriber = tokio::spawn(subscribe(client, channels, waiters.clone(), tokens.clone(), ready));
+        // Alive before the first read, so no other instance claims what it reads.
+        let instance_key = keys.instance(consumer);
+        beat(&mut conn, &instance_key).await.map_err(unavailable)?;
+        let heartbeat = tokio::spawn(keep_alive(conn.clone(), instance_key));
         // Polls that start before the subscription would rely on the safety
         // net alone; wait for it briefly (it only fails if Redis just went away).
         if tokio::time::timeout(Duration::from_secs(2), subscribed).await.is_err() {
@@ -358,6 +381,7 @@ impl RedisStorage {
             tokens,
             pending_acks: Mutex::default(),
             subscriber,
+            heartbeat,
         })
     }
 
@@ -365,31 +389,91 @@ impl RedisStorage {
         self.conn.clone()
     }
 
-    /// Claims job entries another consumer left unacknowledged for too long.
+    /// Claims job entries left unacknowledged for too long by instances that
+    /// are gone (their liveness key lapsed). Never a live instance's — it may
+    /// hold entries a long time, and would run them too — nor this one's
+    /// own, which are buffered here or running.
     async fn claim_abandoned(&self, reader: &mut Reader) -> StorageResult<()> {
-        let reply: RedisValue = redis::cmd("XAUTOCLAIM")
+        let idle_ms = CLAIM_IDLE.as_millis() as u64;
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        let mut abandoned: Vec<String> = Vec::new();
+        let mut from = "-".to_owned();
+        for _ in 0..CLAIM_PAGES {
+            // [[id, consumer, idle ms, deliveries], ...], oldest first.
+            let page: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(self.keys.jobs())
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(idle_ms)
+                .arg(&from)
+                .arg("+")
+                .arg(CLAIM_PAGE)
+                .query_async(&mut reader.conn)
+                .await
+                .map_err(unavailable)?;
+            for (entry, consumer, _, _) in &page {
+                if *consumer == self.consumer {
+                    continue;
+                }
+                let live = match alive.get(consumer) {
+                    Some(&live) => live,
+                    None => {
+                        let live: bool = reader.conn.exists(self.keys.instance(consumer)).await.map_err(unavailable)?;
+                        alive.insert(consumer.clone(), live);
+                        live
+                    }
+                };
+                if !live {
+                    abandoned.push(entry.clone());
+                }
+            }
+            match page.last() {
+                Some((last, ..)) if page.len() == CLAIM_PAGE => from = format!("({last}"),
+                _ => break,
+            }
+        }
+        if abandoned.is_empty() {
+            return Ok(());
+        }
+        // The idle check again, in the claim itself: an entry delivered anew
+        // since the look above stays where it is.
+        let claimed: RedisValue = redis::cmd("XCLAIM")
             .arg(self.keys.jobs())
             .arg(GROUP)
             .arg(&self.consumer)
-            .arg(CLAIM_IDLE.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(100)
+            .arg(idle_ms)
+            .arg(&abandoned)
             .query_async(&mut reader.conn)
             .await
             .map_err(unavailable)?;
-        // [next-cursor, [[id, [field, value, ...]], ...], deleted-ids]
-        if let RedisValue::Array(parts) = reply
-            && let Some(entries) = parts.get(1)
-        {
-            let claimed = parse_entries(entries)?;
-            if !claimed.is_empty() {
-                tracing::warn!(count = claimed.len(), "claimed job entries abandoned by another instance");
-            }
-            reader.buffered.extend(claimed);
+        let claimed = parse_entries(&claimed)?;
+        if !claimed.is_empty() {
+            let gone: Vec<&String> = alive.iter().filter(|(_, live)| !**live).map(|(name, _)| name).collect();
+            tracing::warn!(count = claimed.len(), instances = ?gone, "claimed job entries abandoned by another instance");
         }
+        reader.buffered.extend(claimed);
         Ok(())
     }
+}
+
+/// Renews this instance's liveness key until the task is aborted.
+async fn keep_alive(mut conn: ConnectionManager, key: String) {
+    loop {
+        tokio::time::sleep(INSTANCE_BEAT).await;
+        if let Err(e) = beat(&mut conn, &key).await {
+            // Missed beats only matter past INSTANCE_TTL; the next one may land.
+            tracing::warn!(error = %e, "cannot renew this instance's liveness in Redis");
+        }
+    }
+}
+
+async fn beat(conn: &mut ConnectionManager, key: &str) -> Result<(), RedisError> {
+    conn.set_options(
+        key,
+        1,
+        redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(INSTANCE_TTL.as_millis() as u64)),
+    )
+    .await
 }
 
 /// The pub/sub channels an instance listens on.
@@ -629,6 +713,20 @@ impl Storage for RedisStorage {
         if full { self.flush_acks().await } else { Ok(()) }
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn leave(&self) -> StorageResult<()> {
+        let flushed = self.flush_acks().await;
+        // Gone from now on: other instances claim what it leaves pending
+        // (entries read but never run) as soon as those are idle, rather than
+        // once the liveness key lapses.
+        self.heartbeat.abort();
+        let _: i64 = self.conn().del(self.keys.instance(&self.consumer)).await.map_err(unavailable)?;
+        flushed
+    }
+
     async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>> {
         let Some(count) = std::num::NonZeroUsize::new(max) else { return Ok(Vec::new()) };
         let ids: Option<Vec<String>> =
@@ -770,8 +868,8 @@ impl Storage for RedisStorage {
         Ok(self.worker_census("").await?.1)
     }
 
-    async fn purge_expired_workers(&self) -> StorageResult<Vec<String>> {
-        let purged: Vec<String> = self
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>> {
+        let flat: Vec<String> = self
             .scripts
             .purge_workers
             .key(self.keys.live())
@@ -781,6 +879,24 @@ impl Storage for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        // worker id, n, then n (job id, task id) pairs; per purged worker.
+        let mut purged = Vec::new();
+        let mut rest = flat.into_iter();
+        while let Some(worker_id) = rest.next() {
+            let count: usize =
+                rest.next().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("purge_workers: bad reply"))?;
+            let mut dropped = Vec::with_capacity(count);
+            for _ in 0..count {
+                let (Some(job), Some(task)) = (rest.next(), rest.next()) else {
+                    return Err(corrupt("purge_workers: short reply"));
+                };
+                match (job.parse(), task.parse()) {
+                    (Ok(job_id), Ok(task_id)) => dropped.push((job_id, task_id)),
+                    _ => tracing::warn!(worker_id, job, task, "dropped task entry without readable ids"),
+                }
+            }
+            purged.push(PurgedWorker { worker_id, dropped });
+        }
         Ok(purged)
     }
 

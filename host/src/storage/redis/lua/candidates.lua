@@ -8,8 +8,18 @@ if #ids == 0 then
 end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
--- One ZMSCORE for every expiry instead of one ZSCORE each.
-local expiries = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+-- One ZMSCORE per CHUNK ids instead of one ZSCORE each. Not one for all:
+-- unpack() fails past Lua's stack limit (about 8,000 values), which would
+-- stop every dispatch of the type.
+local CHUNK = 1000
+local expiries = {}
+for first = 1, #ids, CHUNK do
+  local last = math.min(first + CHUNK - 1, #ids)
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids, first, last))
+  for i = 1, last - first + 1 do
+    expiries[first + i - 1] = scores[i]
+  end
+end
 local out = {}
 for i, id in ipairs(ids) do
   local expiry = expiries[i]
