@@ -36,6 +36,9 @@ pub use store::{Download, ObjectInfo, ObjectStore, S3Error};
 use crate::config::Config;
 use crate::model::JobId;
 
+/// Where every job's folder lives in the bucket.
+pub const JOBS_PREFIX: &str = "jobs/";
+
 /// The most a blueprint handler may read or write in one file.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
 
@@ -91,7 +94,7 @@ impl TaskFiles {
 
     /// `jobs/{job_id}/`: the job's folder in the bucket.
     pub fn prefix(job_id: JobId) -> String {
-        format!("jobs/{job_id}/")
+        format!("{JOBS_PREFIX}{job_id}/")
     }
 
     /// The key of the job's file `name`, once the name is checked.
@@ -208,6 +211,24 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `adopt` may move the object `key` into the job `job_id`'s
+/// folder: a worker's upload, which the worker SDKs put outside every job's
+/// folder (the top of the bucket), or a file already in this job's folder.
+/// Any other key under `jobs/` belongs to another job: moving it would hand
+/// that job's file to this job's client and delete it from its owner, so it
+/// is refused. The key must also be a clean name (see [`check_name`]), so
+/// no `..`, `%2e%2e` or `//` can make S3 or a proxy resolve it elsewhere.
+pub fn check_adoptable(key: &str, job_id: JobId) -> Result<(), String> {
+    check_name(key).map_err(|e| format!("cannot adopt {key:?}: {e}"))?;
+    let own = TaskFiles::prefix(job_id);
+    if key.starts_with(JOBS_PREFIX) && !key.starts_with(&own) {
+        return Err(format!(
+            "cannot adopt {key:?}: it is in another job's folder; adopt takes only a worker's upload (outside `{JOBS_PREFIX}`) or a file of this job (`{own}`)"
+        ));
+    }
+    Ok(())
+}
+
 /// The key an `s3://{bucket}/{key}` URI names, when it is in `bucket`.
 pub fn key_of_uri<'a>(uri: &'a str, bucket: &str) -> Result<&'a str, String> {
     let rest = uri.strip_prefix("s3://").ok_or_else(|| format!("{uri:?} is not an s3:// URI"))?;
@@ -240,6 +261,25 @@ mod tests {
         let job = uuid::Uuid::nil();
         assert_eq!(TaskFiles::key(job, "a/b.txt").as_deref(), Ok("jobs/00000000-0000-0000-0000-000000000000/a/b.txt"));
         assert!(TaskFiles::key(job, "../other/x").is_err());
+    }
+
+    #[test]
+    fn adopt_takes_worker_uploads_and_own_files_only() {
+        let job = uuid::Uuid::nil();
+        let own = TaskFiles::prefix(job);
+        for good in ["worker-output.txt".to_owned(), "uploads/abc/out.bin".to_owned(), format!("{own}tmp.txt")] {
+            assert_eq!(check_adoptable(&good, job), Ok(()), "{good}");
+        }
+        let other = TaskFiles::prefix(uuid::Uuid::max());
+        for bad in [
+            format!("{other}input.txt"),
+            "jobs/x".to_owned(),
+            format!("{own}../{other}input.txt"),
+            "/jobs/x".to_owned(),
+            "a//b".to_owned(),
+        ] {
+            assert!(check_adoptable(&bad, job).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::super::bindings::avtomatika::blueprint::task_files::{FileError, FileInfo, Host};
 use super::super::sandbox::Sandbox;
-use crate::files::{MAX_LISTED, MAX_SMALL_FILE, S3Error, TaskFiles, key_of_uri};
+use crate::files::{MAX_LISTED, MAX_SMALL_FILE, S3Error, TaskFiles, check_adoptable, key_of_uri};
 use crate::model::JobId;
 
 /// The longest one list, read, write or delete may wait on S3.
@@ -139,6 +139,7 @@ impl Host for Sandbox {
         let (files, job) = self.files()?;
         let key = TaskFiles::key(job, &name).map_err(FileError::Invalid)?;
         let from = key_of_uri(&source, files.store().bucket()).map_err(FileError::Invalid)?.to_owned();
+        check_adoptable(&from, job).map_err(FileError::Invalid)?;
         self.on_s3("adopt", ADOPT_TIMEOUT, async {
             if from != key {
                 files.store().copy(&from, &key).await.map_err(s3_error)?;

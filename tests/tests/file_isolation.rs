@@ -1,0 +1,111 @@
+//! One client's job files stay out of another client's reach (issue 15,
+//! review findings 6 and 22), through the real server against a real
+//! S3-compatible server (moto): a worker cannot `adopt` another job's file,
+//! and names that a URL-normalising worker SDK would resolve elsewhere
+//! (percent-encoded dot segments) are refused.
+
+use std::time::{Duration, Instant};
+
+use avtomatika_tests::config::Config;
+use avtomatika_tests::s3::TestS3;
+use avtomatika_tests::{Auth, TestServer, test_config};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const ALICE: &str = "alice-token-7d21";
+const MALLORY: &str = "mallory-token-c3f0";
+
+/// A server on `s3` with the clients `alice` and `mallory`; the directory
+/// holding `clients.toml` must outlive the server.
+async fn two_client_server(s3: &TestS3, tune: impl FnOnce(&mut Config)) -> (TestServer, TempDir) {
+    let clients = tempfile::tempdir().expect("a directory for clients.toml");
+    let clients_file = clients.path().join("clients.toml");
+    std::fs::write(&clients_file, format!("[alice]\ntoken = \"{ALICE}\"\n\n[mallory]\ntoken = \"{MALLORY}\"\n"))
+        .expect("write clients.toml");
+    let mut config = s3.config(Config { clients_config_path: Some(clients_file), job_max_retries: 1, ..test_config() });
+    config.task_files_cleanup.retention = Duration::from_secs(60);
+    tune(&mut config);
+    (TestServer::start_with(config).await, clients)
+}
+
+/// Creates an `uppercase` job as `token` and waits until it asks for its input.
+async fn uppercase_job(server: &TestServer, token: &str) -> String {
+    let created = server.send(Method::POST, "/api/v1/jobs/uppercase", Auth::Client(token), Some("{}")).await;
+    assert_eq!(created.status, 202, "{created:?}");
+    let job_id = created.json()["job_id"].as_str().expect("job_id").to_owned();
+    wait_as(server, token, &job_id, |job| job["status"] == "waiting_for_human").await;
+    job_id
+}
+
+async fn put_file(server: &TestServer, token: &str, job_id: &str, name: &str, body: &'static str) -> u16 {
+    let path = server.url(&format!("/api/v1/jobs/{job_id}/files/{name}"));
+    let answer = server.http.put(path).header("X-Avtomatika-Token", token).body(body).send().await;
+    answer.expect("upload request").status().as_u16()
+}
+
+async fn wait_as(server: &TestServer, token: &str, job_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = server.send(Method::GET, &format!("/api/v1/jobs/{job_id}"), Auth::Client(token), None).await.json();
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {job_id} did not get there: {job:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ended(job: &Value) -> bool {
+    matches!(job["status"].as_str(), Some("finished" | "failed" | "quarantined" | "cancelled"))
+}
+
+/// The review's reproduction of finding 6: mallory's worker answers her
+/// `uppercase` task with the URI of alice's input. The host refuses to move
+/// it: mallory's job ends saying why, and alice's file is still hers.
+#[tokio::test]
+async fn a_worker_cannot_adopt_another_jobs_file() {
+    let s3 = TestS3::new().await;
+    let (server, _clients) = two_client_server(&s3, |_| {}).await;
+
+    let victim = uppercase_job(&server, ALICE).await;
+    assert_eq!(put_file(&server, ALICE, &victim, "input.txt", "alice: contract draft, do not share").await, 201);
+    let attacker = uppercase_job(&server, MALLORY).await;
+    assert_eq!(put_file(&server, MALLORY, &attacker, "input.txt", "x").await, 201);
+    let decided = server
+        .send(
+            Method::POST,
+            &format!("/_public/webhooks/approval/{attacker}"),
+            Auth::None,
+            Some(r#"{"decision":"uploaded"}"#),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{decided:?}");
+
+    let worker = server.worker("evil");
+    worker.register(&["uppercase_file"]).await;
+    let stolen = format!("s3://{}/jobs/{victim}/input.txt", s3.bucket);
+    // Every try of mallory's job gets the same answer.
+    for _ in 0..2 {
+        let task = worker.next_task(Duration::from_secs(20)).await;
+        assert_eq!(task["job_id"], attacker.as_str(), "{task:#}");
+        let (status, _) = worker.post_result(&task, json!({ "status": "success", "data": { "output": stolen } })).await;
+        assert_eq!(status, 200);
+        let job = wait_as(&server, MALLORY, &attacker, |job| ended(job) || job["status"] == "waiting_for_worker").await;
+        if ended(&job) {
+            break;
+        }
+    }
+    let job = wait_as(&server, MALLORY, &attacker, ended).await;
+    assert_ne!(job["status"], "finished", "{job:#}");
+    let message = job["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("another job's folder"), "the error should say why: {job:#}");
+    assert!(job["state_history"]["preview"].is_null(), "{job:#}");
+
+    let output = format!("/api/v1/jobs/{attacker}/files/output.txt");
+    server.send(Method::GET, &output, Auth::Client(MALLORY), None).await.assert_error(404);
+    let victims_file = format!("/api/v1/jobs/{victim}/files/input.txt");
+    let kept = server.send(Method::GET, &victims_file, Auth::Client(ALICE), None).await;
+    assert_eq!((kept.status, kept.text.as_str()), (200, "alice: contract draft, do not share"));
+    server.stop().await;
+}
