@@ -109,3 +109,57 @@ async fn a_worker_cannot_adopt_another_jobs_file() {
     assert_eq!((kept.status, kept.text.as_str()), (200, "alice: contract draft, do not share"));
     server.stop().await;
 }
+
+/// Finding 22: a name that decodes to a dot segment is refused with `400`
+/// naming the rule at the client API, and with `invalid` in the blueprint's
+/// `task-files` calls (read, write, uri and adopt alike).
+#[tokio::test]
+async fn percent_encoded_dot_segments_are_refused_everywhere() {
+    let s3 = TestS3::new().await;
+    let dir = avtomatika_tests::blueprints_dir(&[
+        ("files_probe.wasm", avtomatika_plugins::FILES_PROBE_COMPONENT),
+        ("uppercase.wasm", avtomatika_plugins::UPPERCASE_COMPONENT),
+    ]);
+    let (server, _clients) = two_client_server(&s3, |config| config.blueprints_dir = Some(dir.path().to_owned())).await;
+
+    let job = uppercase_job(&server, ALICE).await;
+    // axum decodes the path once, so `%252e` arrives as the literal `%2e`.
+    for name in ["a/%252e%252e/%252e%252e/x.txt", "%252E./x", "x/%252e%252E", "..%252fx"] {
+        let path = server.url(&format!("/api/v1/jobs/{job}/files/{name}"));
+        let answer = server.http.put(path).header("X-Avtomatika-Token", ALICE).body("x").send().await;
+        let answer = answer.expect("upload request");
+        assert_eq!(answer.status().as_u16(), 400, "{name}");
+        let body = answer.text().await.unwrap_or_default();
+        assert!(body.contains("percent-encoded"), "{name}: {body}");
+    }
+    assert_eq!(s3.keys("").await, Vec::<String>::new(), "nothing was stored");
+
+    let created = server
+        .send(
+            Method::POST,
+            "/api/v1/jobs/files-probe",
+            Auth::Client(ALICE),
+            Some(
+                &json!({ "ops": [
+                    {"op": "write", "name": "a/%2e%2e/%2e%2e/x.txt", "text": "x"},
+                    {"op": "read", "name": "%2E./x"},
+                    {"op": "uri", "name": "x/.%2e"},
+                    {"op": "adopt", "source": format!("s3://{}/up.txt", s3.bucket), "name": "%2e%2e"},
+                    {"op": "adopt", "source": format!("s3://{}/a/%2e%2e/up.txt", s3.bucket), "name": "ok.txt"},
+                ]})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 202, "{created:?}");
+    let probe = created.json()["job_id"].as_str().expect("job_id").to_owned();
+    let ended = wait_as(&server, ALICE, &probe, ended).await;
+    assert_eq!(ended["status"], "finished", "{ended:#}");
+    let results = ended["state_history"]["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 5, "{ended:#}");
+    for (i, result) in results.iter().enumerate() {
+        let error = result["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("invalid:") && error.contains("percent-encoded"), "op {i}: {result}");
+    }
+    server.stop().await;
+}

@@ -208,7 +208,49 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.split('/').any(|segment| matches!(segment, "" | "." | "..")) {
         return Err(format!("the file name {name:?} has an empty, `.` or `..` segment (or starts or ends with `/`)"));
     }
+    // S3 keeps `%2e%2e` literally, but the name reaches workers inside an
+    // `s3://` URI, and an SDK that decodes and normalises URIs would turn
+    // `a/%2e%2e/%2e%2e/{other job}/x` into another job's file. So the name
+    // must also stay clean once decoded, however many times.
+    let decoded = percent_decoded(name);
+    if decoded.split(['/', '\\']).any(|segment| matches!(segment, "" | "." | "..")) {
+        return Err(format!(
+            "the file name {name:?} has a percent-encoded `.`, `..`, `/` or `\\` that makes an empty, `.` or `..` segment once decoded"
+        ));
+    }
     Ok(())
+}
+
+/// `text` with its percent escapes decoded until none is left (so that
+/// `%252e` counts as `.` too); undecodable bytes become U+FFFD.
+fn percent_decoded(text: &str) -> String {
+    let mut current = text.to_owned();
+    // Each round shortens the text, so this ends; the bound only keeps a
+    // hostile name from costing more than a few passes.
+    for _ in 0..8 {
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (b'%', Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                }
+                (byte, _, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        let next = String::from_utf8_lossy(&out).into_owned();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
 }
 
 /// Whether `adopt` may move the object `key` into the job `job_id`'s
@@ -264,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn percent_encoded_dot_segments_are_refused() {
+        for good in ["100%.txt", "a%2e%2eb", "%41.txt", "x%2e", "%zz", "50%25-off.csv"] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "a/%2e%2e/%2e%2e/jobs/x/input.txt",
+            "%2E%2E/x",
+            "%2E./x",
+            ".%2e/x",
+            "a/%2e/b",
+            "a/%252e%252e/b",
+            "..%2fx",
+            "a%2f%2fb",
+            "x/%2e%2e",
+            "a%5c..%5cb",
+        ] {
+            let refused = check_name(bad).expect_err(bad);
+            assert!(refused.contains("percent-encoded"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
     fn adopt_takes_worker_uploads_and_own_files_only() {
         let job = uuid::Uuid::nil();
         let own = TaskFiles::prefix(job);
@@ -276,6 +340,7 @@ mod tests {
             "jobs/x".to_owned(),
             format!("{own}../{other}input.txt"),
             "/jobs/x".to_owned(),
+            format!("{own}%2e%2e/%2e%2e/x"),
             "a//b".to_owned(),
         ] {
             assert!(check_adoptable(&bad, job).is_err(), "{bad:?} should be refused");
