@@ -401,7 +401,7 @@ impl Runtime {
                 Ok(live) => live,
                 Err(settings) => blueprint.instantiate(settings.store(blueprint.name.clone())).await?,
             };
-            live.begin_call(context.job_id.clone());
+            live.begin_call(context.job_id.clone(), context.client.name.clone());
             // A failed call drops its instance: its state may be half-written.
             let answer = live
                 .instance

@@ -17,6 +17,9 @@ pub struct Sandbox {
     pub blueprint: Arc<str>,
     /// The job the current call runs for; unset during `describe`.
     pub job_id: Option<String>,
+    /// The name of the client whose job the current call runs for (the key
+    /// of its client-scoped data stores); unset during `describe`.
+    pub client: Option<String>,
     pub limits: MemoryLimit,
     /// Where the blueprint's data stores live; unset during `describe` and in
     /// runtimes without storage (stores then answer `unavailable`).
@@ -41,6 +44,7 @@ impl Sandbox {
         Self {
             blueprint,
             job_id,
+            client: None,
             limits: MemoryLimit::new(memory_bytes),
             stores: None,
             files: None,
@@ -51,10 +55,11 @@ impl Sandbox {
         }
     }
 
-    /// Readies the store for a call for `job_id`: a fresh CPU budget, no
-    /// S3 wait carried over from an earlier call.
-    pub fn begin_call(&mut self, job_id: String) {
+    /// Readies the store for a call for `job_id` of `client`: a fresh CPU
+    /// budget, no S3 wait carried over from an earlier call.
+    pub fn begin_call(&mut self, job_id: String, client: String) {
         self.job_id = Some(job_id);
+        self.client = Some(client);
         self.host_wait = Duration::ZERO;
         self.call_started = Instant::now();
     }
