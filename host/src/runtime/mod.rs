@@ -40,6 +40,13 @@ use crate::config::{InstancePolicy, PluginLimits};
 use crate::files::TaskFiles;
 use crate::storage::Storage;
 
+/// The most core module instances one blueprint component may create.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// The most linear memories one blueprint component may define.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+/// The most tables one blueprint component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
+
 /// How often the epoch advances. A CPU deadline is checked, and a long call
 /// yields to other tasks, once per tick.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -197,6 +204,14 @@ impl Runtime {
             .total_core_instances(instances.saturating_mul(16))
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(8))
+            // Caps on one component, so that no blueprint can take the pool's
+            // shared slots from the others (PLUGIN_MEMORY_LIMIT_MB covers all
+            // of an instance's memories together: `sandbox::MemoryLimit`).
+            // The shipped Rust and JavaScript components have 3–4 core
+            // instances, 1 memory and 2 tables; componentize-py ones 14, 1, 2.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size(limits.memory_bytes)
             // Reset used slots in place: PAGEMAP_SCAN finds the pages a call
             // dirtied and only those are restored, so neither `madvise` (whose

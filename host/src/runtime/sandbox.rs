@@ -64,7 +64,7 @@ impl Sandbox {
         self.call_started = Instant::now();
     }
 
-    /// Linear memory the instance has grown to (its largest memory).
+    /// Linear memory the instance has grown to (all its memories together).
     pub fn memory_bytes(&self) -> usize {
         self.limits.peak_bytes
     }
@@ -116,25 +116,35 @@ pub struct DeadlineExceeded {
 
 /// Caps linear memory growth, trapping (rather than failing `memory.grow`)
 /// so the cause reaches the job's error message instead of a guest abort.
+///
+/// The limit is on the instance, not on each memory: a component may define
+/// several memories (one per core module), and each growth is checked
+/// against the sum of all of them, or k memories would get k times the limit.
 pub struct MemoryLimit {
     limit_bytes: usize,
-    /// The largest size any memory of the instance was allowed to grow to;
-    /// the instance pool recycles instances that grew too much.
+    /// What every memory of the instance has been allowed to grow to, together.
+    total_bytes: usize,
+    /// The largest total so far; the instance pool recycles instances that
+    /// grew too much.
     peak_bytes: usize,
 }
 
 impl MemoryLimit {
     fn new(limit_bytes: usize) -> Self {
-        Self { limit_bytes, peak_bytes: 0 }
+        Self { limit_bytes, total_bytes: 0, peak_bytes: 0 }
     }
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
-        if desired > self.limit_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        // `current` is what this memory already counts for in the total (0
+        // when it is being created).
+        let total = self.total_bytes.saturating_sub(current).saturating_add(desired);
+        if total > self.limit_bytes {
             return Err(MemoryLimitExceeded { limit_bytes: self.limit_bytes }.into());
         }
-        self.peak_bytes = self.peak_bytes.max(desired);
+        self.total_bytes = total;
+        self.peak_bytes = self.peak_bytes.max(total);
         Ok(true)
     }
 
@@ -142,5 +152,26 @@ impl ResourceLimiter for MemoryLimit {
         // Tables hold function references; a blueprint has no business with
         // more than a few thousand.
         Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_is_on_all_memories_together() {
+        let mut limit = MemoryLimit::new(10 * MIB);
+        assert!(limit.memory_growing(0, 6 * MIB, None).unwrap());
+        // A second memory of the same instance: alone it fits, together not.
+        let refused = limit.memory_growing(0, 6 * MIB, None).unwrap_err();
+        assert!(refused.downcast_ref::<MemoryLimitExceeded>().is_some(), "{refused}");
+        assert!(limit.memory_growing(0, 4 * MIB, None).unwrap());
+        // Growing the first memory counts only what it adds.
+        assert!(limit.memory_growing(6 * MIB, 6 * MIB, None).unwrap());
+        assert!(limit.memory_growing(6 * MIB, 7 * MIB, None).is_err());
+        assert_eq!(limit.peak_bytes, 10 * MIB);
     }
 }
