@@ -394,7 +394,11 @@ pub fn one_busy_slot(config: Config) -> (Config, tempfile::TempDir) {
         blueprints_dir: Some(dir.path().to_owned()),
         executor_max_concurrent_jobs: 1,
         job_max_retries: 0,
-        plugin_limits: avtomatika::config::PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_secs(5) },
+        plugin_limits: avtomatika::config::PluginLimits {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
         ..config
     };
     (config, dir)

@@ -31,6 +31,9 @@ pub struct Sandbox {
     pub host_wait: Duration,
     /// When the current call started: its CPU budget counts from here.
     pub call_started: Instant,
+    /// The most the current call may take, S3 waits included
+    /// (`PLUGIN_WALL_TIMEOUT_MS`).
+    pub wall_limit: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -50,6 +53,7 @@ impl Sandbox {
             files: None,
             host_wait: Duration::ZERO,
             call_started: Instant::now(),
+            wall_limit: Duration::MAX,
             wasi,
             table: ResourceTable::new(),
         }
@@ -105,6 +109,13 @@ impl HostMonotonicClock for FrozenClock {
 #[error("plugin exceeded its memory limit of {} MiB", .limit_bytes >> 20)]
 pub struct MemoryLimitExceeded {
     pub limit_bytes: usize,
+}
+
+/// The error a call fails with when it runs past its wall-clock limit.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its wall-clock limit of {} ms", .limit.as_millis())]
+pub struct WallClockExceeded {
+    pub limit: Duration,
 }
 
 /// The error a call fails with when it runs past its CPU deadline.

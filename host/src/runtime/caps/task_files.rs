@@ -3,7 +3,9 @@
 //!
 //! Every failure is a `file-error` for the guest, never a trap. The time a
 //! call waits on S3 is not charged to the handler's CPU budget
-//! (`PLUGIN_TIMEOUT_MS`); each call is bounded by its own timeout instead.
+//! (`PLUGIN_TIMEOUT_MS`); each call is bounded by its own timeout instead,
+//! and all of them together by the call's wall-clock limit
+//! (`PLUGIN_WALL_TIMEOUT_MS`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -39,8 +41,15 @@ impl Sandbox {
         call: impl Future<Output = Result<T, FileError>>,
     ) -> Result<T, FileError> {
         let started = Instant::now();
-        let answer = match tokio::time::timeout(limit, call).await {
+        // No call outlives the handler's wall-clock limit: the guest's next
+        // instruction then ends the call (`new_store`'s epoch callback).
+        let left = self.wall_limit.saturating_sub(self.call_started.elapsed());
+        let answer = match tokio::time::timeout(limit.min(left), call).await {
             Ok(answer) => answer,
+            Err(_) if left < limit => Err(FileError::Unavailable(format!(
+                "the handler call reached its wall-clock limit of {:?} (PLUGIN_WALL_TIMEOUT_MS) during {operation}",
+                self.wall_limit
+            ))),
             Err(_) => Err(FileError::Unavailable(format!("S3 did not finish {operation} within {limit:?}"))),
         };
         self.host_wait += started.elapsed();
