@@ -163,3 +163,66 @@ async fn percent_encoded_dot_segments_are_refused_everywhere() {
     }
     server.stop().await;
 }
+
+/// Review finding 4: one client's downloads that are never read do not hold
+/// every S3 slot. With `S3_MAX_CONCURRENCY=4`, mallory opens six downloads of
+/// a 48 MiB file and reads none of them; alice's handler still reads and
+/// writes its files at once (a slot is kept for handler calls), instead of
+/// timing out after 10 s.
+#[tokio::test]
+async fn unread_downloads_of_one_client_do_not_starve_another_clients_handlers() {
+    use tokio::io::AsyncWriteExt;
+    let s3 = TestS3::new().await;
+    let dir = avtomatika_tests::blueprints_dir(&[
+        ("files_probe.wasm", avtomatika_plugins::FILES_PROBE_COMPONENT),
+        ("uppercase.wasm", avtomatika_plugins::UPPERCASE_COMPONENT),
+    ]);
+    let (server, _clients) = two_client_server(&s3, |config| {
+        config.blueprints_dir = Some(dir.path().to_owned());
+        config.s3_max_concurrency = 4;
+    })
+    .await;
+
+    let hoard = uppercase_job(&server, MALLORY).await;
+    let big = server
+        .http
+        .put(server.url(&format!("/api/v1/jobs/{hoard}/files/input.txt")))
+        .header("X-Avtomatika-Token", MALLORY)
+        .body(vec![b'x'; 48 << 20])
+        .send()
+        .await
+        .expect("upload request");
+    assert_eq!(big.status().as_u16(), 201);
+    let address = server.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut unread = Vec::new();
+    for _ in 0..6 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.expect("connect to the server");
+        let request = format!(
+            "GET /api/v1/jobs/{hoard}/files/input.txt HTTP/1.1\r\nHost: x\r\nX-Avtomatika-Token: {MALLORY}\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await.expect("send the download request");
+        unread.push(socket);
+    }
+    // Long enough for the downloads to start and fill every buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    let ops = json!([
+        {"op": "write", "name": "a.txt", "text": "alice's"},
+        {"op": "read", "name": "a.txt"},
+        {"op": "list"},
+    ]);
+    let body = json!({ "ops": ops }).to_string();
+    let created = server.send(Method::POST, "/api/v1/jobs/files-probe", Auth::Client(ALICE), Some(&body)).await;
+    assert_eq!(created.status, 202, "{created:?}");
+    let probe = created.json()["job_id"].as_str().expect("job_id").to_owned();
+    let job = wait_as(&server, ALICE, &probe, ended).await;
+    assert_eq!(job["status"], "finished", "{job:#}");
+    let results = job["state_history"]["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 3, "{job:#}");
+    assert!(results.iter().all(|r| r.get("ok").is_some()), "alice's file calls failed: {results:#?}");
+    assert_eq!(results[1]["ok"], "alice's");
+    assert!(started.elapsed() < Duration::from_secs(8), "alice waited {:?}", started.elapsed());
+    drop(unread);
+    server.stop().await;
+}

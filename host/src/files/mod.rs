@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use cleanup::CleanupStats;
-pub use store::{Download, ObjectInfo, ObjectStore, S3Error};
+pub use store::{Download, ObjectInfo, ObjectStore, S3Error, handler_slots};
 
 use crate::config::Config;
 use crate::model::JobId;
@@ -69,11 +69,12 @@ pub enum UploadError {
 #[derive(Clone, Debug)]
 pub struct TaskFiles {
     inner: Arc<Inner>,
+    /// The object store, as clients or as handlers use it ([`Self::for_handlers`]).
+    store: ObjectStore,
 }
 
 #[derive(Debug)]
 struct Inner {
-    store: ObjectStore,
     local_root: PathBuf,
     cleanup: cleanup::Cleanup,
 }
@@ -85,11 +86,17 @@ impl TaskFiles {
         let s3 = config.s3.as_ref()?;
         let store = ObjectStore::new(s3, &config.s3_default_bucket, &config.s3_region, config.s3_max_concurrency);
         let cleanup = cleanup::Cleanup::new(config.task_files_cleanup, shutdown);
-        Some(Self { inner: Arc::new(Inner { store, local_root: config.task_files_dir.clone(), cleanup }) })
+        Some(Self { inner: Arc::new(Inner { local_root: config.task_files_dir.clone(), cleanup }), store })
     }
 
     pub fn store(&self) -> &ObjectStore {
-        &self.inner.store
+        &self.store
+    }
+
+    /// The service as blueprint handlers use it: their S3 requests may take
+    /// the slots kept for them, which clients and cleanups never get.
+    pub fn for_handlers(&self) -> Self {
+        Self { inner: self.inner.clone(), store: self.store.for_handlers() }
     }
 
     /// `jobs/{job_id}/`: the job's folder in the bucket.

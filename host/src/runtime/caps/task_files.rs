@@ -23,7 +23,7 @@ const ADOPT_TIMEOUT: Duration = Duration::from_secs(120);
 impl Sandbox {
     /// The service and the job, or why there are none.
     fn files(&self) -> Result<(TaskFiles, JobId), FileError> {
-        let files = self.files.clone().ok_or(FileError::Disabled)?;
+        let files = self.files.as_ref().ok_or(FileError::Disabled)?.for_handlers();
         let job = self
             .job_id
             .as_deref()
