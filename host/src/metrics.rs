@@ -281,7 +281,8 @@ impl Metrics {
     pub fn plugin_failed(&self, error: &HandlerError) {
         let counter = match error {
             HandlerError::Trap(_) => &self.plugin_failures.trap,
-            HandlerError::Deadline(_) => &self.plugin_failures.deadline,
+            // Both are deadlines; one label keeps the series' cardinality.
+            HandlerError::Deadline(_) | HandlerError::WallClock(_) => &self.plugin_failures.deadline,
             HandlerError::Memory(_) => &self.plugin_failures.memory,
             HandlerError::Guest(_) => &self.plugin_failures.guest,
             HandlerError::Contract(_) => &self.plugin_failures.contract,

@@ -117,7 +117,6 @@ async fn run_a_job(tmp: &Path, wasm: &Path, name: &str, start_up: Duration) {
     std::fs::create_dir(&blueprints).unwrap();
     let file_name = wasm.file_name().unwrap();
     std::fs::copy(wasm, blueprints.join(file_name)).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
-    let user = std::env::var("USER").unwrap_or_else(|_| "anyone".into());
     let config = Config {
         api_host: "127.0.0.1".into(),
         api_port: 0,
@@ -126,7 +125,8 @@ async fn run_a_job(tmp: &Path, wasm: &Path, name: &str, start_up: Duration) {
         // A JavaScript or Python component takes minutes to compile in a debug
         // build; the cache the other test servers share (tests/src/lib.rs)
         // makes a rerun of an unchanged project quick.
-        plugin_cache_dir: Some(std::env::temp_dir().join(format!("avtomatika-test-plugin-cache-{user}"))),
+        // It sits in the target directory, not at a predictable name in /tmp.
+        plugin_cache_dir: shared_plugin_cache(),
         ..Config::default()
     };
     let started = Instant::now();
@@ -245,4 +245,13 @@ fn new_refuses_bad_names_unknown_languages_and_existing_projects() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
     assert_eq!(std::fs::read_to_string(Path::new(dir).join("src/lib.rs")).unwrap(), "// mine", "nothing overwritten");
     assert!(handler.contains(r#"Describe::new("flow")"#));
+}
+
+/// The test servers' shared plugin cache (`avtomatika_tests::shared_plugin_cache`):
+/// `target/<profile>/avtomatika-test-plugin-cache`, next to `deps/` where
+/// this test executable lives. Off when the executable is elsewhere.
+fn shared_plugin_cache() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent().filter(|deps| deps.ends_with("deps"))?;
+    Some(deps.parent()?.join("avtomatika-test-plugin-cache"))
 }

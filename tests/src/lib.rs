@@ -37,11 +37,27 @@ pub fn test_config() -> Config {
     }
 }
 
-/// The plugin cache all test servers share: under the system's temporary
-/// directory, per user (the cache refuses a directory another user owns).
+/// The plugin cache all test servers share: in the build's target directory
+/// (next to the test executables, `target/<profile>/`), which only the
+/// user building may write, rather than at a predictable name in a shared
+/// `/tmp` that another user could take first. Outside a target directory,
+/// a fresh private directory under the system's temporary one.
 pub fn shared_plugin_cache() -> std::path::PathBuf {
-    let user = std::env::var("USER").unwrap_or_else(|_| "anyone".into());
-    std::env::temp_dir().join(format!("avtomatika-test-plugin-cache-{user}"))
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().ok();
+        // Test executables live in `target/<profile>/deps/`.
+        let profile = exe.as_deref().and_then(|exe| exe.parent()).filter(|deps| deps.ends_with("deps"));
+        match profile.and_then(|deps| deps.parent()) {
+            Some(profile) => profile.join("avtomatika-test-plugin-cache"),
+            None => tempfile::Builder::new()
+                .prefix("avtomatika-test-plugin-cache-")
+                .tempdir()
+                .map(|dir| dir.keep())
+                .unwrap_or_else(|_| std::env::temp_dir().join("avtomatika-test-plugin-cache")),
+        }
+    })
+    .clone()
 }
 
 /// `test_config()` whose watcher runs only when a test calls
@@ -380,7 +396,11 @@ pub fn one_busy_slot(config: Config) -> (Config, tempfile::TempDir) {
         blueprints_dir: Some(dir.path().to_owned()),
         executor_max_concurrent_jobs: 1,
         job_max_retries: 0,
-        plugin_limits: avtomatika::config::PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_secs(5) },
+        plugin_limits: avtomatika::config::PluginLimits {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
         ..config
     };
     (config, dir)

@@ -123,3 +123,48 @@ async fn a_refused_store_request_reaches_the_blueprint_as_an_error() {
     assert_eq!(visit(&server, json!({"page": "after"})).await["count"], 1);
     server.stop().await;
 }
+
+/// Review finding 13: `counter` keeps what a client sent in client-scoped
+/// stores, so through HTTP client B never reads client A's visitor name,
+/// and each client counts its own pages; A's own later jobs still see A's.
+#[tokio::test]
+async fn one_clients_values_never_reach_another_client() {
+    use avtomatika_tests::Auth;
+    const ALICE: &str = "alice-token-5e1b";
+    const BOB: &str = "bob-token-08ac";
+    let clients = tempfile::tempdir().expect("a directory for clients.toml");
+    let clients_file = clients.path().join("clients.toml");
+    std::fs::write(&clients_file, format!("[alice]\ntoken = \"{ALICE}\"\n\n[bob]\ntoken = \"{BOB}\"\n"))
+        .expect("write clients.toml");
+    let server = TestServer::start_with(Config { clients_config_path: Some(clients_file), ..test_config() }).await;
+    let visit_as = async |token: &str, body: Value| {
+        let created = server.send(reqwest::Method::POST, COUNTER, Auth::Client(token), Some(&body.to_string())).await;
+        assert_eq!(created.status, 202, "{created:?}");
+        let job_id = created.json()["job_id"].as_str().expect("job_id").to_owned();
+        let path = format!("/api/v1/jobs/{job_id}");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let job = server.send(reqwest::Method::GET, &path, Auth::Client(token), None).await.json();
+            if !matches!(job["status"].as_str(), Some("pending" | "running")) {
+                assert_eq!(job["status"], "finished", "{job:#}");
+                return job["state_history"].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{job:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let secret = "alice: meeting with ACME re merger";
+    assert_eq!(
+        visit_as(ALICE, json!({"page": "p", "name": secret})).await,
+        json!({"count": 1, "previous_visitor": null})
+    );
+    assert_eq!(
+        visit_as(BOB, json!({"page": "p", "name": "bob"})).await,
+        json!({"count": 1, "previous_visitor": null}),
+        "bob must not see alice's visit"
+    );
+    assert_eq!(visit_as(BOB, json!({"page": "p"})).await, json!({"count": 2, "previous_visitor": "bob"}));
+    assert_eq!(visit_as(ALICE, json!({"page": "p"})).await, json!({"count": 2, "previous_visitor": secret}));
+    server.stop().await;
+}

@@ -27,7 +27,11 @@ fn config_for(dir: &Path) -> Config {
     Config {
         blueprints_dir: Some(dir.to_owned()),
         job_max_retries: 1,
-        plugin_limits: PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(200) },
+        plugin_limits: PluginLimits {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_millis(200),
+            ..PluginLimits::default()
+        },
         worker_poll_timeout: Duration::from_secs(1),
         executor_max_concurrent_jobs: 16,
         ..test_config()
@@ -334,7 +338,11 @@ mod versioned_v1 {
 
     pub(super) fn pool_config(dir: &Path, policy: InstancePolicy) -> Config {
         Config {
-            plugin_limits: PluginLimits { memory_bytes: 64 << 20, timeout: Duration::from_millis(500) },
+            plugin_limits: PluginLimits {
+                memory_bytes: 64 << 20,
+                timeout: Duration::from_millis(500),
+                ..PluginLimits::default()
+            },
             plugin_instances: policy,
             ..config_for(dir)
         }

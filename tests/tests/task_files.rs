@@ -361,13 +361,42 @@ async fn the_cpu_budget_is_not_charged_for_waiting_on_s3() {
     let proxy = slow_proxy(s3_port(&s3.endpoint), Duration::from_millis(200)).await;
     let mut config = s3.config_via(&format!("http://127.0.0.1:{}", proxy), config_with(dir.path()));
     // Ten S3 calls of 200 ms or more: four times the handler's 500 ms.
-    config.plugin_limits = PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(500) };
+    config.plugin_limits =
+        PluginLimits { memory_bytes: 16 << 20, timeout: Duration::from_millis(500), ..PluginLimits::default() };
     let server = TestServer::start_with(config).await;
     let ops: Vec<Value> = (0..10).map(|i| json!({"op": "write", "name": format!("f{i}"), "text": "x"})).collect();
     let started = Instant::now();
     let (_, results) = probe(&server, json!(ops)).await;
     assert!(started.elapsed() >= Duration::from_millis(2000), "the proxy did not slow S3 down");
     assert!(results.iter().all(|r| r["ok"].is_string()), "{results:?}");
+    server.stop().await;
+}
+
+/// Review finding 20: waits on S3 are not CPU, but they are time. A handler
+/// that keeps calling S3 is stopped at `PLUGIN_WALL_TIMEOUT_MS`, saying so,
+/// instead of holding its instance and executor slot indefinitely.
+#[tokio::test]
+async fn a_handler_waiting_on_s3_is_stopped_at_its_wall_clock_limit() {
+    let s3 = TestS3::new().await;
+    let dir = probe_blueprints();
+    let proxy = slow_proxy(s3_port(&s3.endpoint), Duration::from_millis(200)).await;
+    let mut config = s3.config_via(&format!("http://127.0.0.1:{}", proxy), config_with(dir.path()));
+    config.job_max_retries = 0;
+    // Thirty S3 calls of 200 ms or more: six seconds, three times the wall limit.
+    config.plugin_limits = PluginLimits {
+        memory_bytes: 16 << 20,
+        timeout: Duration::from_millis(500),
+        wall_timeout: Duration::from_secs(2),
+    };
+    let server = TestServer::start_with(config).await;
+    let ops: Vec<Value> = (0..30).map(|i| json!({"op": "write", "name": format!("f{i}"), "text": "x"})).collect();
+    let started = Instant::now();
+    let job_id = server.create_job(PROBE, json!({ "ops": ops })).await;
+    let job = wait_until_ended(&server, &job_id).await;
+    assert_eq!(job["status"], "quarantined", "{job:#}");
+    let message = job["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("PLUGIN_WALL_TIMEOUT_MS"), "{job:#}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the call was not cut short: {:?}", started.elapsed());
     server.stop().await;
 }
 

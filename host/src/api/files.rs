@@ -2,8 +2,12 @@
 //! owns the job. Routed only when S3 is configured.
 //!
 //! Uploads and downloads stream: an upload is spooled to `TASK_FILES_DIR`
-//! and sent to S3 from there, a download passes S3's body through in
-//! chunks, so neither holds a file in memory, whatever its size.
+//! and sent to S3 from there, a download passes S3's body through a short
+//! queue of chunks, so neither holds a file in memory, whatever its size.
+//! A download holds an S3 slot only until S3 has delivered the file or the
+//! client stops reading for [`DOWNLOAD_STALL`].
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,14 +15,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::StreamExt;
+use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio_util::io::ReaderStream;
+use tokio::sync::mpsc::Sender;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth};
-use crate::files::{S3Error, TaskFiles, UploadError};
+use crate::files::{Download, S3Error, TaskFiles, UploadError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -95,16 +99,21 @@ async fn download(
         Err(S3Error::NotFound(_)) => return Err(not_found()),
         Err(error) => return Err(s3_failure(error)),
     };
-    let slot = download.slot;
-    // The S3 slot is held as long as the body streams.
-    let stream = ReaderStream::new(download.body.into_async_read()).map(move |chunk| {
-        let _held = &slot;
-        chunk
+    let size = download.size;
+    // S3's body is pumped into a short queue by a task of its own, which
+    // holds the S3 slot: the slot goes back as soon as S3 has delivered
+    // everything (a small file: at once, however slowly the client reads),
+    // and a client that stops reading is cut off after DOWNLOAD_STALL
+    // rather than holding the slot forever.
+    let (sender, receiver) = tokio::sync::mpsc::channel(DOWNLOAD_QUEUE_CHUNKS);
+    tokio::spawn(pump(download, sender, job_id.clone(), name.clone()));
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
     });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Some(size) = download.size {
+    if let Some(size) = size {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     let file_name = name.rsplit('/').next().unwrap_or(&name).replace(['"', '\\'], "_");
@@ -112,4 +121,43 @@ async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// Chunks of a download (each as S3 sent it, typically 8–64 KiB) queued
+/// between S3 and the client.
+const DOWNLOAD_QUEUE_CHUNKS: usize = 16;
+
+/// The longest a download waits for its client to take the next chunk: the
+/// minimum send rate is one chunk per this time. A client that reads nothing
+/// for this long is cut off, and the S3 slot goes back.
+pub const DOWNLOAD_STALL: Duration = Duration::from_secs(30);
+
+/// Moves S3's body into `queue` until it ends, fails, the client goes away
+/// or stops reading for [`DOWNLOAD_STALL`]; the S3 slot is released then.
+async fn pump(download: Download, queue: Sender<std::io::Result<Bytes>>, job_id: String, name: String) {
+    let Download { mut body, slot, .. } = download;
+    loop {
+        let chunk = match body.try_next().await {
+            Ok(Some(chunk)) => Ok(chunk),
+            Ok(None) => break,
+            Err(e) => Err(std::io::Error::other(format!("reading from S3 broke off: {e}"))),
+        };
+        let failed = chunk.is_err();
+        match tokio::time::timeout(DOWNLOAD_STALL, queue.send(chunk)).await {
+            Ok(Ok(())) if !failed => {}
+            // The client went away, or S3 failed (the client's body then
+            // ends with that error).
+            Ok(_) => break,
+            Err(_) => {
+                // Dropping the queue ends the body short of its length: the
+                // client sees a broken download, not a complete one.
+                tracing::warn!(
+                    %job_id, file = %name, stall_seconds = DOWNLOAD_STALL.as_secs(),
+                    "download cut off: the client stopped reading"
+                );
+                break;
+            }
+        }
+    }
+    drop(slot);
 }

@@ -98,11 +98,17 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// CPU time a call may take (`PLUGIN_TIMEOUT_MS`, default 1000 ms).
     pub timeout: Duration,
+    /// Wall-clock time a call may take, time waiting on S3 included
+    /// (`PLUGIN_WALL_TIMEOUT_MS`, default 300 000 ms). S3 waits are not
+    /// charged to `timeout`, so without this a handler looping over S3 calls
+    /// would hold its instance and executor slot forever. The default leaves
+    /// room for one 120 s `adopt` of a 5 GiB file.
+    pub wall_timeout: Duration,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, timeout: Duration::from_millis(1000) }
+        Self { memory_bytes: 64 << 20, timeout: Duration::from_millis(1000), wall_timeout: Duration::from_secs(300) }
     }
 }
 
@@ -488,6 +494,7 @@ impl Config {
                     None => d.plugin_limits.memory_bytes,
                 },
                 timeout: env.millis("PLUGIN_TIMEOUT_MS")?.unwrap_or(d.plugin_limits.timeout),
+                wall_timeout: env.millis("PLUGIN_WALL_TIMEOUT_MS")?.unwrap_or(d.plugin_limits.wall_timeout),
             },
             plugin_instances: InstancePolicy {
                 pool_size: env
@@ -821,6 +828,7 @@ mod tests {
             ("LOG_FORMAT", "text"),
             ("PLUGIN_MEMORY_LIMIT_MB", "16"),
             ("PLUGIN_TIMEOUT_MS", "250"),
+            ("PLUGIN_WALL_TIMEOUT_MS", "4000"),
             ("CLIENT_TOKEN", ""),
         ])
         .unwrap();
@@ -830,6 +838,7 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.plugin_limits.memory_bytes, 16 << 20);
         assert_eq!(c.plugin_limits.timeout, Duration::from_millis(250));
+        assert_eq!(c.plugin_limits.wall_timeout, Duration::from_millis(4000));
         assert_eq!(c.client_token.expose(), "secure-orchestrator-token");
     }
 

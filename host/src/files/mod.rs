@@ -31,10 +31,13 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use cleanup::CleanupStats;
-pub use store::{Download, ObjectInfo, ObjectStore, S3Error};
+pub use store::{Download, ObjectInfo, ObjectStore, S3Error, handler_slots};
 
 use crate::config::Config;
 use crate::model::JobId;
+
+/// Where every job's folder lives in the bucket.
+pub const JOBS_PREFIX: &str = "jobs/";
 
 /// The most a blueprint handler may read or write in one file.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
@@ -66,11 +69,12 @@ pub enum UploadError {
 #[derive(Clone, Debug)]
 pub struct TaskFiles {
     inner: Arc<Inner>,
+    /// The object store, as clients or as handlers use it ([`Self::for_handlers`]).
+    store: ObjectStore,
 }
 
 #[derive(Debug)]
 struct Inner {
-    store: ObjectStore,
     local_root: PathBuf,
     cleanup: cleanup::Cleanup,
 }
@@ -82,16 +86,22 @@ impl TaskFiles {
         let s3 = config.s3.as_ref()?;
         let store = ObjectStore::new(s3, &config.s3_default_bucket, &config.s3_region, config.s3_max_concurrency);
         let cleanup = cleanup::Cleanup::new(config.task_files_cleanup, shutdown);
-        Some(Self { inner: Arc::new(Inner { store, local_root: config.task_files_dir.clone(), cleanup }) })
+        Some(Self { inner: Arc::new(Inner { local_root: config.task_files_dir.clone(), cleanup }), store })
     }
 
     pub fn store(&self) -> &ObjectStore {
-        &self.inner.store
+        &self.store
+    }
+
+    /// The service as blueprint handlers use it: their S3 requests may take
+    /// the slots kept for them, which clients and cleanups never get.
+    pub fn for_handlers(&self) -> Self {
+        Self { inner: self.inner.clone(), store: self.store.for_handlers() }
     }
 
     /// `jobs/{job_id}/`: the job's folder in the bucket.
     pub fn prefix(job_id: JobId) -> String {
-        format!("jobs/{job_id}/")
+        format!("{JOBS_PREFIX}{job_id}/")
     }
 
     /// The key of the job's file `name`, once the name is checked.
@@ -205,6 +215,66 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.split('/').any(|segment| matches!(segment, "" | "." | "..")) {
         return Err(format!("the file name {name:?} has an empty, `.` or `..` segment (or starts or ends with `/`)"));
     }
+    // S3 keeps `%2e%2e` literally, but the name reaches workers inside an
+    // `s3://` URI, and an SDK that decodes and normalises URIs would turn
+    // `a/%2e%2e/%2e%2e/{other job}/x` into another job's file. So the name
+    // must also stay clean once decoded, however many times.
+    let decoded = percent_decoded(name);
+    if decoded.split(['/', '\\']).any(|segment| matches!(segment, "" | "." | "..")) {
+        return Err(format!(
+            "the file name {name:?} has a percent-encoded `.`, `..`, `/` or `\\` that makes an empty, `.` or `..` segment once decoded"
+        ));
+    }
+    Ok(())
+}
+
+/// `text` with its percent escapes decoded until none is left (so that
+/// `%252e` counts as `.` too); undecodable bytes become U+FFFD.
+fn percent_decoded(text: &str) -> String {
+    let mut current = text.to_owned();
+    // Each round shortens the text, so this ends; the bound only keeps a
+    // hostile name from costing more than a few passes.
+    for _ in 0..8 {
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (b'%', Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                }
+                (byte, _, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        let next = String::from_utf8_lossy(&out).into_owned();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+/// Whether `adopt` may move the object `key` into the job `job_id`'s
+/// folder: a worker's upload, which the worker SDKs put outside every job's
+/// folder (the top of the bucket), or a file already in this job's folder.
+/// Any other key under `jobs/` belongs to another job: moving it would hand
+/// that job's file to this job's client and delete it from its owner, so it
+/// is refused. The key must also be a clean name (see [`check_name`]), so
+/// no `..`, `%2e%2e` or `//` can make S3 or a proxy resolve it elsewhere.
+pub fn check_adoptable(key: &str, job_id: JobId) -> Result<(), String> {
+    check_name(key).map_err(|e| format!("cannot adopt {key:?}: {e}"))?;
+    let own = TaskFiles::prefix(job_id);
+    if key.starts_with(JOBS_PREFIX) && !key.starts_with(&own) {
+        return Err(format!(
+            "cannot adopt {key:?}: it is in another job's folder; adopt takes only a worker's upload (outside `{JOBS_PREFIX}`) or a file of this job (`{own}`)"
+        ));
+    }
     Ok(())
 }
 
@@ -240,6 +310,48 @@ mod tests {
         let job = uuid::Uuid::nil();
         assert_eq!(TaskFiles::key(job, "a/b.txt").as_deref(), Ok("jobs/00000000-0000-0000-0000-000000000000/a/b.txt"));
         assert!(TaskFiles::key(job, "../other/x").is_err());
+    }
+
+    #[test]
+    fn percent_encoded_dot_segments_are_refused() {
+        for good in ["100%.txt", "a%2e%2eb", "%41.txt", "x%2e", "%zz", "50%25-off.csv"] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "a/%2e%2e/%2e%2e/jobs/x/input.txt",
+            "%2E%2E/x",
+            "%2E./x",
+            ".%2e/x",
+            "a/%2e/b",
+            "a/%252e%252e/b",
+            "..%2fx",
+            "a%2f%2fb",
+            "x/%2e%2e",
+            "a%5c..%5cb",
+        ] {
+            let refused = check_name(bad).expect_err(bad);
+            assert!(refused.contains("percent-encoded"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn adopt_takes_worker_uploads_and_own_files_only() {
+        let job = uuid::Uuid::nil();
+        let own = TaskFiles::prefix(job);
+        for good in ["worker-output.txt".to_owned(), "uploads/abc/out.bin".to_owned(), format!("{own}tmp.txt")] {
+            assert_eq!(check_adoptable(&good, job), Ok(()), "{good}");
+        }
+        let other = TaskFiles::prefix(uuid::Uuid::max());
+        for bad in [
+            format!("{other}input.txt"),
+            "jobs/x".to_owned(),
+            format!("{own}../{other}input.txt"),
+            "/jobs/x".to_owned(),
+            format!("{own}%2e%2e/%2e%2e/x"),
+            "a//b".to_owned(),
+        ] {
+            assert!(check_adoptable(&bad, job).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

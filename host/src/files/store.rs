@@ -1,5 +1,6 @@
 //! The S3 client: path-style requests to `S3_ENDPOINT_URL` with static
-//! credentials, every request under one global limit (`S3_MAX_CONCURRENCY`),
+//! credentials, every request under one global limit (`S3_MAX_CONCURRENCY`,
+//! a few of whose slots only blueprint handlers may take),
 //! and every failure turned into an [`S3Error`] whose text says what went
 //! wrong in words (never the SDK's bare "service error").
 
@@ -63,7 +64,34 @@ pub struct ObjectStore {
     bucket: String,
     /// `S3_ENDPOINT_URL`, for messages.
     endpoint: String,
-    slots: Arc<Semaphore>,
+    slots: Slots,
+    /// Which slots this handle's requests may take.
+    lane: Lane,
+}
+
+/// The `S3_MAX_CONCURRENCY` slots, split in two: most are shared by
+/// everything, a few only blueprint handlers may take, so that clients
+/// (uploads, downloads) and cleanups can never use up every slot and make
+/// handler calls, which give up after seconds, fail jobs.
+#[derive(Clone)]
+struct Slots {
+    shared: Arc<Semaphore>,
+    handlers_only: Arc<Semaphore>,
+}
+
+/// Who is asking for a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Client requests and cleanups: shared slots only.
+    Shared,
+    /// Blueprint handler calls: a shared slot or a reserved one.
+    Handlers,
+}
+
+/// How many of `max` slots are kept for handler calls: a tenth, at least one
+/// and at most ten, none when there is only one slot.
+pub fn handler_slots(max: usize) -> usize {
+    if max < 2 { 0 } else { (max / 10).clamp(1, 10) }
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -106,8 +134,22 @@ impl ObjectStore {
             client: Client::from_conf(config),
             bucket: bucket.to_owned(),
             endpoint: endpoint_for_messages(&s3.endpoint_url),
-            slots: Arc::new(Semaphore::new(max_concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            slots: {
+                let max = max_concurrency.clamp(1, Semaphore::MAX_PERMITS);
+                let reserved = handler_slots(max);
+                Slots {
+                    shared: Arc::new(Semaphore::new(max - reserved)),
+                    handlers_only: Arc::new(Semaphore::new(reserved)),
+                }
+            },
+            lane: Lane::Shared,
         }
+    }
+
+    /// This store as blueprint handlers use it: its requests may also take
+    /// the slots kept for handlers (see [`handler_slots`]).
+    pub fn for_handlers(&self) -> Self {
+        Self { lane: Lane::Handlers, ..self.clone() }
     }
 
     pub fn bucket(&self) -> &str {
@@ -120,7 +162,18 @@ impl ObjectStore {
     }
 
     async fn slot(&self) -> Result<OwnedSemaphorePermit, S3Error> {
-        self.slots.clone().acquire_owned().await.map_err(|_| S3Error::Unavailable("S3 client is shut down".into()))
+        let shared = self.slots.shared.clone();
+        let permit = match self.lane {
+            Lane::Shared => shared.acquire_owned().await,
+            // Whichever frees first; a permit handed to the losing branch
+            // goes back to its semaphore when that future is dropped.
+            Lane::Handlers => tokio::select! {
+                biased;
+                permit = shared.acquire_owned() => permit,
+                permit = self.slots.handlers_only.clone().acquire_owned() => permit,
+            },
+        };
+        permit.map_err(|_| S3Error::Unavailable("S3 client is shut down".into()))
     }
 
     /// Creates the bucket unless it exists (for tests and first set-ups).
@@ -350,7 +403,12 @@ fn encode_key(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{encode_key, endpoint_for_messages};
+    use super::{encode_key, endpoint_for_messages, handler_slots};
+
+    #[test]
+    fn a_few_slots_are_kept_for_handlers() {
+        assert_eq!([1, 2, 4, 10, 25, 100, 1000].map(handler_slots), [0, 1, 1, 1, 2, 10, 10]);
+    }
 
     #[test]
     fn messages_name_the_endpoint_without_credentials() {

@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     // asynchronous I/O.
     imports: {
         "avtomatika:blueprint/data-store": async,
+        "avtomatika:blueprint/client-data-store": async,
         "avtomatika:blueprint/task-files": async,
     },
 });

@@ -29,9 +29,12 @@
 //!
 //! [`Component::deserialize`] runs the native code it is given, so the cache
 //! directory is as trusted as the server binary: it must be writable by the
-//! server's user only. A directory another user (root aside) owns, or that
-//! group or others may write to, is refused (with a warning, and the server
-//! compiles as if the cache were off). Within that, an
+//! server's user only. A directory another user (root aside) owns, that
+//! group or others may write to, that is a symbolic link, or under a folder
+//! someone else could replace it in (another user's, or group- or
+//! world-writable without the sticky bit, along the path as given and as
+//! resolved) is refused (with a warning, and the server compiles as if the
+//! cache were off; see `check_trusted`). Within that, an
 //! entry is only deserialized after its header, key, length and checksum match,
 //! which rules out torn writes, truncation, disk corruption and stray files;
 //! wasmtime then checks the artifact's own version and engine settings again.
@@ -273,43 +276,118 @@ fn log_ready(file: &str, outcome: CacheOutcome, took: Duration, entry: Option<&P
     }
 }
 
-/// Creates `dir` (owner-only) if missing and checks that no one but its
-/// owner may write to it.
+/// Creates `dir` (owner-only) if missing and checks that no one but this
+/// server's user (or root) can put files in it or swap it for another
+/// directory: see [`check_trusted`].
 fn prepare_dir(dir: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)?;
-    let metadata = fs::metadata(dir)?;
-    if !metadata.is_dir() {
-        return Err(io::Error::other("not a directory"));
+    check_trusted(dir)
+}
+
+/// Whoever can write an entry, or replace the directory or any folder above
+/// it, chooses native code this server runs. So, without following a link
+/// at the directory itself (`symlink_metadata`):
+///
+/// - the directory must be a real directory, not a symbolic link (a link in
+///   a shared folder could be retargeted after this check);
+/// - it must be owned by this server's user or root (root: a read-only cache
+///   baked into an image) and writable by its owner only, as sshd asks of
+///   `~/.ssh`;
+/// - every folder above it, both along the path as given and along the path
+///   it resolves to, must be owned by this user or root and not writable by
+///   group or others, unless it has the sticky bit (`/tmp`, `/var/tmp`):
+///   there others may add entries but not rename or delete ours, so the
+///   directory under it stays ours. A symbolic link on the way must itself
+///   be owned by this user or root (in a sticky folder only a link's owner
+///   may replace it).
+#[cfg(unix)]
+fn check_trusted(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let user = unsafe { libc::geteuid() };
+    let trusted_owner = |uid: u32| uid == user || uid == 0;
+    let refuse = |path: &Path, why: String| {
+        Err(io::Error::other(format!("{}: {why}; entries there would run as native code", path.display())))
+    };
+
+    let itself = fs::symlink_metadata(dir)?;
+    if itself.file_type().is_symlink() {
+        return refuse(dir, "it is a symbolic link; name the real directory".into());
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // Whoever can write an entry chooses native code this server runs:
-        // the directory must be this user's (or root's, e.g. a read-only
-        // cache baked into an image), as sshd asks of ~/.ssh.
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let user = unsafe { libc::geteuid() };
-        if metadata.uid() != user && metadata.uid() != 0 {
-            return Err(io::Error::other(format!(
-                "the directory belongs to uid {}, not to this server's user (uid {user}) or root; \
-                 entries there would run as native code",
-                metadata.uid()
-            )));
-        }
-        let mode = metadata.permissions().mode();
-        if mode & 0o022 != 0 {
-            return Err(io::Error::other(format!(
-                "the directory is writable by group or others (mode {:o}); entries there would run as native code, \
-                 so it must be writable by its owner only (chmod go-w)",
-                mode & 0o777
-            )));
+    if !itself.is_dir() {
+        return refuse(dir, "not a directory".into());
+    }
+    if !trusted_owner(itself.uid()) {
+        return refuse(
+            dir,
+            format!("the directory belongs to uid {}, not to this server's user (uid {user}) or root", itself.uid()),
+        );
+    }
+    if itself.mode() & 0o022 != 0 {
+        return refuse(
+            dir,
+            format!(
+                "the directory is writable by group or others (mode {:o}); it must be writable by its owner only (chmod go-w)",
+                itself.mode() & 0o777
+            ),
+        );
+    }
+
+    let given = std::path::absolute(dir)?;
+    let resolved = fs::canonicalize(dir)?;
+    for path in [given, resolved] {
+        for ancestor in path.ancestors().skip(1) {
+            let link = fs::symlink_metadata(ancestor)?;
+            if link.file_type().is_symlink() && !trusted_owner(link.uid()) {
+                return refuse(
+                    dir,
+                    format!(
+                        "the folder above it, {}, is a symbolic link owned by uid {}",
+                        ancestor.display(),
+                        link.uid()
+                    ),
+                );
+            }
+            // A link's target is checked along the resolved path; here what
+            // matters is the folder the path goes through.
+            let folder = fs::metadata(ancestor)?;
+            if !trusted_owner(folder.uid()) {
+                return refuse(
+                    dir,
+                    format!(
+                        "the folder above it, {}, belongs to uid {}, not to this server's user (uid {user}) or root",
+                        ancestor.display(),
+                        folder.uid()
+                    ),
+                );
+            }
+            let sticky = folder.mode() & 0o1000 != 0;
+            if folder.mode() & 0o022 != 0 && !sticky {
+                return refuse(
+                    dir,
+                    format!(
+                        "the folder above it, {}, is writable by group or others without the sticky bit (mode {:o}), \
+                         so they could replace the directory",
+                        ancestor.display(),
+                        folder.mode() & 0o7777
+                    ),
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// Elsewhere there are no owners and modes to check: the directory must at
+/// least be a real one.
+#[cfg(not(unix))]
+fn check_trusted(dir: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(dir)?.is_dir() { Ok(()) } else { Err(io::Error::other("not a directory")) }
 }
 
 /// Deletes temporary files of writes that never finished (the server was
@@ -645,6 +723,76 @@ mod tests {
         if std::os::unix::fs::chown(&foreign, Some(54_321), None).is_ok() {
             assert_eq!(ComponentCache::open(&foreign).dir(), None);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_cache_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // The target passes every check on its own; the link never does,
+        // since whoever may replace it would choose the code we run.
+        assert_eq!(ComponentCache::open(&real).dir(), Some(real.as_path()));
+        assert_eq!(ComponentCache::open(&link).dir(), None);
+        let reason = prepare_dir(&link).unwrap_err().to_string();
+        assert!(reason.contains("symbolic link"), "{reason}");
+
+        // A link above it owned by another user (only root can make one).
+        let above = tmp.path().join("above");
+        std::os::unix::fs::symlink(tmp.path(), &above).unwrap();
+        if std::os::unix::fs::lchown(&above, Some(54_321), None).is_ok() {
+            assert_eq!(ComponentCache::open(&above.join("real")).dir(), None);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_under_a_folder_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        let cache = shared.join("deep/cache");
+        for mode in [0o777, 0o775, 0o757] {
+            fs::set_permissions(&shared, fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(ComponentCache::open(&cache).dir(), None, "under a folder of mode {mode:o}");
+            let reason = prepare_dir(&cache).unwrap_err().to_string();
+            assert!(reason.contains("without the sticky bit"), "{reason}");
+        }
+        // Reached through a link to it: the resolved path is checked too.
+        let safe = tmp.path().join("safe");
+        fs::create_dir(&safe).unwrap();
+        std::os::unix::fs::symlink(&shared, safe.join("to-shared")).unwrap();
+        assert_eq!(ComponentCache::open(&safe.join("to-shared/deep/cache")).dir(), None);
+
+        // Sticky, like /tmp: others may add their own entries but not
+        // replace ours, so a directory of ours with mode 0700 is accepted.
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(ComponentCache::open(&cache).dir(), Some(cache.as_path()));
+        // But never a folder of another user's in between (only root can
+        // give one away to test it).
+        let foreign = shared.join("foreign");
+        fs::create_dir(&foreign).unwrap();
+        if std::os::unix::fs::chown(&foreign, Some(54_321), None).is_ok() {
+            assert_eq!(ComponentCache::open(&foreign.join("cache")).dir(), None);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_directory_under_trusted_folders_is_accepted() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().join("a/b/cache");
+        assert_eq!(ComponentCache::open(&dir).dir(), Some(dir.as_path()));
+        // A link of ours above it (as /var/run -> /run) is fine.
+        std::os::unix::fs::symlink(tmp.path().join("a"), tmp.path().join("alias")).unwrap();
+        let via = tmp.path().join("alias/b/cache");
+        assert_eq!(ComponentCache::open(&via).dir(), Some(via.as_path()));
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl Graph {
         if info.name.trim().is_empty() {
             return Err("the blueprint's name is empty".into());
         }
+        // Names reach logs, metrics and data store scopes, where a NUL byte
+        // separates a blueprint's shared stores from its clients' (`caps::data_store`).
+        if info.name.chars().any(char::is_control) {
+            return Err(format!("the blueprint's name {:?} holds a control character", info.name));
+        }
         let endpoint = match (info.api_version, info.api_endpoint) {
             (_, None) => None,
             (version, Some(endpoint)) => {

@@ -38,10 +38,10 @@ impl Live {
         Self { store, instance, calls: 0, base_memory }
     }
 
-    /// Readies the instance for a call for `job_id`.
-    pub fn begin_call(&mut self, job_id: String) {
+    /// Readies the instance for a call for `job_id` of `client`.
+    pub fn begin_call(&mut self, job_id: String, client: String) {
         self.calls = self.calls.saturating_add(1);
-        self.store.data_mut().begin_call(job_id);
+        self.store.data_mut().begin_call(job_id, client);
         // The epoch callback runs once per tick from here on; each call
         // starts with a full tick.
         self.store.set_epoch_deadline(1);

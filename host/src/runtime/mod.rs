@@ -34,11 +34,18 @@ use cache::{CacheStats, ComponentCache};
 use catalog::{Catalog, ReloadReport, Versions};
 pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
 use instances::{IdleBudget, Instances, Live};
-use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox};
+use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox, WallClockExceeded};
 
 use crate::config::{InstancePolicy, PluginLimits};
 use crate::files::TaskFiles;
 use crate::storage::Storage;
+
+/// The most core module instances one blueprint component may create.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// The most linear memories one blueprint component may define.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+/// The most tables one blueprint component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 /// How often the epoch advances. A CPU deadline is checked, and a long call
 /// yields to other tasks, once per tick.
@@ -51,6 +58,11 @@ pub enum HandlerError {
     Trap(String),
     #[error("plugin exceeded its CPU time limit of {} ms", .0.as_millis())]
     Deadline(Duration),
+    #[error(
+        "plugin exceeded its wall-clock limit of {} ms, time waiting on S3 included (PLUGIN_WALL_TIMEOUT_MS)",
+        .0.as_millis()
+    )]
+    WallClock(Duration),
     #[error("plugin exceeded its memory limit of {} MiB", .0 >> 20)]
     Memory(usize),
     #[error("handler returned an error: {0}")]
@@ -197,6 +209,14 @@ impl Runtime {
             .total_core_instances(instances.saturating_mul(16))
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(8))
+            // Caps on one component, so that no blueprint can take the pool's
+            // shared slots from the others (PLUGIN_MEMORY_LIMIT_MB covers all
+            // of an instance's memories together: `sandbox::MemoryLimit`).
+            // The shipped Rust and JavaScript components have 3–4 core
+            // instances, 1 memory and 2 tables; componentize-py ones 14, 1, 2.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size(limits.memory_bytes)
             // Reset used slots in place: PAGEMAP_SCAN finds the pages a call
             // dirtied and only those are restored, so neither `madvise` (whose
@@ -401,7 +421,7 @@ impl Runtime {
                 Ok(live) => live,
                 Err(settings) => blueprint.instantiate(settings.store(blueprint.name.clone())).await?,
             };
-            live.begin_call(context.job_id.clone());
+            live.begin_call(context.job_id.clone(), context.client.name.clone());
             // A failed call drops its instance: its state may be half-written.
             let answer = live
                 .instance
@@ -427,14 +447,22 @@ impl Runtime {
 fn new_store(engine: &Engine, limits: PluginLimits, blueprint: Arc<str>, job_id: Option<String>) -> Store<Sandbox> {
     let mut store = Store::new(engine, Sandbox::new(blueprint, job_id, limits.memory_bytes));
     store.limiter(|sandbox| &mut sandbox.limits);
+    store.data_mut().wall_limit = limits.wall_timeout;
     let limit = limits.timeout;
+    let wall = limits.wall_timeout;
     store.set_epoch_deadline(1);
     // Each tick a long call either yields (so one busy plugin cannot starve
     // the threads it runs on) or, past its budget, is stopped. Time spent
-    // waiting on S3 for the guest is the host's, not the guest's.
+    // waiting on S3 for the guest is the host's, not the guest's, but the
+    // call's whole time is capped too, or a handler looping over S3 calls
+    // would never end (S3 calls themselves stop at the wall limit: `on_s3`).
     store.epoch_deadline_callback(move |context| {
         let sandbox = context.data();
-        let used = sandbox.call_started.elapsed().saturating_sub(sandbox.host_wait);
+        let elapsed = sandbox.call_started.elapsed();
+        if elapsed >= wall {
+            return Err(WallClockExceeded { limit: wall }.into());
+        }
+        let used = elapsed.saturating_sub(sandbox.host_wait);
         if used >= limit { Err(DeadlineExceeded { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
     });
     store
@@ -444,6 +472,9 @@ fn new_store(engine: &Engine, limits: PluginLimits, blueprint: Arc<str>, job_id:
 fn classify(error: wasmtime::Error) -> HandlerError {
     if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
         return HandlerError::Deadline(deadline.limit);
+    }
+    if let Some(wall) = error.downcast_ref::<WallClockExceeded>() {
+        return HandlerError::WallClock(wall.limit);
     }
     if let Some(memory) = error.downcast_ref::<MemoryLimitExceeded>() {
         return HandlerError::Memory(memory.limit_bytes);

@@ -3,14 +3,16 @@
 //!
 //! Every failure is a `file-error` for the guest, never a trap. The time a
 //! call waits on S3 is not charged to the handler's CPU budget
-//! (`PLUGIN_TIMEOUT_MS`); each call is bounded by its own timeout instead.
+//! (`PLUGIN_TIMEOUT_MS`); each call is bounded by its own timeout instead,
+//! and all of them together by the call's wall-clock limit
+//! (`PLUGIN_WALL_TIMEOUT_MS`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::super::bindings::avtomatika::blueprint::task_files::{FileError, FileInfo, Host};
 use super::super::sandbox::Sandbox;
-use crate::files::{MAX_LISTED, MAX_SMALL_FILE, S3Error, TaskFiles, key_of_uri};
+use crate::files::{MAX_LISTED, MAX_SMALL_FILE, S3Error, TaskFiles, check_adoptable, key_of_uri};
 use crate::model::JobId;
 
 /// The longest one list, read, write or delete may wait on S3.
@@ -21,7 +23,7 @@ const ADOPT_TIMEOUT: Duration = Duration::from_secs(120);
 impl Sandbox {
     /// The service and the job, or why there are none.
     fn files(&self) -> Result<(TaskFiles, JobId), FileError> {
-        let files = self.files.clone().ok_or(FileError::Disabled)?;
+        let files = self.files.as_ref().ok_or(FileError::Disabled)?.for_handlers();
         let job = self
             .job_id
             .as_deref()
@@ -39,8 +41,15 @@ impl Sandbox {
         call: impl Future<Output = Result<T, FileError>>,
     ) -> Result<T, FileError> {
         let started = Instant::now();
-        let answer = match tokio::time::timeout(limit, call).await {
+        // No call outlives the handler's wall-clock limit: the guest's next
+        // instruction then ends the call (`new_store`'s epoch callback).
+        let left = self.wall_limit.saturating_sub(self.call_started.elapsed());
+        let answer = match tokio::time::timeout(limit.min(left), call).await {
             Ok(answer) => answer,
+            Err(_) if left < limit => Err(FileError::Unavailable(format!(
+                "the handler call reached its wall-clock limit of {:?} (PLUGIN_WALL_TIMEOUT_MS) during {operation}",
+                self.wall_limit
+            ))),
             Err(_) => Err(FileError::Unavailable(format!("S3 did not finish {operation} within {limit:?}"))),
         };
         self.host_wait += started.elapsed();
@@ -139,6 +148,7 @@ impl Host for Sandbox {
         let (files, job) = self.files()?;
         let key = TaskFiles::key(job, &name).map_err(FileError::Invalid)?;
         let from = key_of_uri(&source, files.store().bucket()).map_err(FileError::Invalid)?.to_owned();
+        check_adoptable(&from, job).map_err(FileError::Invalid)?;
         self.on_s3("adopt", ADOPT_TIMEOUT, async {
             if from != key {
                 files.store().copy(&from, &key).await.map_err(s3_error)?;

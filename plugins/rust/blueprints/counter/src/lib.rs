@@ -1,10 +1,13 @@
-//! `counter`: counts visits per page in a data store shared by every job of
-//! the blueprint, and remembers who came last. No worker is involved.
+//! `counter`: counts visits per page in data stores that outlive jobs, and
+//! remembers who came last. No worker is involved.
 //!
 //! `POST /api/v1/jobs/counter {"page": "about", "name": "Ada"}` (`page`
 //! defaults to `home`, `name` to `anonymous`) runs `count`, which adds 1 to
 //! the page's counter in the store `visits`, reads the previous visitor from
-//! the store `visitors` (key `last_visitor`) and replaces it with `name`. It
+//! the store `visitors` (key `last_visitor`) and replaces it with `name`.
+//! Both stores are client-scoped ([`Store::for_client`]): page names and
+//! visitor names are the client's input, so each client counts its own
+//! pages and sees only its own previous visitor, never another client's. It
 //! records `{"count": <the page's new count>, "previous_visitor": <name or
 //! null>}` and ends the job `finished`. With `"reset": true`, the page's
 //! counter is deleted first (so the count starts again at 1) and the history
@@ -36,9 +39,10 @@ fn count(job: &Job) -> Result<Next, String> {
     let input = job.initial_data();
     let page = input["page"].as_str().unwrap_or("home");
     let name = input["name"].as_str().unwrap_or("anonymous");
-    // Two stores, so that no page name can collide with `last_visitor`.
-    let visits = Store::named("visits");
-    let visitors = Store::named("visitors");
+    // Two stores, so that no page name can collide with `last_visitor`;
+    // per client, since both hold what the client sent.
+    let visits = Store::for_client("visits");
+    let visitors = Store::for_client("visitors");
 
     let mut history = json!({});
     if input["reset"] == true {
