@@ -293,27 +293,12 @@ impl App {
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The drain: until `deadline`, or earlier once no handler step runs and no
-/// job is under way that this instance may still be needed for — a worker
-/// may still post the result of a task it holds. Alone (memory storage) that
-/// is any job running, queued, or waiting on a worker or a child; with
-/// storage other instances share, only jobs waiting on a worker: the others
-/// run everything else, including the entries this instance read but will
-/// not run. Jobs waiting for a person are never waited for.
+/// job is under way that this instance may still be needed for.
 async fn drain(orchestrator: &Orchestrator, steps: &TaskTracker, deadline: tokio::time::Instant) {
-    let shared = orchestrator.storage.is_shared();
     loop {
-        if steps.is_empty() {
-            match orchestrator.storage.job_counts().await {
-                Ok(counts)
-                    if !counts.by_status.keys().any(|status| is_under_way(*status, shared))
-                        && (shared || counts.queued == 0) =>
-                {
-                    tracing::info!("drained: nothing left under way");
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot count jobs while draining"),
-            }
+        if steps.is_empty() && !under_way(orchestrator).await {
+            tracing::info!("drained: nothing left under way");
+            return;
         }
         if tokio::time::Instant::now() + DRAIN_CHECK > deadline {
             tokio::time::sleep_until(deadline).await;
@@ -324,12 +309,44 @@ async fn drain(orchestrator: &Orchestrator, steps: &TaskTracker, deadline: tokio
     }
 }
 
-/// A job a draining server waits for (see `drain`).
-fn is_under_way(status: JobStatus, shared: bool) -> bool {
-    if shared {
-        matches!(status, JobStatus::WaitingForWorker | JobStatus::WaitingForParallelTasks)
-    } else {
-        !status.is_terminal() && status != JobStatus::WaitingForHuman
+/// Whether a job is under way that a draining instance waits for. Jobs
+/// waiting on a worker count only while some worker holds a task: a result
+/// can come only from one, and a task parked for want of a worker would
+/// otherwise hold every shutdown for the whole grace period. Alone (memory
+/// storage) jobs queued or running count too; with storage other instances
+/// share, those are theirs to run, including the entries this instance read
+/// but will not run. Jobs waiting for a person or a child job never count
+/// (a child under way counts by itself).
+async fn under_way(orchestrator: &Orchestrator) -> bool {
+    let shared = orchestrator.storage.is_shared();
+    let counts = match orchestrator.storage.job_counts().await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count jobs while draining");
+            return true;
+        }
+    };
+    if !shared && counts.queued > 0 {
+        return true;
+    }
+    let mut on_workers = false;
+    for (status, _) in counts.by_status.iter().filter(|(_, n)| **n > 0) {
+        match status {
+            JobStatus::WaitingForWorker | JobStatus::WaitingForParallelTasks => on_workers = true,
+            JobStatus::WaitingForHuman | JobStatus::WaitingForChildJob => {}
+            status if !shared && !status.is_terminal() => return true,
+            _ => {}
+        }
+    }
+    if !on_workers {
+        return false;
+    }
+    match orchestrator.storage.live_workers().await {
+        Ok(workers) => workers.iter().any(|worker| worker.in_flight > 0),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list workers while draining");
+            true
+        }
     }
 }
 

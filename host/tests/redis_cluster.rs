@@ -1396,8 +1396,11 @@ async fn a_sigterm_mid_burst_loses_no_job_and_runs_no_step_twice() {
     wait_all_finished(&http, &b.base, &all, Duration::from_secs(60)).await;
     let ledger = worker.stop().await;
     assert_exactly_once(&ledger, &hello);
-    let visits: u64 =
-        redis::cmd("HGET").arg(format!("{PREFIX}:data:counter/visits")).arg(PAGE).query(&mut redis).expect("HGET");
+    // `counter` keeps visits per client (`client-data-store`); with
+    // `CLIENT_TOKEN` the client is named `default` (runtime/caps/data_store.rs).
+    let client = "default";
+    let store = format!("{PREFIX}:data:counter\0{}:{client}/visits", client.len());
+    let visits: u64 = redis::cmd("HGET").arg(store).arg(PAGE).query(&mut redis).expect("HGET");
     assert_eq!(
         visits,
         counter.len() as u64,

@@ -290,6 +290,8 @@ impl Statement<'_> {
                         .push_bind(e.duration_ms)
                         .push_bind(r.context.as_deref());
                 });
+                // A retried batch the database had already committed.
+                query.push(" ON CONFLICT (event_id) DO NOTHING");
             }
             Statement::Jobs(rows) => {
                 query.push(
@@ -324,6 +326,7 @@ impl Statement<'_> {
                         .push_bind(e.kind.as_str())
                         .push_bind(snapshot.as_deref());
                 });
+                query.push(" ON CONFLICT (event_id) DO NOTHING");
             }
         }
     }
@@ -331,4 +334,64 @@ impl Statement<'_> {
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::history::event::WorkerEventKind;
+    use crate::model::Job;
+
+    /// Two job events and a worker event, as the writer batches them.
+    fn batch() -> (Job, Vec<Event>) {
+        let job = Job::new("hello".into(), "tester".into(), "start".into(), json!({}), None);
+        let mut created = JobEvent::new(JobEventKind::JobCreated, &job);
+        created.at_us = 1;
+        let mut dispatched = JobEvent::new(JobEventKind::TaskDispatched, &job);
+        dispatched.at_us = 2;
+        let mut registered = WorkerEvent::new(WorkerEventKind::Registered, "w-1", None);
+        registered.at_us = 3;
+        let events = vec![Event::Job(Box::new(created)), Event::Job(Box::new(dispatched)), Event::Worker(registered)];
+        (job, events)
+    }
+
+    /// The writer's retry of a batch the database had committed (its
+    /// acknowledgement lost with the connection) writes nothing twice.
+    async fn a_retried_batch_is_written_once(store: Store) {
+        let (job, events) = batch();
+        store.insert(&events).await.unwrap();
+        store.insert(&events).await.unwrap();
+        let rows = store.job_events(job.id, 100, 0).await.unwrap();
+        let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+        assert_eq!(types, ["job_created", "task_dispatched"]);
+        let workers: i64 = on_pool!(&store, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM worker_events WHERE worker_id = 'w-1'").fetch_one(pool).await
+        })
+        .unwrap();
+        assert_eq!(workers, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_skips_events_it_already_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&HistoryDatabase::Sqlite(dir.path().join("history.db"))).await.unwrap();
+        a_retried_batch_is_written_once(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_skips_events_it_already_holds() {
+        let admin = std::env::var("AVTOMATIKA_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("avtomatika_unit_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.expect("PostgreSQL at 127.0.0.1:5432");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let uri = format!("{}/{name}", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
+        let store = Store::open(&HistoryDatabase::Postgres(uri.into())).await.unwrap();
+        a_retried_batch_is_written_once(store).await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    }
 }
