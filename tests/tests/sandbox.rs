@@ -52,6 +52,33 @@ fn assert_mentions(error: &str, needles: &[&str]) {
     }
 }
 
+/// `outcome-echo` answers with the outcomes its initial data spells out; the
+/// generated cases are in `guest_outcomes.rs`. Here: it does what it says.
+mod outcome_echo {
+    use super::*;
+
+    #[tokio::test]
+    async fn it_answers_each_state_with_the_outcome_spelled_for_it() {
+        let dir = blueprints_dir(&[("outcome_echo.wasm", avtomatika_plugins::OUTCOME_ECHO_COMPONENT)]);
+        let server = TestServer::start_with(config_for(dir.path())).await;
+        let worker = server.worker("echo");
+        worker.register(&["greet"]).await;
+        let outcomes = json!({
+            "start": {"dispatch": {"type": "greet", "params": {"name": "Ada"}, "on": [["success", "a"]], "priority": 3}},
+            "a": {"fail": "spelled failure", "history": {"seen": "a"}},
+        });
+        let job_id = server.create_job("/api/v1/jobs/outcome-echo", json!({"outcomes": outcomes})).await;
+        let task = worker.next_task(Duration::from_secs(10)).await;
+        assert_eq!((&task["params"], &task["priority"]), (&json!({"name": "Ada"}), &json!(3)), "{task:#}");
+        let (status, _) = worker.post_result(&task, json!({"data": {"greeting": "hi"}})).await;
+        assert_eq!(status, 200);
+        let job = server.wait_for_status(&job_id, "failed").await;
+        assert_eq!(job["error_message"], "spelled failure", "{job:#}");
+        assert_eq!(job["state_history"], json!({"greeting": "hi", "seen": "a"}), "{job:#}");
+        server.stop().await;
+    }
+}
+
 mod misbehave {
     use super::*;
 

@@ -263,6 +263,38 @@ mod redis_backend {
         delete_keys(prefix).await;
     }
 
+    /// Held-back acknowledgements survive a read cancelled while it sends
+    /// them (the executor's read is dropped when shutdown starts): `leave`
+    /// still sends them, so no step that ran is delivered again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledgements_survive_a_read_cancelled_mid_flush() {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        for _ in 0..20 {
+            let job = plain_job();
+            a.create_job(&job).await.unwrap();
+            let ticket = a.next_job(PRESENT).await.unwrap().expect("the created job");
+            a.ack_job(ticket).await.unwrap();
+            // The next read sends the held-back acknowledgement first; it
+            // is dropped at its first wait, as a `select!` drops it.
+            let mut read = Box::pin(a.next_job(Duration::from_secs(5)));
+            assert!(futures::poll!(read.as_mut()).is_pending());
+            drop(read);
+        }
+        a.leave().await.unwrap();
+        let client = ::redis::Client::open(format!("redis://{HOST}:{PORT}/{DB}")).expect("a valid Redis URL");
+        let mut con = client.get_multiplexed_async_connection().await.expect("Redis");
+        let summary: (u64, Option<String>, Option<String>, ::redis::Value) = ::redis::cmd("XPENDING")
+            .arg(format!("{prefix}:jobs"))
+            .arg("executors")
+            .query_async(&mut con)
+            .await
+            .expect("XPENDING");
+        assert_eq!(summary.0, 0, "entries of steps that ran are left unacknowledged");
+        delete_keys(prefix).await;
+    }
+
     /// Deletes every key under `prefix` (SCAN + DEL). `::redis` is the crate;
     /// `redis` is the module of Redis cases.
     async fn delete_keys(prefix: String) {

@@ -11,7 +11,7 @@
 //! scripts keep current; entries of ended jobs whose retention lapsed are
 //! dropped as the indexes are read.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1277,8 +1277,14 @@ impl RedisStorage {
     /// Sends the held-back acknowledgements on their own. Acknowledged
     /// entries are deleted too, so the stream only ever holds work that is
     /// queued or in progress.
+    ///
+    /// The entries stay held until Redis has taken them: a caller whose
+    /// future is dropped mid-send (the executor's read, cancelled when
+    /// shutdown starts) must not lose them, or `leave` finds nothing to send
+    /// and steps that ran are delivered again. Two flushes at once may send
+    /// an entry twice, which XACK and XDEL take as a no-op.
     async fn flush_acks(&self) -> StorageResult<()> {
-        let entries = std::mem::take(&mut *self.pending());
+        let entries = self.pending().clone();
         if entries.is_empty() {
             return Ok(());
         }
@@ -1295,10 +1301,9 @@ impl RedisStorage {
             .ignore()
             .query_async(&mut self.conn())
             .await;
-        if let Err(e) = sent {
-            self.pending().extend(entries);
-            return Err(unavailable(e));
-        }
+        sent.map_err(unavailable)?;
+        let sent: HashSet<String> = entries.into_iter().collect();
+        self.pending().retain(|entry| !sent.contains(entry));
         Ok(())
     }
 
