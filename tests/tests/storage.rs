@@ -118,6 +118,7 @@ macro_rules! conformance {
             task_priorities_span_all_of_i32,
             pop_on_an_empty_queue_waits_out_its_timeout,
             a_waiting_pop_wakes_when_a_task_is_pushed,
+            a_stopped_pop_ends_its_wait_and_never_takes_a_task_it_does_not_return,
             each_pushed_task_wakes_one_waiting_pop,
             pushed_tasks_count_in_flight,
             parked_jobs_are_taken_in_order_in_batches_per_task_type,
@@ -851,6 +852,25 @@ mod cases {
         assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
         assert_eq!(woken(waiting, "pop_task").await.unwrap(), Some(queued));
         assert_eq!(s.pop_task("w", ABSENT).await.unwrap(), None, "the task was handed out once");
+    }
+
+    /// `stop` (a draining server) ends a waiting pop at once without taking
+    /// anything; a pop asked to stop still returns a task that is queued.
+    pub async fn a_stopped_pop_ends_its_wait_and_never_takes_a_task_it_does_not_return(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let waiting = start_waiting({
+            let (s, stop) = (s.clone(), stop.clone());
+            async move { s.pop_task_until("w", LONG_POLL, &stop).await }
+        })
+        .await;
+        stop.cancel();
+        assert_eq!(woken(waiting, "pop_task_until").await.unwrap(), None);
+
+        let queued = task(job.id, 0);
+        assert!(s.update_job(&mut job, push("w", &queued)).await.unwrap());
+        assert_eq!(s.pop_task_until("w", LONG_POLL, &stop).await.unwrap(), Some(queued), "queued before the stop");
+        assert_eq!(s.pop_task_until("w", LONG_POLL, &stop).await.unwrap(), None);
     }
 
     pub async fn each_pushed_task_wakes_one_waiting_pop(s: Arc<dyn Storage>) {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
@@ -68,16 +69,18 @@ async fn next_task(
     ApiPath(worker_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     // Polls parked when the drain starts answer at once, so they do not hold
-    // the server open. Later ones still get what is queued (on memory
-    // storage nothing else ever will), but wait only briefly: long enough
-    // that a worker polling again at once does not spin.
+    // the server open; the drain ends their wait rather than dropping the
+    // call, which could lose a task Redis had just popped. Later ones still
+    // get what is queued (on memory storage nothing else ever will), but wait
+    // only briefly: long enough that a worker polling again at once does not spin.
     let draining = state.draining.is_cancelled();
     let timeout = state.orchestrator.config.worker_poll_timeout;
-    let wait = if draining { timeout.min(DRAINING_POLL_WAIT) } else { timeout };
-    let task = tokio::select! {
-        task = state.orchestrator.next_task(&token, &worker_id, wait) => task?,
-        () = state.draining.cancelled(), if !draining => None,
+    let (wait, stop) = if draining {
+        (timeout.min(DRAINING_POLL_WAIT), CancellationToken::new())
+    } else {
+        (timeout, state.draining.clone())
     };
+    let task = state.orchestrator.next_task(&token, &worker_id, wait, &stop).await?;
     Ok(match task {
         Some(task) => Json(task).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

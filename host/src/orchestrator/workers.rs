@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::{WorkerToken, same, worker_token_hashes};
 use crate::config::workers;
@@ -89,6 +91,7 @@ impl Orchestrator {
         token: &WorkerToken,
         worker_id: &str,
         wait: Duration,
+        stop: &CancellationToken,
     ) -> OrchestratorResult<Option<TaskPayload>> {
         self.authorize_worker(token, Some(worker_id)).await?;
         let _slot = self.polls.acquire(worker_id, self.config.limits.polls_per_worker).ok_or_else(|| {
@@ -109,7 +112,7 @@ impl Orchestrator {
                 "worker {worker_id} is not registered (or its liveness lapsed); register before polling"
             )));
         }
-        let task = self.storage.pop_task(worker_id, wait).await?;
+        let task = self.storage.pop_task_until(worker_id, wait, stop).await?;
         if let Some(task) = &task {
             tracing::debug!(job_id = %task.job_id, task_id = %task.task_id, worker_id, "task handed to worker");
         }

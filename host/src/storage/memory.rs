@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -407,7 +408,12 @@ impl Storage for MemoryStorage {
         Ok(taken)
     }
 
-    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>> {
+    async fn pop_task_until(
+        &self,
+        worker_id: &str,
+        timeout: Duration,
+        stop: &CancellationToken,
+    ) -> StorageResult<Option<TaskPayload>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notify = {
@@ -421,8 +427,13 @@ impl Storage for MemoryStorage {
                 }
                 tasks.entry(worker_id.to_owned()).or_default().notify.clone()
             };
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
-                return Ok(None);
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notify.notified()) => {
+                    if woken.is_err() {
+                        return Ok(None);
+                    }
+                }
+                () = stop.cancelled() => return Ok(None),
             }
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenHash;
 use uuid::Uuid;
@@ -172,7 +173,20 @@ pub trait Storage: Send + Sync + 'static {
     async fn take_parked(&self, task_type: &str, max: usize) -> StorageResult<Vec<JobId>>;
 
     /// Waits up to `timeout` for a task queued for `worker_id`, highest priority first.
-    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>>;
+    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>> {
+        self.pop_task_until(worker_id, timeout, &CancellationToken::new()).await
+    }
+
+    /// [`Storage::pop_task`], whose wait also ends when `stop` fires. Unlike
+    /// dropping the call, which may cut off a pop Redis has already run (the
+    /// task leaves the queue and its reply goes nowhere), `stop` ends the
+    /// wait only between storage calls: a task taken is always returned.
+    async fn pop_task_until(
+        &self,
+        worker_id: &str,
+        timeout: Duration,
+        stop: &CancellationToken,
+    ) -> StorageResult<Option<TaskPayload>>;
 
     /// Adds or replaces a worker; it is live for `ttl`.
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()>;

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script, Value as RedisValue};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -734,7 +735,12 @@ impl Storage for RedisStorage {
         Ok(ids.unwrap_or_default().iter().filter_map(|id| id.parse().ok()).collect())
     }
 
-    async fn pop_task(&self, worker_id: &str, timeout: Duration) -> StorageResult<Option<TaskPayload>> {
+    async fn pop_task_until(
+        &self,
+        worker_id: &str,
+        timeout: Duration,
+        stop: &CancellationToken,
+    ) -> StorageResult<Option<TaskPayload>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let notify = self.waiters.for_worker(worker_id);
         let key = self.keys.tasks(worker_id);
@@ -762,7 +768,10 @@ impl Storage for RedisStorage {
                 break Ok(None);
             }
             let wait = (deadline - now).min(WAKE_SAFETY_NET);
-            let _ = tokio::time::timeout(wait, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(wait, notified) => {}
+                () = stop.cancelled() => break Ok(None),
+            }
         };
         self.waiters.release(worker_id, notify);
         result
