@@ -264,6 +264,38 @@ mod redis_backend {
         delete_keys(prefix).await;
     }
 
+    /// A client's index loses its ended jobs once their retention lapses,
+    /// even when nobody lists it: it was scored by creation and kept every
+    /// job ever created (the soak bench saw Redis grow ~170 bytes a job).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_index_forgets_jobs_whose_retention_lapsed_unread() {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let storage = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        let end_some = |n: usize| {
+            let storage = &storage;
+            async move {
+                for _ in 0..n {
+                    let mut job = plain_job();
+                    job.client = "acme".into();
+                    storage.create_job(&job).await.unwrap();
+                    job.end(JobStatus::Finished, None);
+                    assert!(storage.update_job(&mut job, FollowUp::None).await.unwrap());
+                }
+            }
+        };
+        end_some(200).await;
+        tokio::time::sleep(EXPIRED).await;
+        // One ending in 16 prunes; 200 more endings prune about 12 times.
+        end_some(200).await;
+        let client = ::redis::Client::open(format!("redis://{HOST}:{PORT}/{DB}")).expect("a valid Redis URL");
+        let mut con = client.get_multiplexed_async_connection().await.expect("Redis");
+        let indexed: u64 =
+            ::redis::cmd("ZCARD").arg(format!("{prefix}:client:acme")).query_async(&mut con).await.expect("ZCARD");
+        assert!(indexed <= 200, "the client index still holds {indexed} jobs; 200 have lapsed");
+        delete_keys(prefix).await;
+    }
+
     /// Held-back acknowledgements survive a read cancelled while it sends
     /// them (the executor's read is dropped when shutdown starts): `leave`
     /// still sends them, so no step that ran is delivered again.

@@ -129,6 +129,11 @@ impl Keys {
     fn status_prefix(&self) -> String {
         format!("{}:status:", self.prefix)
     }
+    /// Ended jobs by end time in µs, each as its id followed by the key of
+    /// its client's index, so that index loses it when its retention lapses.
+    fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
     /// One client's jobs, scored by `created_at` in µs.
     fn client_jobs(&self, client: &str) -> String {
         format!("{}:client:{client}", self.prefix)
@@ -1206,6 +1211,8 @@ impl RedisStorage {
             .arg(cutoff)
             .arg(wake_parent)
             .arg(self.keys.wake())
+            .arg(self.keys.ended())
+            .arg(self.keys.client_jobs(&job.client))
             .arg(dispatch.pushes.len())
             .arg(dispatch.parks.len());
         for (worker_id, score, payload) in &dispatch.pushes {

@@ -21,13 +21,15 @@
 --          retention lapsed for them; now and then); empty for none
 -- ARGV[13] parent job id to queue when the job ends now; empty for none
 -- ARGV[14] wake-up channel (push)
--- ARGV[15] P, tasks pushed         ARGV[16] K, task types parked
--- ARGV[17 .. 16+3P] per pushed task: score (-priority), encoded payload, worker id
--- ARGV[17+3P ..] job queue entries to acknowledge and delete (earlier steps'
+-- ARGV[15] ended-jobs zset: job id .. client index key -> ended at, in µs
+-- ARGV[16] the job's client index key (jobs by client, scored by creation)
+-- ARGV[17] P, tasks pushed         ARGV[18] K, task types parked
+-- ARGV[19 .. 18+3P] per pushed task: score (-priority), encoded payload, worker id
+-- ARGV[19+3P ..] job queue entries to acknowledge and delete (earlier steps'
 --          acknowledgements riding along; done whether or not this update applies)
-local pushes = tonumber(ARGV[15])
-local parks = tonumber(ARGV[16])
-local acks = 17 + 3 * pushes
+local pushes = tonumber(ARGV[17])
+local parks = tonumber(ARGV[18])
+local acks = 19 + 3 * pushes
 if #ARGV >= acks then
   redis.call('XACK', KEYS[2], ARGV[7], unpack(ARGV, acks))
   redis.call('XDEL', KEYS[2], unpack(ARGV, acks))
@@ -52,9 +54,24 @@ if old_status and old_status ~= status then
   redis.call('ZREM', ARGV[10] .. old_status, ARGV[5])
 end
 redis.call('ZADD', KEYS[6], ARGV[11], ARGV[5])
+-- A client's index is scored by creation, which says nothing of when its
+-- entries lapse: the ended-jobs zset remembers, by end time, which index
+-- holds each ended job, so the prune below can take it out of there too.
+if tonumber(ARGV[3]) > 0 and old_status ~= status then
+  redis.call('ZADD', ARGV[15], ARGV[11], ARGV[5] .. ARGV[16])
+end
 if ARGV[12] ~= '' then
   -- Ended jobs expire by PEXPIRE; their index entries go by score.
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[12])
+  -- At most 256 per prune, well above the endings between two prunes.
+  local lapsed = redis.call('ZRANGEBYSCORE', ARGV[15], '-inf', '(' .. ARGV[12], 'LIMIT', 0, 256)
+  for _, member in ipairs(lapsed) do
+    -- Job ids are UUIDs: 36 characters, then the index key.
+    redis.call('ZREM', string.sub(member, 37), string.sub(member, 1, 36))
+  end
+  if #lapsed > 0 then
+    redis.call('ZREM', ARGV[15], unpack(lapsed))
+  end
 end
 if ARGV[13] ~= '' and old_status ~= status then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[13])
@@ -69,7 +86,7 @@ if ARGV[8] == '1' then
 end
 for i = 0, pushes - 1 do
   local tasks, worker = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
-  local score, payload, worker_id = ARGV[17 + 3 * i], ARGV[18 + 3 * i], ARGV[19 + 3 * i]
+  local score, payload, worker_id = ARGV[19 + 3 * i], ARGV[20 + 3 * i], ARGV[21 + 3 * i]
   -- Equal scores pop in member order: a zero-padded sequence number first
   -- keeps one priority first-in, first-out.
   local seq = redis.call('INCR', KEYS[3])
