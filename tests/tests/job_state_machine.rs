@@ -1,8 +1,7 @@
 //! Property tests of the job state machine (proptest), through the real
 //! server, the real example components and its HTTP API: generated sequences
 //! of worker results (every status and error code, malformed ones, stale and
-//! repeated ones, two copies racing, except for parallel branches: see
-//! `Observed::racing`), client cancels and watcher rounds far past every
+//! repeated ones, two copies racing), client cancels and watcher rounds far past every
 //! deadline, against one-task (`hello`), two-task (`pipeline`) and
 //! parallel (`image-pipeline`) jobs, on memory storage and on Redis. Whatever the sequence:
 //!
@@ -162,11 +161,6 @@ struct Observed {
     posted: Vec<Value>,
     /// Accepted results per task id.
     accepted: HashMap<String, u32>,
-    /// Whether two copies of a result may race. Not for parallel branches:
-    /// a copy that loses the race to the branch that completes the fan-out
-    /// is recorded again once the join has cleared the results, and
-    /// accepted a second time (a known fault, left open in issue 15's note).
-    racing: bool,
 }
 
 fn fail(message: String) -> TestCaseError {
@@ -289,12 +283,7 @@ impl Harness<'_> {
                     let send = || {
                         self.server.send(Method::POST, "/_worker/tasks/result", Auth::Worker(WORKER_TOKEN), Some(&body))
                     };
-                    let (a, b) = if seen.racing {
-                        tokio::join!(send(), send())
-                    } else {
-                        let a = send().await;
-                        (a, send().await)
-                    };
+                    let (a, b) = tokio::join!(send(), send());
                     let body: Value = serde_json::from_str(&body).unwrap_or_default();
                     self.record(&a, &task, &body, seen)?;
                     self.record(&b, &task, &body, seen)?;
@@ -426,7 +415,6 @@ impl Harness<'_> {
             held: Vec::new(),
             posted: Vec::new(),
             accepted: HashMap::new(),
-            racing: !matches!(blueprint, Blueprint::Images),
         };
         self.observe(&mut seen, "create").await?;
         for step in steps {

@@ -151,6 +151,7 @@ macro_rules! conformance {
             a_queued_task_can_be_withdrawn_until_a_worker_takes_it,
             branch_results_are_recorded_once_per_branch,
             concurrent_branch_results_complete_the_fan_out_once,
+            a_fan_out_closing_while_branches_answer_keeps_none_of_the_late_ones,
             data_stores_get_set_and_delete_per_scope,
             data_increment_counts_integers_only,
             concurrent_data_increments_are_all_counted,
@@ -1640,11 +1641,54 @@ mod cases {
         let both = HashMap::from([(t1, first.clone()), (t2, second.clone())]);
         assert_eq!(s.branch_results(wait).await.unwrap(), both);
 
-        s.clear_branch_results(wait).await.unwrap();
+        s.close_fan_out(wait).await.unwrap();
         assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::new());
-        assert_eq!(s.branch_results(other_wait).await.unwrap(), HashMap::from([(t1, second)]), "left alone");
-        assert_eq!(s.record_branch_result(wait, t1, &first).await.unwrap(), BranchRecord::Recorded { answered: 1 });
-        s.clear_branch_results(Uuid::new_v4()).await.unwrap();
+        assert_eq!(s.branch_results(other_wait).await.unwrap(), HashMap::from([(t1, second.clone())]), "left alone");
+        // A late copy of a result (it read the job before the join) must not
+        // start the set again: it would count as a first answer.
+        assert_eq!(s.record_branch_result(wait, t1, &first).await.unwrap(), BranchRecord::Closed);
+        assert_eq!(s.record_branch_result(wait, Uuid::new_v4(), &first).await.unwrap(), BranchRecord::Closed);
+        assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::new(), "closed stays empty");
+        s.close_fan_out(wait).await.unwrap();
+        assert_eq!(s.record_branch_result(wait, t2, &second).await.unwrap(), BranchRecord::Closed, "closing twice");
+
+        let never_answered = Uuid::new_v4();
+        s.close_fan_out(never_answered).await.unwrap();
+        assert_eq!(s.record_branch_result(never_answered, t1, &first).await.unwrap(), BranchRecord::Closed);
+        assert_eq!(
+            s.record_branch_result(other_wait, t2, &first).await.unwrap(),
+            BranchRecord::Recorded { answered: 2 },
+            "other fan-outs stay open"
+        );
+    }
+
+    pub async fn a_fan_out_closing_while_branches_answer_keeps_none_of_the_late_ones(s: Arc<dyn Storage>) {
+        const BRANCHES: usize = 32;
+        let wait = Uuid::new_v4();
+        let barrier = Arc::new(Barrier::new(BRANCHES + 1));
+        let recorders: Vec<_> = (0..BRANCHES)
+            .map(|i| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.record_branch_result(wait, Uuid::new_v4(), &json!({"branch": i}).to_string()).await.unwrap()
+                })
+            })
+            .collect();
+        barrier.wait().await;
+        s.close_fan_out(wait).await.unwrap();
+        let mut recorded = Vec::new();
+        for recorder in recorders {
+            match recorder.await.unwrap() {
+                BranchRecord::Recorded { answered } => recorded.push(answered),
+                BranchRecord::Closed => {}
+                BranchRecord::Duplicate => panic!("every branch answered once"),
+            }
+        }
+        recorded.sort_unstable();
+        assert_eq!(recorded, (1..=recorded.len()).collect::<Vec<_>>(), "counts before the close run 1, 2, …");
+        assert_eq!(s.branch_results(wait).await.unwrap(), HashMap::new(), "nothing survives the close");
+        assert_eq!(s.record_branch_result(wait, Uuid::new_v4(), "{}").await.unwrap(), BranchRecord::Closed);
     }
 
     pub async fn concurrent_branch_results_complete_the_fan_out_once(s: Arc<dyn Storage>) {
@@ -1668,7 +1712,7 @@ mod cases {
             let (task_id, result, record) = recorder.await.unwrap();
             match record {
                 BranchRecord::Recorded { answered: n } => answered.push(n),
-                BranchRecord::Duplicate => panic!("branch {result} was the first to answer"),
+                BranchRecord::Duplicate | BranchRecord::Closed => panic!("branch {result} was the first to answer"),
             }
             expected.insert(task_id, result);
         }

@@ -100,7 +100,7 @@ impl Orchestrator {
                         self.history.record(event);
                         self.release_waiting_tasks_of(&job, waiting, |task| answered.contains(&task)).await?;
                         if let Some(wait_id) = fan_out {
-                            self.storage.clear_branch_results(wait_id).await?;
+                            self.storage.close_fan_out(wait_id).await?;
                         }
                         if let Some(child) = child {
                             self.cancel_child(child).await;

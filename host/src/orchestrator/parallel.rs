@@ -96,6 +96,10 @@ impl Orchestrator {
         });
         match self.storage.record_branch_result(wait.wait_id, branch.task_id, &entry.to_string()).await? {
             BranchRecord::Duplicate => Ok(false),
+            BranchRecord::Closed => {
+                tracing::debug!(job_id = %job.id, task_id = %branch.task_id, "result for a fan-out already closed");
+                Ok(false)
+            }
             BranchRecord::Recorded { answered } => {
                 tracing::debug!(
                     job_id = %job.id, task_id = %branch.task_id, status, answered, of = wait.branches.len(),
@@ -122,7 +126,7 @@ impl Orchestrator {
             let mut results = Map::new();
             for branch in &wait.branches {
                 let Some(text) = recorded.get(&branch.task_id) else {
-                    // Not complete after all (results were cleared by a concurrent join).
+                    // Not complete after all (a concurrent join closed the fan-out).
                     return Ok(());
                 };
                 let value = serde_json::from_str(text).unwrap_or(Value::Null);
@@ -131,7 +135,7 @@ impl Orchestrator {
             let Some(blueprint) = self.graph_of(&job) else {
                 job.end(JobStatus::Failed, Some(format!("blueprint {:?} is not loaded", job.blueprint_name)));
                 if self.save(&mut job, FollowUp::None).await? {
-                    self.storage.clear_branch_results(wait_id).await?;
+                    self.storage.close_fan_out(wait_id).await?;
                 }
                 return Ok(());
             };
@@ -146,7 +150,7 @@ impl Orchestrator {
             if self.save(&mut job, follow_up).await? {
                 self.history.record(event);
                 tracing::info!(%job_id, aggregate_into = %wait.aggregate_into, "all branches answered");
-                self.storage.clear_branch_results(wait_id).await?;
+                self.storage.close_fan_out(wait_id).await?;
                 return Ok(());
             }
         }
@@ -225,7 +229,7 @@ impl Orchestrator {
         if self.save(&mut job, FollowUp::None).await?
             && let Some(wait_id) = wait_id
         {
-            self.storage.clear_branch_results(wait_id).await?;
+            self.storage.close_fan_out(wait_id).await?;
         }
         Ok(())
     }

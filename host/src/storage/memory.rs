@@ -6,7 +6,7 @@
 //! mutate.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{self, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError, StorageResult,
-    WorkerLoad,
+    Assignment, BranchRecord, CLOSED_FAN_OUT_SECS, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError,
+    StorageResult, WorkerLoad,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -49,8 +49,43 @@ pub struct MemoryStorage {
     watch: Mutex<Watch>,
     /// Fan-out id → branch task id → result (JSON).
     branches: Mutex<HashMap<Uuid, HashMap<Uuid, String>>>,
+    /// Closed fan-outs, refusing late results until their time is up.
+    closed_fan_outs: Mutex<ClosedFanOuts>,
     /// Data store scope → key → value (JSON).
     data: Mutex<HashMap<String, HashMap<String, String>>>,
+}
+
+/// Fan-outs closed in the last [`CLOSED_FAN_OUT_SECS`], oldest first so that
+/// expired ones leave from the front.
+#[derive(Default)]
+struct ClosedFanOuts {
+    ids: HashSet<Uuid>,
+    by_time: VecDeque<(Instant, Uuid)>,
+}
+
+impl ClosedFanOuts {
+    fn insert(&mut self, wait_id: Uuid, now: Instant) {
+        self.expire(now);
+        if self.ids.insert(wait_id) {
+            self.by_time.push_back((now, wait_id));
+        }
+    }
+
+    fn contains(&mut self, wait_id: Uuid, now: Instant) -> bool {
+        self.expire(now);
+        self.ids.contains(&wait_id)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let lifetime = Duration::from_secs(CLOSED_FAN_OUT_SECS);
+        while let Some(&(at, id)) = self.by_time.front() {
+            if now.saturating_duration_since(at) < lifetime {
+                break;
+            }
+            self.by_time.pop_front();
+            self.ids.remove(&id);
+        }
+    }
 }
 
 /// Job ids, newest first: by a timestamp, descending, then by id.
@@ -231,6 +266,7 @@ impl MemoryStorage {
             ended: Mutex::default(),
             watch: Mutex::default(),
             branches: Mutex::default(),
+            closed_fan_outs: Mutex::default(),
             data: Mutex::default(),
         }
     }
@@ -616,7 +652,12 @@ impl Storage for MemoryStorage {
     }
 
     async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord> {
+        // Checked under the results' lock, which `close_fan_out` also holds
+        // while it closes: a result is either in the set it removes or refused.
         let mut branches = lock(&self.branches);
+        if lock(&self.closed_fan_outs).contains(wait_id, Instant::now()) {
+            return Ok(BranchRecord::Closed);
+        }
         let results = branches.entry(wait_id).or_default();
         match results.entry(task_id) {
             std::collections::hash_map::Entry::Occupied(_) => Ok(BranchRecord::Duplicate),
@@ -631,8 +672,10 @@ impl Storage for MemoryStorage {
         Ok(lock(&self.branches).get(&wait_id).cloned().unwrap_or_default())
     }
 
-    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()> {
-        lock(&self.branches).remove(&wait_id);
+    async fn close_fan_out(&self, wait_id: Uuid) -> StorageResult<()> {
+        let mut branches = lock(&self.branches);
+        branches.remove(&wait_id);
+        lock(&self.closed_fan_outs).insert(wait_id, Instant::now());
         Ok(())
     }
 

@@ -70,6 +70,11 @@ pub enum Assignment {
     Park { task_type: String },
 }
 
+/// How long a closed fan-out refuses late results. A late copy has read the
+/// job while it still waited, so it arrives within one request's time; the
+/// margin is wide because the cost is one small entry per fan-out.
+pub const CLOSED_FAN_OUT_SECS: u64 = 300;
+
 /// What recording one parallel branch's result did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BranchRecord {
@@ -79,6 +84,8 @@ pub enum BranchRecord {
     /// this one included. Exactly one caller sees the count reach the
     /// number of branches.
     Recorded { answered: usize },
+    /// The fan-out was closed (joined, failed or cancelled); nothing changed.
+    Closed,
 }
 
 /// Per-status job counts and the executor queue's length, for the dashboard.
@@ -266,8 +273,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Every result recorded for fan-out `wait_id`: task id → JSON.
     async fn branch_results(&self, wait_id: Uuid) -> StorageResult<HashMap<Uuid, String>>;
 
-    /// Forgets fan-out `wait_id`'s results (its job has moved on).
-    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()>;
+    /// Forgets fan-out `wait_id`'s results (its job has moved on) and refuses
+    /// any result recorded for it from now on, for at least
+    /// [`CLOSED_FAN_OUT_SECS`]: a copy of the last branch's result that read
+    /// the job before the join must not start the set again and count twice.
+    async fn close_fan_out(&self, wait_id: Uuid) -> StorageResult<()>;
 
     // --- Data stores (the blueprints' key-value stores) ---
 

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError, StorageResult,
-    WorkerLoad,
+    Assignment, BranchRecord, CLOSED_FAN_OUT_SECS, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError,
+    StorageResult, WorkerLoad,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisConfig;
@@ -69,6 +69,8 @@ const PRUNE_EVERY: u128 = 16;
 /// A fan-out's branch results outlive its last answer by this much, then go
 /// (the job moved on without clearing them, or was lost).
 const BRANCH_RESULTS_TTL_SECS: u64 = 7 * 86_400;
+/// The one field a closed fan-out's result hash keeps (see record_branch.lua).
+const CLOSED_FIELD: &str = "closed";
 
 struct Scripts {
     create_job: Script,
@@ -1049,9 +1051,10 @@ impl Storage for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(match usize::try_from(answered) {
-            Ok(answered) => BranchRecord::Recorded { answered },
-            Err(_) => BranchRecord::Duplicate,
+        Ok(match answered {
+            -2 => BranchRecord::Closed,
+            answered => usize::try_from(answered)
+                .map_or(BranchRecord::Duplicate, |answered| BranchRecord::Recorded { answered }),
         })
     }
 
@@ -1060,6 +1063,7 @@ impl Storage for RedisStorage {
             self.conn().hgetall(self.keys.branches(wait_id)).await.map_err(unavailable)?;
         results
             .into_iter()
+            .filter(|(field, _)| field != CLOSED_FIELD)
             .map(|(task_id, result)| {
                 let task_id =
                     task_id.parse().map_err(|e| corrupt(format!("branch result of fan-out {wait_id}: {e}")))?;
@@ -1068,8 +1072,19 @@ impl Storage for RedisStorage {
             .collect()
     }
 
-    async fn clear_branch_results(&self, wait_id: Uuid) -> StorageResult<()> {
-        let _: i64 = self.conn().del(self.keys.branches(wait_id)).await.map_err(unavailable)?;
+    async fn close_fan_out(&self, wait_id: Uuid) -> StorageResult<()> {
+        let key = self.keys.branches(wait_id);
+        let () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset(&key, CLOSED_FIELD, 1)
+            .ignore()
+            .expire(&key, CLOSED_FAN_OUT_SECS as i64)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
