@@ -164,7 +164,7 @@ impl App {
             }
             None => Arc::new(MemoryStorage::new().with_retention(config.job_retention)),
         };
-        runtime.attach_storage(storage.clone());
+        runtime.attach_data_stores(storage.clone());
         let tokens = workers.as_deref().map(worker_token_hashes).unwrap_or_default();
         storage.replace_worker_tokens(tokens).await?;
         let credentials = Credentials::new(&config, clients);

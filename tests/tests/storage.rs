@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use avtomatika::auth::hash;
 use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
 use avtomatika::storage::{
-    Assignment, BranchRecord, FollowUp, JobCounts, MemoryStorage, PurgedWorker, Storage, WorkerLoad,
+    Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, Storage,
+    WorkerLoad, WorkerRegistry,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};

@@ -221,7 +221,7 @@ impl Orchestrator {
         }
     }
 
-    /// Stores `job` (see [`Storage::update_job`](crate::storage::Storage::update_job))
+    /// Stores `job` (see [`Storage::update_job`](crate::storage::JobStore::update_job))
     /// and, when this update ended it, sets off what follows a job's end.
     pub(super) async fn save(&self, job: &mut Job, follow_up: FollowUp) -> OrchestratorResult<bool> {
         let applied = self.storage.update_job(job, follow_up).await?;

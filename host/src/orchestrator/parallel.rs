@@ -2,7 +2,7 @@
 //! the branches' results in the aggregator state.
 //!
 //! Branch results are recorded apart from the job record (see
-//! [`Storage::record_branch_result`](crate::storage::Storage::record_branch_result)),
+//! [`Storage::record_branch_result`](crate::storage::BranchResults::record_branch_result)),
 //! so any number of branches answering at once never contend for the job;
 //! only the branch whose result completes the set moves the job on.
 

@@ -38,7 +38,7 @@ use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox, WallClockExceeded}
 
 use crate::config::{InstancePolicy, PluginLimits};
 use crate::files::TaskFiles;
-use crate::storage::Storage;
+use crate::storage::DataStores;
 
 /// The most core module instances one blueprint component may create.
 pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
@@ -159,7 +159,7 @@ struct StoreSettings {
     engine: Engine,
     limits: PluginLimits,
     /// Backs the data-store capability.
-    stores: Option<Arc<dyn Storage>>,
+    stores: Option<Arc<dyn DataStores>>,
     /// Backs the task-files capability (with S3 configured).
     files: Option<TaskFiles>,
 }
@@ -256,9 +256,9 @@ impl Runtime {
         self.cache.stats()
     }
 
-    /// Gives handler calls their data stores, kept by `storage`.
-    pub fn attach_storage(&mut self, storage: Arc<dyn Storage>) {
-        Arc::make_mut(&mut self.settings).stores = Some(storage);
+    /// Gives handler calls their data stores: only that part of storage.
+    pub fn attach_data_stores(&mut self, stores: Arc<dyn DataStores>) {
+        Arc::make_mut(&mut self.settings).stores = Some(stores);
     }
 
     /// Gives handler calls their job's files in S3.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::files::TaskFiles;
-use crate::storage::Storage;
+use crate::storage::DataStores;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -23,7 +23,7 @@ pub struct Sandbox {
     pub limits: MemoryLimit,
     /// Where the blueprint's data stores live; unset during `describe` and in
     /// runtimes without storage (stores then answer `unavailable`).
-    pub stores: Option<Arc<dyn Storage>>,
+    pub stores: Option<Arc<dyn DataStores>>,
     /// The job's files in S3; unset without S3 (calls answer `disabled`).
     pub files: Option<TaskFiles>,
     /// Time the call spent waiting on the host's I/O (S3), which is not

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, CLOSED_FAN_OUT_SECS, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError,
-    StorageResult, WorkerLoad,
+    Assignment, BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts,
+    JobQueue, JobStore, JobTicket, Listings, PurgedWorker, StorageError, StorageResult, TaskQueues, WorkerLoad,
+    WorkerRegistry,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -362,7 +363,7 @@ impl MemoryStorage {
 }
 
 #[async_trait]
-impl Storage for MemoryStorage {
+impl JobStore for MemoryStorage {
     async fn create_job(&self, job: &Job) -> StorageResult<()> {
         let bytes = encode(job)?;
         lock(&self.jobs).insert(job, bytes);
@@ -407,6 +408,14 @@ impl Storage for MemoryStorage {
         Ok(true)
     }
 
+    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool> {
+        let applied = self.update_job(job, follow_up).await?;
+        if applied {
+            self.add_in_flight(worker_id, -1).await?;
+        }
+        Ok(applied)
+    }
+
     async fn overdue_jobs(&self, now: DateTime<Utc>, max: usize) -> StorageResult<Vec<JobId>> {
         let watch = lock(&self.watch);
         Ok(watch.by_deadline.iter().take_while(|(deadline, _)| *deadline <= now).take(max).map(|(_, id)| *id).collect())
@@ -416,7 +425,10 @@ impl Storage for MemoryStorage {
         self.set_watch(id, None);
         Ok(())
     }
+}
 
+#[async_trait]
+impl JobQueue for MemoryStorage {
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
         let mut rx = self.queue_rx.lock().await;
         match tokio::time::timeout(timeout, rx.recv()).await {
@@ -443,7 +455,10 @@ impl Storage for MemoryStorage {
         }
         Ok(taken)
     }
+}
 
+#[async_trait]
+impl TaskQueues for MemoryStorage {
     async fn pop_task_until(
         &self,
         worker_id: &str,
@@ -474,6 +489,24 @@ impl Storage for MemoryStorage {
         }
     }
 
+    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
+        let withdrawn = {
+            let mut tasks = lock(&self.tasks);
+            let Some(queue) = tasks.get_mut(worker_id) else { return Ok(false) };
+            let before = queue.heap.len();
+            queue.heap.retain(|queued| queued.payload.task_id != task_id);
+            queue.heap.len() < before
+        };
+        if withdrawn && let Some(worker) = lock(&self.workers).get_mut(worker_id) {
+            // Its push counted it in flight; no worker will ever answer it.
+            worker.info.in_flight = worker.info.in_flight.saturating_sub(1);
+        }
+        Ok(withdrawn)
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryStorage {
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
         let expires = Instant::now() + ttl;
         let mut workers = lock(&self.workers);
@@ -582,6 +615,26 @@ impl Storage for MemoryStorage {
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
         Ok(lock(&self.worker_tokens).by_hash.get(hash).cloned())
     }
+}
+
+#[async_trait]
+impl Coordination for MemoryStorage {
+    async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
+        let mut quotas = lock(&self.quotas);
+        let (counted_period, used) = quotas.entry(client.to_owned()).or_insert_with(|| (period.to_owned(), 0));
+        // Periods ("YYYY-MM") order as text. A new one restarts the count; a
+        // request still carrying the previous one (it straddled the month
+        // boundary) counts against the current period rather than resetting it.
+        if period > counted_period.as_str() {
+            *counted_period = period.to_owned();
+            *used = 0;
+        }
+        if *used >= limit {
+            return Ok(false);
+        }
+        *used += 1;
+        Ok(true)
+    }
 
     async fn claim_slot(&self, schedule: &str, slot: i64, ttl: Duration) -> StorageResult<bool> {
         let now = Instant::now();
@@ -618,39 +671,10 @@ impl Storage for MemoryStorage {
             _ => Ok(false),
         }
     }
+}
 
-    async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
-        let mut quotas = lock(&self.quotas);
-        let (counted_period, used) = quotas.entry(client.to_owned()).or_insert_with(|| (period.to_owned(), 0));
-        // Periods ("YYYY-MM") order as text. A new one restarts the count; a
-        // request still carrying the previous one (it straddled the month
-        // boundary) counts against the current period rather than resetting it.
-        if period > counted_period.as_str() {
-            *counted_period = period.to_owned();
-            *used = 0;
-        }
-        if *used >= limit {
-            return Ok(false);
-        }
-        *used += 1;
-        Ok(true)
-    }
-
-    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
-        let withdrawn = {
-            let mut tasks = lock(&self.tasks);
-            let Some(queue) = tasks.get_mut(worker_id) else { return Ok(false) };
-            let before = queue.heap.len();
-            queue.heap.retain(|queued| queued.payload.task_id != task_id);
-            queue.heap.len() < before
-        };
-        if withdrawn && let Some(worker) = lock(&self.workers).get_mut(worker_id) {
-            // Its push counted it in flight; no worker will ever answer it.
-            worker.info.in_flight = worker.info.in_flight.saturating_sub(1);
-        }
-        Ok(withdrawn)
-    }
-
+#[async_trait]
+impl BranchResults for MemoryStorage {
     async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord> {
         // Checked under the results' lock, which `close_fan_out` also holds
         // while it closes: a result is either in the set it removes or refused.
@@ -678,7 +702,10 @@ impl Storage for MemoryStorage {
         lock(&self.closed_fan_outs).insert(wait_id, Instant::now());
         Ok(())
     }
+}
 
+#[async_trait]
+impl DataStores for MemoryStorage {
     async fn data_get(&self, scope: &str, key: &str) -> StorageResult<Option<String>> {
         Ok(lock(&self.data).get(scope).and_then(|store| store.get(key)).cloned())
     }
@@ -712,7 +739,10 @@ impl Storage for MemoryStorage {
         data.entry(scope.to_owned()).or_default().insert(key.to_owned(), next.to_string());
         Ok(Some(next))
     }
+}
 
+#[async_trait]
+impl Listings for MemoryStorage {
     async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> StorageResult<Vec<Job>> {
         // Copy the encodings under the lock; decode after it.
         let encoded: Vec<(JobId, Box<[u8]>)> = {

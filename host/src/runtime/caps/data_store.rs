@@ -5,7 +5,7 @@
 
 use super::super::bindings::avtomatika::blueprint::data_store::{Host, StoreError};
 use super::super::sandbox::Sandbox;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{DataStores, StorageError};
 
 /// Longest store name or key, in bytes.
 const MAX_KEY: usize = 256;
@@ -27,7 +27,7 @@ pub(super) enum Scope {
 
 impl Sandbox {
     /// The backend and the store's scope, once the names are checked.
-    fn store(&self, scope: Scope, store: &str, key: &str) -> Result<(&dyn Storage, String), StoreError> {
+    fn store(&self, scope: Scope, store: &str, key: &str) -> Result<(&dyn DataStores, String), StoreError> {
         for (what, text) in [("store name", store), ("key", key)] {
             if text.is_empty() {
                 return Err(StoreError::Invalid(format!("the {what} is empty")));

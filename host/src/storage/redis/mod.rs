@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Assignment, BranchRecord, CLOSED_FAN_OUT_SECS, FollowUp, JobCounts, JobTicket, PurgedWorker, Storage, StorageError,
-    StorageResult, WorkerLoad,
+    Assignment, BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts,
+    JobQueue, JobStore, JobTicket, Listings, PurgedWorker, StorageError, StorageResult, TaskQueues, WorkerLoad,
+    WorkerRegistry,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisConfig;
@@ -600,7 +601,7 @@ fn unhex(text: &str) -> Option<TokenHash> {
 }
 
 #[async_trait]
-impl Storage for RedisStorage {
+impl JobStore for RedisStorage {
     async fn create_job(&self, job: &Job) -> StorageResult<()> {
         let bytes = encode_job(job)?;
         let _: i64 = self
@@ -653,7 +654,10 @@ impl Storage for RedisStorage {
         let _: i64 = self.conn().zrem(self.keys.watch(), id.to_string()).await.map_err(unavailable)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl JobQueue for RedisStorage {
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
         let mut reader = self.reader.lock().await;
         if reader.last_claim.elapsed() >= CLAIM_EVERY {
@@ -741,7 +745,10 @@ impl Storage for RedisStorage {
             self.conn().lpop(self.keys.parked(task_type), Some(count)).await.map_err(unavailable)?;
         Ok(ids.unwrap_or_default().iter().filter_map(|id| id.parse().ok()).collect())
     }
+}
 
+#[async_trait]
+impl TaskQueues for RedisStorage {
     async fn pop_task_until(
         &self,
         worker_id: &str,
@@ -784,6 +791,22 @@ impl Storage for RedisStorage {
         result
     }
 
+    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
+        let withdrawn: i64 = self
+            .scripts
+            .withdraw_task
+            .key(self.keys.tasks(worker_id))
+            .key(self.keys.worker(worker_id))
+            .arg(task_id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(withdrawn == 1)
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisStorage {
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
         self.store_worker(&worker, ttl, "register", "").await?;
         Ok(())
@@ -959,7 +982,10 @@ impl Storage for RedisStorage {
         TokenCache::put(&self.tokens.by_hash, *hash, worker.clone());
         Ok(worker)
     }
+}
 
+#[async_trait]
+impl Coordination for RedisStorage {
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
         let taken: i64 = self
             .scripts
@@ -1026,20 +1052,10 @@ impl Storage for RedisStorage {
             .map_err(unavailable)?;
         Ok(released == 1)
     }
+}
 
-    async fn withdraw_task(&self, worker_id: &str, task_id: Uuid) -> StorageResult<bool> {
-        let withdrawn: i64 = self
-            .scripts
-            .withdraw_task
-            .key(self.keys.tasks(worker_id))
-            .key(self.keys.worker(worker_id))
-            .arg(task_id.to_string())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(withdrawn == 1)
-    }
-
+#[async_trait]
+impl BranchResults for RedisStorage {
     async fn record_branch_result(&self, wait_id: Uuid, task_id: Uuid, result: &str) -> StorageResult<BranchRecord> {
         let answered: i64 = self
             .scripts
@@ -1087,7 +1103,10 @@ impl Storage for RedisStorage {
             .map_err(unavailable)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl DataStores for RedisStorage {
     async fn data_get(&self, scope: &str, key: &str) -> StorageResult<Option<String>> {
         self.conn().hget(self.keys.data(scope), key).await.map_err(unavailable)
     }
@@ -1110,7 +1129,10 @@ impl Storage for RedisStorage {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
 
+#[async_trait]
+impl Listings for RedisStorage {
     async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> StorageResult<Vec<Job>> {
         if limit == 0 {
             return Ok(Vec::new());

@@ -1,0 +1,75 @@
+//! The worker registry: live workers with their load, liveness that lapses,
+//! and the digests of workers' own tokens.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StorageResult;
+use crate::auth::TokenHash;
+use crate::model::{JobId, WorkerInfo, WorkerPatch};
+
+/// What dispatch needs to know of a worker to choose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub worker_id: String,
+    pub idle: bool,
+    pub in_flight: u32,
+}
+
+/// A worker whose liveness lapsed and was purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedWorker {
+    pub worker_id: String,
+    /// The tasks still queued for it, as (job, task), dropped with its queue.
+    pub dropped: Vec<(JobId, Uuid)>,
+}
+
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
+    /// Adds or replaces a worker; it is live for `ttl`.
+    async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()>;
+
+    /// Renews a worker's liveness and applies `patch`; `None` for an unknown
+    /// or expired worker.
+    async fn refresh_worker(
+        &self,
+        worker_id: &str,
+        patch: Option<WorkerPatch>,
+        ttl: Duration,
+    ) -> StorageResult<Option<WorkerInfo>>;
+
+    /// The load of every live worker whose `supported_tasks` contains `task_type`.
+    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>>;
+
+    /// Every live worker.
+    async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;
+
+    /// Whether `worker_id` is live: polls check it before storage holds a
+    /// queue or a waiter for them.
+    async fn is_worker_live(&self, worker_id: &str) -> StorageResult<bool>;
+
+    /// The number of live workers (registration checks it against its limit).
+    async fn live_worker_count(&self) -> StorageResult<usize>;
+
+    /// Deletes the records, index entries and task queues of workers whose
+    /// liveness lapsed; returns them with the tasks their queues still held,
+    /// which no one will ever take now (the caller fails them over). Keeps
+    /// storage from growing with every worker that ever registered.
+    async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>>;
+
+    /// Adjusts a worker's count of tasks in flight (never below zero).
+    async fn add_in_flight(&self, worker_id: &str, delta: i32) -> StorageResult<()>;
+
+    /// Replaces every individual worker token digest at once (start-up and
+    /// `reload-workers`): a request sees either the old set or the new one.
+    async fn replace_worker_tokens(&self, tokens: HashMap<String, TokenHash>) -> StorageResult<()>;
+
+    /// The token digest of `worker_id`, if it has its own token.
+    async fn worker_token(&self, worker_id: &str) -> StorageResult<Option<TokenHash>>;
+
+    /// The worker whose own token has digest `hash`.
+    async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>>;
+}
