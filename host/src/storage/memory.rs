@@ -8,7 +8,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{self, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,10 +17,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
-    Assignment, BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts,
-    JobQueue, JobStore, JobTicket, Listings, PurgedWorker, StorageError, StorageResult, TaskQueues, WorkerLoad,
-    WorkerRegistry,
+    BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts, JobQueue,
+    JobStore, JobTicket, Listings, PurgedWorker, StorageResult, TaskQueues, WorkerLoad, WorkerRegistry,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -232,14 +232,8 @@ impl PartialEq for QueuedTask {
 
 impl Eq for QueuedTask {}
 
-/// A poisoned lock only means another thread panicked mid-update of plain
-/// maps; the data is still usable, so carry on rather than cascade the panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn encode(job: &Job) -> StorageResult<Box<[u8]>> {
-    job.encode().map(Vec::into_boxed_slice).map_err(StorageError::Corrupt)
+    encode_job(job).map(Vec::into_boxed_slice)
 }
 
 impl Default for MemoryStorage {
@@ -324,23 +318,17 @@ impl MemoryStorage {
         }
     }
 
-    /// Hands out a job's tasks: pushes each to its worker and parks the job
-    /// once under each task type no live worker takes.
-    fn dispatch(&self, id: JobId, assignments: Vec<Assignment>) {
-        let mut parked_under: Vec<String> = Vec::new();
-        for assignment in assignments {
-            match assignment {
-                Assignment::Push { worker_id, task } => self.push_task(&worker_id, task),
-                Assignment::Park { task_type } => {
-                    if !parked_under.contains(&task_type) {
-                        parked_under.push(task_type);
-                    }
-                }
-            }
+    /// Applies what an update of job `id` set in motion.
+    fn apply(&self, id: JobId, effects: Effects) {
+        if effects.enqueue {
+            self.enqueue(id);
         }
-        if !parked_under.is_empty() {
+        for (worker_id, task) in effects.pushes {
+            self.push_task(&worker_id, task);
+        }
+        if !effects.parks.is_empty() {
             let mut parked = lock(&self.parked);
-            for task_type in parked_under {
+            for task_type in effects.parks {
                 parked.entry(task_type).or_default().push_back(id);
             }
         }
@@ -374,24 +362,16 @@ impl JobStore for MemoryStorage {
     async fn get_job(&self, id: JobId) -> StorageResult<Option<Job>> {
         let jobs = lock(&self.jobs);
         let Some(stored) = jobs.records.get(&id) else { return Ok(None) };
-        Job::decode(&stored.bytes).map(Some).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}")))
+        decode_job(id, &stored.bytes).map(Some)
     }
 
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool> {
-        let expected = job.version;
-        job.version += 1;
-        job.updated_at = chrono::Utc::now();
-        let bytes = match encode(job) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                job.version = expected;
-                return Err(e);
-            }
-        };
-        let Some(was_terminal) = lock(&self.jobs).update(job, expected, bytes) else {
-            job.version = expected;
+        let step = VersionStep::begin(job);
+        let bytes = encode(step.job())?;
+        let Some(was_terminal) = lock(&self.jobs).update(step.job(), step.expected(), bytes) else {
             return Ok(false);
         };
+        let job = step.job();
         if job.status.is_terminal() {
             self.ended(job.id);
             // This update ended the job: its parent (waiting for it) runs next.
@@ -400,11 +380,8 @@ impl JobStore for MemoryStorage {
             }
         }
         self.set_watch(job.id, job.task_deadline());
-        match follow_up {
-            FollowUp::None => {}
-            FollowUp::Enqueue => self.enqueue(job.id),
-            FollowUp::Dispatch(assignments) => self.dispatch(job.id, assignments),
-        }
+        self.apply(job.id, follow_up.into());
+        step.applied();
         Ok(true)
     }
 
@@ -754,10 +731,7 @@ impl Listings for MemoryStorage {
                 .filter_map(|(_, id)| jobs.records.get(id).map(|stored| (*id, stored.bytes.clone())))
                 .collect()
         };
-        encoded
-            .into_iter()
-            .map(|(id, bytes)| Job::decode(&bytes).map_err(|e| StorageError::Corrupt(format!("job {id}: {e}"))))
-            .collect()
+        encoded.into_iter().map(|(id, bytes)| decode_job(id, &bytes)).collect()
     }
 
     async fn jobs_with_status(&self, status: JobStatus, limit: usize, offset: usize) -> StorageResult<Vec<JobId>> {

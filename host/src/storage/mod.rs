@@ -17,6 +17,7 @@ mod jobs;
 mod listing;
 mod memory;
 mod queue;
+mod record;
 mod redis;
 mod tasks;
 mod workers;
