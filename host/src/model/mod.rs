@@ -5,5 +5,5 @@ mod task;
 mod worker;
 
 pub use job::{ApprovalWait, ChildWait, Job, JobId, JobStatus, JobTimeouts, ParallelWait, TaskRecord};
-pub use task::{ResultError, TaskPayload, WorkerResult, WorkerResultBody};
-pub use worker::{WorkerInfo, WorkerPatch, WorkerRegistration};
+pub use task::{ErrorCode, ResultError, ResultStatus, TaskPayload, WorkerResult, WorkerResultBody};
+pub use worker::{WorkerInfo, WorkerPatch, WorkerRegistration, WorkerStatus};

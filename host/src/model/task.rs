@@ -38,7 +38,7 @@ struct ResultWire {
     task_id: Option<String>,
     worker_id: Option<String>,
     result: Option<WorkerResult>,
-    status: Option<String>,
+    status: Option<ResultStatus>,
     data: Option<Value>,
     error: Option<ResultError>,
 }
@@ -51,7 +51,7 @@ impl TryFrom<ResultWire> for WorkerResultBody {
     fn try_from(wire: ResultWire) -> Result<Self, String> {
         let result = match (wire.result, wire.status) {
             (Some(result), _) => result,
-            (None, Some(status)) => WorkerResult { status: Some(status), data: wire.data, error: wire.error },
+            (None, Some(status)) => WorkerResult { status, data: wire.data, error: wire.error },
             (None, None) => {
                 return Err("`result` is missing: post {\"result\": {\"status\": …}} \
                             (or `status`, `data` and `error` at the top level)"
@@ -65,24 +65,105 @@ impl TryFrom<ResultWire> for WorkerResultBody {
 /// A worker's answer for one task.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WorkerResult {
-    /// `success`, `failure`, `cancelled` or a custom status; missing means `success`.
-    pub status: Option<String>,
+    /// Missing means `success`.
+    #[serde(default)]
+    pub status: ResultStatus,
     pub data: Option<Value>,
     pub error: Option<ResultError>,
+}
+
+/// What a worker says happened to a task. The orchestrator acts on the first
+/// three; any other status is the blueprint's, followed by its transitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum ResultStatus {
+    #[default]
+    Success,
+    Failure,
+    Cancelled,
+    Custom(String),
+}
+
+impl ResultStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Cancelled => "cancelled",
+            Self::Custom(status) => status,
+        }
+    }
+}
+
+impl From<String> for ResultStatus {
+    fn from(status: String) -> Self {
+        match status.as_str() {
+            "success" => Self::Success,
+            "failure" => Self::Failure,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Custom(status),
+        }
+    }
+}
+
+/// Why a task failed, as the worker classifies it ("Result semantics" in the
+/// HTTP spec). A code this orchestrator does not know is kept and treated
+/// as transient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ErrorCode {
+    /// Worth another try (the default when a failure gives no code).
+    Transient,
+    /// Will fail again: the job is quarantined.
+    Permanent,
+    /// The job's input is wrong: the job fails.
+    InvalidInput,
+    Other(String),
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Transient => "TRANSIENT_ERROR",
+            Self::Permanent => "PERMANENT_ERROR",
+            Self::InvalidInput => "INVALID_INPUT_ERROR",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(code: String) -> Self {
+        match code.as_str() {
+            "TRANSIENT_ERROR" => Self::Transient,
+            "PERMANENT_ERROR" => Self::Permanent,
+            "INVALID_INPUT_ERROR" => Self::InvalidInput,
+            _ => Self::Other(code),
+        }
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Other(code) => code,
+            known => known.as_str().to_owned(),
+        }
+    }
 }
 
 /// The `error` of a failed result: the SDK sends an object, older workers a string.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ResultError {
-    Detailed { code: Option<String>, message: Option<String> },
+    Detailed { code: Option<ErrorCode>, message: Option<String> },
     Message(String),
 }
 
 impl ResultError {
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
-            Self::Detailed { code, .. } => code.as_deref(),
+            Self::Detailed { code, .. } => code.as_ref(),
             Self::Message(_) => None,
         }
     }
@@ -120,12 +201,27 @@ mod tests {
                                "data_metadata": {}}))
         .unwrap();
         for body in [&nested, &flat] {
-            assert_eq!(body.result.status.as_deref(), Some("failure"));
-            assert_eq!(body.result.error.as_ref().and_then(ResultError::code), Some("PERMANENT_ERROR"));
+            assert_eq!(body.result.status, ResultStatus::Failure);
+            assert_eq!(body.result.error.as_ref().and_then(ResultError::code), Some(&ErrorCode::Permanent));
         }
         let flat = with(json!({"status": "success", "data": {"x": 1}})).unwrap();
         assert_eq!(flat.result.data, Some(json!({"x": 1})));
         let err = with(json!({"data": {"x": 1}})).unwrap_err();
         assert!(err.contains("`result` is missing"), "{err}");
+    }
+
+    #[test]
+    fn statuses_and_codes_keep_what_they_do_not_know() {
+        let status = |s: &str| ResultStatus::from(s.to_owned());
+        assert_eq!(status("cancelled"), ResultStatus::Cancelled);
+        assert_eq!(status("needs_review").as_str(), "needs_review");
+        assert_eq!(status("Success"), ResultStatus::Custom("Success".into()), "statuses are case-sensitive");
+        let code: ErrorCode = serde_json::from_value(json!("INVALID_INPUT_ERROR")).unwrap();
+        assert_eq!(code, ErrorCode::InvalidInput);
+        let other: ErrorCode = serde_json::from_value(json!("RATE_LIMITED")).unwrap();
+        assert_eq!(serde_json::to_value(&other).unwrap(), json!("RATE_LIMITED"));
+        assert_eq!(serde_json::to_value(ErrorCode::Permanent).unwrap(), json!("PERMANENT_ERROR"));
+        let missing: WorkerResult = serde_json::from_value(json!({"data": {}})).unwrap();
+        assert_eq!(missing.status, ResultStatus::Success);
     }
 }

@@ -49,11 +49,57 @@ pub struct WorkerRegistration {
 /// The JSON body of a heartbeat `PATCH`: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WorkerPatch {
-    pub status: Option<String>,
+    pub status: Option<WorkerStatus>,
     pub load: Option<f64>,
     pub supported_tasks: Option<Vec<String>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What a worker says it is doing. Dispatch prefers `idle` workers; a status
+/// the orchestrator does not know is kept and shown as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum WorkerStatus {
+    #[default]
+    Idle,
+    Busy,
+    Other(String),
+}
+
+impl WorkerStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Other(status) => status,
+        }
+    }
+}
+
+impl From<String> for WorkerStatus {
+    fn from(status: String) -> Self {
+        match status.as_str() {
+            "idle" => Self::Idle,
+            "busy" => Self::Busy,
+            _ => Self::Other(status),
+        }
+    }
+}
+
+impl From<&str> for WorkerStatus {
+    fn from(status: &str) -> Self {
+        Self::from(status.to_owned())
+    }
+}
+
+impl From<WorkerStatus> for String {
+    fn from(status: WorkerStatus) -> Self {
+        match status {
+            WorkerStatus::Other(status) => status,
+            known => known.as_str().to_owned(),
+        }
+    }
 }
 
 /// A registered worker.
@@ -63,8 +109,8 @@ pub struct WorkerInfo {
     pub worker_type: Option<String>,
     pub supported_tasks: Vec<String>,
     pub max_concurrent_tasks: Option<u32>,
-    /// `idle` or `busy`, as the worker last reported.
-    pub status: String,
+    /// As the worker last reported.
+    pub status: WorkerStatus,
     /// The load the worker last reported.
     pub load: f64,
     /// Tasks dispatched to this worker whose results have not arrived.
@@ -87,7 +133,7 @@ impl WorkerRegistration {
 impl WorkerPatch {
     pub fn check(&self, limits: &Limits) -> Result<(), String> {
         if let Some(status) = &self.status {
-            limits.check_name("status", status)?;
+            limits.check_name("status", status.as_str())?;
         }
         if let Some(tasks) = &self.supported_tasks {
             check_task_types(tasks, limits)?;
@@ -109,7 +155,7 @@ impl WorkerInfo {
             worker_type: reg.worker_type,
             supported_tasks: reg.supported_tasks,
             max_concurrent_tasks: reg.max_concurrent_tasks,
-            status: "idle".to_owned(),
+            status: WorkerStatus::Idle,
             load: 0.0,
             in_flight: 0,
             extra: reg.extra,
@@ -131,7 +177,7 @@ impl WorkerInfo {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.status == "idle"
+        self.status == WorkerStatus::Idle
     }
 }
 

@@ -62,7 +62,7 @@ impl Orchestrator {
         worker_id: &str,
         result: &WorkerResult,
     ) -> OrchestratorResult<bool> {
-        let status = result.status.as_deref().unwrap_or("success");
+        let status = result.status.as_str();
         let error = result.error.as_ref().map(|e| json!({ "code": e.code(), "message": e.message() }));
         let data = result.data.clone().unwrap_or(Value::Null);
         let event = self.history.prepare(|| self.result_event(job, branch, worker_id, result));

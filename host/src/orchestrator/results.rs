@@ -6,7 +6,9 @@ use uuid::Uuid;
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::WorkerToken;
 use crate::history::{JobEvent, JobEventKind};
-use crate::model::{Job, JobId, JobStatus, TaskRecord, WorkerResult, WorkerResultBody};
+use crate::model::{
+    ErrorCode, Job, JobId, JobStatus, ResultError, ResultStatus, TaskRecord, WorkerResult, WorkerResultBody,
+};
 use crate::storage::FollowUp;
 
 /// Attempts at applying one result when the job keeps changing underneath.
@@ -36,10 +38,6 @@ impl ResultAck {
         }
     }
 }
-
-const TRANSIENT_ERROR: &str = "TRANSIENT_ERROR";
-const PERMANENT_ERROR: &str = "PERMANENT_ERROR";
-const INVALID_INPUT_ERROR: &str = "INVALID_INPUT_ERROR";
 
 impl Orchestrator {
     /// Applies a result posted by a worker holding `token`.
@@ -116,17 +114,16 @@ impl Orchestrator {
         task: &TaskRecord,
         result: &WorkerResult,
     ) -> OrchestratorResult<(ResultAck, Applied)> {
-        let status = result.status.as_deref().unwrap_or("success");
-        match status {
-            "failure" => {
-                let code = result.error.as_ref().and_then(|e| e.code()).unwrap_or(TRANSIENT_ERROR);
+        match &result.status {
+            ResultStatus::Failure => {
+                let code = result.error.as_ref().and_then(ResultError::code).unwrap_or(&ErrorCode::Transient);
                 let message = result.error.as_ref().map_or("no error details provided", |e| e.message());
                 let applied = match code {
-                    PERMANENT_ERROR => {
+                    ErrorCode::Permanent => {
                         job.end(JobStatus::Quarantined, Some(format!("Task failed with permanent error: {message}")));
                         Applied::Store(FollowUp::None)
                     }
-                    INVALID_INPUT_ERROR => {
+                    ErrorCode::InvalidInput => {
                         job.end(JobStatus::Failed, Some(format!("Task failed due to invalid input: {message}")));
                         Applied::Store(FollowUp::None)
                     }
@@ -134,13 +131,15 @@ impl Orchestrator {
                     _ if task.cancel_requested => Applied::Stored(self.end_cancelled(job, task).await?),
                     // TRANSIENT_ERROR, and any code this orchestrator does not know.
                     _ => {
-                        tracing::warn!(job_id = %job.id, task_id = %task.task_id, code, message, "task failed");
+                        tracing::warn!(
+                            job_id = %job.id, task_id = %task.task_id, code = code.as_str(), message, "task failed"
+                        );
                         Applied::Stored(self.retry_task(job, task, message).await?)
                     }
                 };
                 Ok((ResultAck::Failure, applied))
             }
-            "cancelled" => {
+            ResultStatus::Cancelled => {
                 let follow_up = match task.transitions.get("cancelled") {
                     Some(next) => self.move_on(job, next.clone(), result.data.as_ref()),
                     None => {
@@ -151,6 +150,7 @@ impl Orchestrator {
                 Ok((ResultAck::Cancelled, Applied::Store(follow_up)))
             }
             other => {
+                let other = other.as_str();
                 let follow_up = match task.transitions.get(other) {
                     Some(next) => self.move_on(job, next.clone(), result.data.as_ref()),
                     None => {
@@ -179,7 +179,7 @@ impl Orchestrator {
             .duration(elapsed)
             .context(json!({
                 "task_type": task.task_type,
-                "status": result.status.as_deref().unwrap_or("success"),
+                "status": result.status.as_str(),
                 "error": result.error.as_ref().map(|e| json!({ "code": e.code(), "message": e.message() })),
                 "data": result.data,
             }))

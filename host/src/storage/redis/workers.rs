@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use super::notify::TokenCache;
 use super::{RedisStorage, corrupt, unavailable};
 use crate::auth::TokenHash;
-use crate::model::{WorkerInfo, WorkerPatch};
+use crate::model::{WorkerInfo, WorkerPatch, WorkerStatus};
 use crate::storage::{PurgedWorker, StorageError, StorageResult, WorkerLoad, WorkerRegistry};
 
 /// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
@@ -94,7 +94,7 @@ impl WorkerRegistry for RedisStorage {
             .filter_map(|c| match c {
                 [id, status, in_flight] => Some(WorkerLoad {
                     worker_id: id.clone(),
-                    idle: status == "idle",
+                    idle: WorkerStatus::from(status.as_str()) == WorkerStatus::Idle,
                     in_flight: in_flight.parse().unwrap_or(0),
                 }),
                 _ => None,
@@ -238,7 +238,7 @@ impl RedisStorage {
         call.key(self.keys.live())
             .arg(&worker.worker_id)
             .arg(worker_record(worker)?)
-            .arg(&worker.status)
+            .arg(worker.status.as_str())
             .arg(ttl.as_millis() as u64)
             .arg(self.keys.task_type_prefix())
             .arg(mode)
