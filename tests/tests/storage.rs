@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
-use avtomatika::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
+use avtomatika::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
 use avtomatika::storage::{
-    Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, Storage,
-    WorkerLoad, WorkerRegistry,
+    Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, REPUTATION_WINDOW,
+    Storage, WorkerLoad, WorkerRegistry,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
@@ -139,6 +139,9 @@ macro_rules! conformance {
             one_of_concurrent_lockers_wins,
             jobs_waiting_on_a_task_are_watched_until_they_move_on,
             a_schedule_slot_is_claimed_once,
+            round_robin_turns_count_up_per_name_across_callers,
+            workers_for_a_task_type_come_with_load_and_reputation,
+            reputation_is_the_share_of_successes_in_a_sliding_window,
             an_applied_update_can_release_an_in_flight_slot,
             concurrent_patches_are_all_applied,
             one_update_pushes_to_several_workers_and_parks,
@@ -415,6 +418,12 @@ fn full_job() -> Job {
         dispatched_at: job.created_at + chrono::TimeDelta::milliseconds(1234),
         deadline: job.created_at + chrono::TimeDelta::seconds(300),
         cancel_requested: true,
+        routing: Routing {
+            strategy: Strategy::BestValue,
+            requirements: Some(object(json!({"gpu_info": {"model": "RTX", "vram_gb": 16}, "cpu_cores": 8}))),
+            max_cost: Some(0.25),
+            timeout_seconds: Some(90),
+        },
     });
     job.updated_at = job.created_at + chrono::TimeDelta::seconds(5);
     job
@@ -440,6 +449,7 @@ fn worker(id: &str, task_types: &[&str]) -> WorkerInfo {
         status: "idle".into(),
         load: 0.0,
         in_flight: 0,
+        reputation: 1.0,
         extra: object(json!({"region": "eu", "labels": {"tier": 1}})),
     }
 }
@@ -574,6 +584,56 @@ fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
 
 mod cases {
     use super::*;
+
+    // ---- routing ------------------------------------------------------------
+
+    pub async fn round_robin_turns_count_up_per_name_across_callers(s: Arc<dyn Storage>) {
+        let turns = futures::future::join_all((0..20).map(|_| s.next_turn("dispatch:render"))).await;
+        let mut turns: Vec<u64> = turns.into_iter().map(Result::unwrap).collect();
+        turns.sort_unstable();
+        assert_eq!(turns, (0..20).collect::<Vec<u64>>(), "every caller gets its own turn");
+        assert_eq!(s.next_turn("dispatch:other").await.unwrap(), 0, "counters are per name");
+    }
+
+    pub async fn workers_for_a_task_type_come_with_load_and_reputation(s: Arc<dyn Storage>) {
+        s.register_worker(worker("a", &["render", "x"]), LONG_TTL).await.unwrap();
+        s.register_worker(worker("b", &["x"]), LONG_TTL).await.unwrap();
+        s.add_in_flight("a", 2).await.unwrap();
+        s.record_outcome("a", false).await.unwrap();
+        let found = s.workers_for("render").await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0], WorkerInfo { in_flight: 2, reputation: 0.0, ..worker("a", &["render", "x"]) });
+        let mut both: Vec<String> = s.workers_for("x").await.unwrap().into_iter().map(|w| w.worker_id).collect();
+        both.sort();
+        assert_eq!(both, ["a", "b"]);
+        assert!(s.workers_for("nobody").await.unwrap().is_empty());
+        s.record_outcome("ghost", true).await.unwrap();
+        assert!(live_ids(&s).await.iter().all(|id| id != "ghost"), "outcomes of unknown workers are dropped");
+    }
+
+    pub async fn reputation_is_the_share_of_successes_in_a_sliding_window(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["t"]), LONG_TTL).await.unwrap();
+        let reputation = |s: Arc<dyn Storage>| async move { live(&s).await[0].reputation };
+        assert_eq!(reputation(s.clone()).await, 1.0, "a new worker starts trusted");
+        for ok in [true, false, true, true] {
+            s.record_outcome("w", ok).await.unwrap();
+        }
+        assert_eq!(reputation(s.clone()).await, 0.75);
+        // Only the last REPUTATION_WINDOW count: a run of successes washes out old failures.
+        for _ in 0..REPUTATION_WINDOW {
+            s.record_outcome("w", true).await.unwrap();
+        }
+        assert_eq!(reputation(s.clone()).await, 1.0);
+        s.record_outcome("w", false).await.unwrap();
+        let expected = (REPUTATION_WINDOW - 1) as f64 / REPUTATION_WINDOW as f64;
+        assert_eq!(reputation(s.clone()).await, expected);
+        // A re-registration does not launder it, and heartbeats show it.
+        s.register_worker(worker("w", &["t"]), LONG_TTL).await.unwrap();
+        assert_eq!(reputation(s.clone()).await, expected);
+        let patch = WorkerPatch { status: Some("busy".into()), ..WorkerPatch::default() };
+        let refreshed = s.refresh_worker("w", Some(patch), LONG_TTL).await.unwrap().unwrap();
+        assert_eq!(refreshed.reputation, expected);
+    }
 
     // ---- schedule slots -------------------------------------------------------
 

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::Routing;
+
 /// A job id: a random UUID, rendered hyphenated.
 pub type JobId = Uuid;
 
@@ -132,6 +134,10 @@ pub struct TaskRecord {
     pub deadline: DateTime<Utc>,
     /// Set by `POST /api/v1/jobs/{id}/cancel`; the worker can read it.
     pub cancel_requested: bool,
+    /// How the task is routed to a worker. Appended last, with a default,
+    /// so records written before it existed still decode.
+    #[serde(default)]
+    pub routing: Routing,
 }
 
 /// Per-job limits on waiting for workers, from the create request.

@@ -9,8 +9,16 @@ use crate::config::Limits;
 /// them through `extra`: they would be serialised twice into one record,
 /// which Redis storage then cannot read back, and clients would see a
 /// worker's forged `worker_id` or `in_flight` beside the real one.
-const HOST_OWNED: [&str; 7] =
-    ["worker_id", "worker_type", "supported_tasks", "max_concurrent_tasks", "status", "load", "in_flight"];
+const HOST_OWNED: [&str; 8] = [
+    "worker_id",
+    "worker_type",
+    "supported_tasks",
+    "max_concurrent_tasks",
+    "status",
+    "load",
+    "in_flight",
+    "reputation",
+];
 
 fn drop_host_owned(extra: &mut Map<String, Value>) {
     for key in HOST_OWNED {
@@ -115,8 +123,16 @@ pub struct WorkerInfo {
     pub load: f64,
     /// Tasks dispatched to this worker whose results have not arrived.
     pub in_flight: u32,
+    /// The share of its recent results that succeeded (1.0 until it has
+    /// any); kept by storage, see `WorkerRegistry::record_outcome`.
+    #[serde(default = "full_reputation")]
+    pub reputation: f64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn full_reputation() -> f64 {
+    1.0
 }
 
 impl WorkerRegistration {
@@ -150,14 +166,21 @@ impl WorkerPatch {
 impl WorkerInfo {
     pub fn from_registration(worker_id: String, mut reg: WorkerRegistration) -> Self {
         drop_host_owned(&mut reg.extra);
+        // The rxon-based SDKs (1.0b5+) declare it under `resources`.
+        let declared = || {
+            let max = reg.extra.get("resources")?.get("max_concurrent_tasks")?.as_u64()?;
+            u32::try_from(max).ok()
+        };
+        let max_concurrent_tasks = reg.max_concurrent_tasks.or_else(declared);
         Self {
             worker_id,
             worker_type: reg.worker_type,
             supported_tasks: reg.supported_tasks,
-            max_concurrent_tasks: reg.max_concurrent_tasks,
+            max_concurrent_tasks,
             status: WorkerStatus::Idle,
             load: 0.0,
             in_flight: 0,
+            reputation: 1.0,
             extra: reg.extra,
         }
     }

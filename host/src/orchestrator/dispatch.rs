@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::routing::{self, Candidate};
 use super::{Orchestrator, OrchestratorResult};
 use crate::history::{JobEvent, JobEventKind};
-use crate::model::{Job, JobId, JobStatus, TaskPayload, TaskRecord};
+use crate::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord};
 use crate::runtime::TaskSpec;
-use crate::storage::{Assignment, FollowUp, WorkerLoad};
+use crate::storage::{Assignment, FollowUp};
 
 /// Parked jobs taken per storage round trip when a worker appears.
 const PARKED_BATCH: usize = 64;
@@ -22,48 +23,42 @@ impl Orchestrator {
     /// or parks the job while no live worker takes the task type. Returns
     /// whether the job update was applied.
     pub(super) async fn dispatch(&self, job: &mut Job, spec: TaskSpec, retries: u32) -> OrchestratorResult<bool> {
-        let task = self.new_task(job, spec.task_type, spec.params, spec.priority, spec.transitions, retries);
+        let task = self.new_task(job, spec, retries);
         job.status = JobStatus::WaitingForWorker;
         job.current_task = Some(task);
         self.assign(job).await
     }
 
     /// A task record for `job`, dispatched now.
-    pub(super) fn new_task(
-        &self,
-        job: &Job,
-        task_type: String,
-        params: Value,
-        priority: i32,
-        transitions: BTreeMap<String, String>,
-        retries: u32,
-    ) -> TaskRecord {
+    pub(super) fn new_task(&self, job: &Job, spec: TaskSpec, retries: u32) -> TaskRecord {
         let now = Utc::now();
         let mut task = TaskRecord {
             task_id: Uuid::new_v4(),
-            task_type,
-            params,
-            priority,
-            transitions,
+            task_type: spec.task_type,
+            params: spec.params,
+            priority: spec.priority,
+            transitions: spec.transitions,
             worker_id: None,
             retries,
             dispatched_at: now,
             deadline: now,
             cancel_requested: false,
+            routing: spec.routing,
         };
         task.deadline = self.next_deadline(job, &task, false).unwrap_or(DateTime::<Utc>::MAX_UTC);
         task
     }
 
     /// When the watcher must next look at `task`: the earliest of its worker
-    /// timeout, the job's result timeout and, unless a worker is known to
-    /// have taken it, the job's dispatch timeout.
+    /// timeout (its own `timeout_seconds`, else `WORKER_TIMEOUT_SECONDS`),
+    /// the job's result timeout and, unless a worker is known to have taken
+    /// it, the job's dispatch timeout.
     pub(super) fn next_deadline(&self, job: &Job, task: &TaskRecord, taken: bool) -> Option<DateTime<Utc>> {
         let after = |timeout: Duration| {
             chrono::Duration::from_std(timeout).ok().and_then(|t| task.dispatched_at.checked_add_signed(t))
         };
         let limits = [
-            Some(self.config.worker_timeout),
+            Some(task.routing.timeout_seconds.map_or(self.config.worker_timeout, |s| Duration::from_secs(s.into()))),
             job.timeouts.result_timeout(),
             job.timeouts.dispatch_timeout().filter(|_| !taken),
         ];
@@ -87,6 +82,7 @@ impl Orchestrator {
                 params: task.params.clone(),
                 transitions: task.transitions.clone(),
                 priority: task.priority,
+                routing: task.routing.clone(),
             };
             let applied = self.dispatch(job, spec, task.retries + 1).await?;
             if applied {
@@ -104,32 +100,47 @@ impl Orchestrator {
     /// live worker, or parks the job for its type. One storage update.
     pub(super) async fn assign(&self, job: &mut Job) -> OrchestratorResult<bool> {
         let job_id = job.id;
-        let unassigned: Vec<(Uuid, String)> = job
+        let unassigned: Vec<(Uuid, String, Routing)> = job
             .waiting_tasks()
             .filter(|task| task.worker_id.is_none())
-            .map(|task| (task.task_id, task.task_type.clone()))
+            .map(|task| (task.task_id, task.task_type.clone(), task.routing.clone()))
             .collect();
         // One look at the workers per task type. The loads are bumped as
         // tasks are given out here, since storage counts them in flight only
         // once the update lands: a fan-out spreads over the workers.
-        let mut candidates: HashMap<String, Vec<WorkerLoad>> = HashMap::new();
+        let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut chosen: Vec<(Uuid, String)> = Vec::new();
         let mut parked: BTreeSet<String> = BTreeSet::new();
-        for (task_id, task_type) in unassigned {
+        for (task_id, task_type, routing) in unassigned {
             if !candidates.contains_key(&task_type) {
-                let loads = self.storage.candidates_for(&task_type).await?;
-                candidates.insert(task_type.clone(), loads);
+                let workers = self.storage.workers_for(&task_type).await?;
+                candidates.insert(task_type.clone(), workers.into_iter().map(Candidate::new).collect());
             }
-            let loads = candidates.get_mut(&task_type).map(Vec::as_mut_slice).unwrap_or_default();
-            match best(loads) {
-                Some(worker) => {
-                    worker.in_flight += 1;
-                    chosen.push((task_id, worker.worker_id.clone()));
+            let pool = candidates.get_mut(&task_type).map(Vec::as_mut_slice).unwrap_or_default();
+            let (qualified, unmet) = qualify(pool, &task_type, &routing);
+            if !pool.is_empty() && qualified.is_empty() {
+                // Registered workers take the type, but none ever could take
+                // this task: waiting would hang the job.
+                let message = format!("No registered worker can take task '{task_type}': none meets {unmet}");
+                tracing::warn!(%job_id, %task_id, task_type, %message, "job failed: no worker qualifies");
+                job.end(JobStatus::Failed, Some(message));
+                return self.save(job, FollowUp::None).await;
+            }
+            let turn = match routing.strategy {
+                Strategy::RoundRobin if !qualified.is_empty() => {
+                    self.storage.next_turn(&format!("dispatch:{task_type}")).await?
+                }
+                _ => 0,
+            };
+            match routing::choose(routing.strategy, &task_type, pool, &qualified, turn) {
+                Some(at) => {
+                    pool[at].in_flight += 1;
+                    chosen.push((task_id, pool[at].info.worker_id.clone()));
                 }
                 None => {
                     tracing::info!(
-                        %job_id, %task_id, task_type,
-                        "no live worker takes this task type; the task waits for one to register"
+                        %job_id, %task_id, task_type, workers = pool.len(), qualified = qualified.len(),
+                        "no qualifying worker has room; the task waits for one"
                     );
                     parked.insert(task_type);
                 }
@@ -178,10 +189,13 @@ impl Orchestrator {
         for event in events {
             self.history.record(Some(event));
         }
-        // A worker registering between our look and the park took the parked
-        // list before our entry was in it: look once more now that it is.
+        // A worker registering (or reporting room) between our look and the
+        // park took the parked list before our entry was in it: look once
+        // more now that it is.
         for task_type in parked {
-            if !self.storage.candidates_for(&task_type).await?.is_empty() {
+            let has_room =
+                self.storage.workers_for(&task_type).await?.into_iter().any(|w| Candidate::new(w).has_room());
+            if has_room {
                 Box::pin(self.assign_parked(std::slice::from_ref(&task_type))).await?;
             }
         }
@@ -225,18 +239,32 @@ fn trace_context(job_id: JobId, task_id: Uuid) -> Map<String, Value> {
     Map::from_iter([("traceparent".to_owned(), Value::String(traceparent))])
 }
 
-/// The worker to give a task: idle before busy, then fewest tasks in flight.
-fn best(candidates: &mut [WorkerLoad]) -> Option<&mut WorkerLoad> {
-    candidates.iter_mut().min_by_key(|w| (!w.idle, w.in_flight))
+/// The workers of `pool` that qualify for a task routed by `routing`, and,
+/// when none does, what each requirement left out ("gpu_info vram_gb >= 16
+/// (2 workers)").
+fn qualify(pool: &[Candidate], task_type: &str, routing: &Routing) -> (Vec<usize>, String) {
+    if routing.is_default() {
+        return ((0..pool.len()).collect(), String::new());
+    }
+    let mut qualified = Vec::new();
+    let mut unmet: BTreeMap<String, usize> = BTreeMap::new();
+    for (at, candidate) in pool.iter().enumerate() {
+        match routing::unmet(&candidate.info, task_type, routing) {
+            None => qualified.push(at),
+            Some(reason) => *unmet.entry(reason).or_default() += 1,
+        }
+    }
+    let unmet = unmet
+        .into_iter()
+        .map(|(reason, n)| format!("{reason} ({n} worker{})", if n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (qualified, unmet)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load(id: &str, idle: bool, in_flight: u32) -> WorkerLoad {
-        WorkerLoad { worker_id: id.into(), idle, in_flight }
-    }
 
     #[test]
     fn tasks_carry_a_w3c_traceparent_of_their_job() {
@@ -249,13 +277,5 @@ mod tests {
             zero["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-0000000000000001-01",
             "span ids are never 0"
         );
-    }
-
-    #[test]
-    fn idle_workers_with_fewest_tasks_in_flight_win() {
-        let id = |loads: &mut [WorkerLoad]| best(loads).map(|w| w.worker_id.clone());
-        assert_eq!(id(&mut []), None);
-        assert_eq!(id(&mut [load("busy", false, 0), load("idle", true, 5)]).as_deref(), Some("idle"));
-        assert_eq!(id(&mut [load("a", true, 3), load("b", true, 1), load("c", true, 2)]).as_deref(), Some("b"));
     }
 }

@@ -16,6 +16,7 @@ mod maintenance;
 mod parallel;
 mod polls;
 mod results;
+mod routing;
 mod singleton;
 mod watcher;
 mod workers;

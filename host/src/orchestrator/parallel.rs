@@ -6,12 +6,13 @@
 //! so any number of branches answering at once never contend for the job;
 //! only the branch whose result completes the set moves the job on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::results::verdict;
 use super::watcher::timed_out_event;
 use super::{Orchestrator, OrchestratorResult};
 use crate::history::{JobEvent, JobEventKind};
@@ -33,10 +34,7 @@ impl Orchestrator {
         branches: Vec<BranchSpec>,
         aggregate_into: String,
     ) -> OrchestratorResult<bool> {
-        let tasks: Vec<TaskRecord> = branches
-            .into_iter()
-            .map(|b| self.new_task(job, b.task_type, b.params, b.priority, BTreeMap::new(), 0))
-            .collect();
+        let tasks: Vec<TaskRecord> = branches.into_iter().map(|b| self.new_task(job, b.into(), 0)).collect();
         let watch_at = tasks.iter().map(|t| t.deadline).min().unwrap_or(DateTime::<Utc>::MAX_UTC);
         tracing::info!(job_id = %job.id, branches = tasks.len(), aggregate_into, "fanning out");
         let event = self.history.prepare(|| {
@@ -71,6 +69,7 @@ impl Orchestrator {
             self.history.record(event);
             self.task_round_trip(branch);
             self.storage.add_in_flight(worker_id, -1).await?;
+            self.judge(worker_id, verdict(result)).await;
         }
         Ok(recorded)
     }
@@ -198,6 +197,7 @@ impl Orchestrator {
                     }
                     if let Some(worker) = &branch.worker_id {
                         self.take_back(worker, &job, branch.task_id).await?;
+                        self.judge(worker, Some(false)).await;
                     }
                 }
             }

@@ -11,6 +11,22 @@ use crate::model::{
 };
 use crate::storage::FollowUp;
 
+/// What a result says of its worker's reliability. Successes (and custom
+/// statuses) count for it; a `PERMANENT_ERROR`, or a code this orchestrator
+/// does not know (the `rxon` SDKs' `SECURITY_ERROR`, `DEPENDENCY_ERROR`, …),
+/// against it. A `TRANSIENT_ERROR`, an `INVALID_INPUT_ERROR` (the input was
+/// wrong, not the worker) and a cancellation do not count.
+pub(super) fn verdict(result: &WorkerResult) -> Option<bool> {
+    match &result.status {
+        ResultStatus::Success | ResultStatus::Custom(_) => Some(true),
+        ResultStatus::Cancelled => None,
+        ResultStatus::Failure => match result.error.as_ref().and_then(ResultError::code) {
+            None | Some(ErrorCode::Transient | ErrorCode::InvalidInput) => None,
+            Some(ErrorCode::Permanent | ErrorCode::Other(_)) => Some(false),
+        },
+    }
+}
+
 /// Attempts at applying one result when the job keeps changing underneath.
 const MAX_CONFLICTS: usize = 8;
 
@@ -83,6 +99,7 @@ impl Orchestrator {
             if applied {
                 self.history.record(event);
                 self.task_round_trip(&task);
+                self.judge(worker_id, verdict(&body.result)).await;
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);
             }
@@ -183,6 +200,16 @@ impl Orchestrator {
                 "error": result.error.as_ref().map(|e| json!({ "code": e.code(), "message": e.message() })),
                 "data": result.data,
             }))
+    }
+
+    /// Counts a worker's result into its reputation: `Some(true)` succeeded,
+    /// `Some(false)` counts against it, `None` does not count. Best effort:
+    /// a storage error here never fails the result it follows.
+    pub(super) async fn judge(&self, worker_id: &str, verdict: Option<bool>) {
+        let Some(succeeded) = verdict else { return };
+        if let Err(e) = self.storage.record_outcome(worker_id, succeeded).await {
+            tracing::warn!(worker_id, error = %e, "cannot record the worker's result for its reputation");
+        }
     }
 
     /// Observes how long `task` took from its dispatch to its accepted result.

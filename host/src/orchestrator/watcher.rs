@@ -94,6 +94,9 @@ impl Orchestrator {
                 };
                 if let (true, true, Some(worker)) = (applied, release, &task.worker_id) {
                     self.take_back(worker, &job, task.task_id).await?;
+                    if !task.cancel_requested {
+                        self.judge(worker, Some(false)).await;
+                    }
                 }
             }
             Verdict::Retry(cause) => {
@@ -114,6 +117,9 @@ impl Orchestrator {
                 };
                 if let (true, Some(worker)) = (applied, &task.worker_id) {
                     self.take_back(worker, &job, task.task_id).await?;
+                    if !task.cancel_requested {
+                        self.judge(worker, Some(false)).await;
+                    }
                 }
             }
         }
@@ -168,11 +174,17 @@ impl Orchestrator {
                 format!("no result for task {} within the job's result_timeout ({})", task.task_type, seconds(limit));
             return Ok(Verdict::FailJob { message, release: task.worker_id.is_some() });
         }
-        if age >= self.config.worker_timeout {
-            return Ok(Verdict::Retry(format!(
-                "no result within WORKER_TIMEOUT_SECONDS ({})",
-                seconds(self.config.worker_timeout)
-            )));
+        match task.routing.timeout_seconds {
+            Some(limit) if age >= Duration::from_secs(limit.into()) => {
+                return Ok(Verdict::Retry(format!("no result within the task's timeout_seconds ({limit} s)")));
+            }
+            None if age >= self.config.worker_timeout => {
+                return Ok(Verdict::Retry(format!(
+                    "no result within WORKER_TIMEOUT_SECONDS ({})",
+                    seconds(self.config.worker_timeout)
+                )));
+            }
+            _ => {}
         }
         let next = self.next_deadline(job, task, taken).unwrap_or(DateTime::<Utc>::MAX_UTC);
         Ok(Verdict::Later(next.max(now + chrono::Duration::milliseconds(1))))

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::bindings::types;
+use crate::model::Routing;
 
 /// How a job ends when it enters an end state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,7 @@ pub struct TaskSpec {
     pub params: Value,
     pub transitions: BTreeMap<String, String>,
     pub priority: i32,
+    pub routing: Routing,
 }
 
 /// One branch of a parallel step.
@@ -46,6 +48,20 @@ pub struct BranchSpec {
     pub task_type: String,
     pub params: Value,
     pub priority: i32,
+    pub routing: Routing,
+}
+
+impl From<BranchSpec> for TaskSpec {
+    /// A branch is a task without transitions: its result goes to the aggregator.
+    fn from(branch: BranchSpec) -> Self {
+        Self {
+            task_type: branch.task_type,
+            params: branch.params,
+            transitions: BTreeMap::new(),
+            priority: branch.priority,
+            routing: branch.routing,
+        }
+    }
 }
 
 /// A child blueprint a handler asked to run.
@@ -222,6 +238,7 @@ impl Graph {
                     params: Value::Object(json_object(&task.params, "task params")?),
                     transitions,
                     priority: task.priority,
+                    routing: Routing::default(),
                 })
             }
             types::Action::DispatchParallel(parallel) => {
@@ -247,6 +264,7 @@ impl Graph {
                             task_type: branch.task_type,
                             params: Value::Object(json_object(&branch.params, &format!("params of branch {i}"))?),
                             priority: branch.priority,
+                            routing: Routing::default(),
                         })
                     })
                     .collect::<Result<_, String>>()?;

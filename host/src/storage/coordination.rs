@@ -24,4 +24,8 @@ pub trait Coordination: Send + Sync {
 
     /// Releases `name` if `owner` still holds it.
     async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool>;
+
+    /// The next value (from 0) of counter `name`, shared by every instance:
+    /// round-robin dispatch takes turns by it.
+    async fn next_turn(&self, name: &str) -> StorageResult<u64>;
 }

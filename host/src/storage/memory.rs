@@ -20,7 +20,8 @@ use uuid::Uuid;
 use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
     BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts, JobQueue,
-    JobStore, JobTicket, Listings, PurgedWorker, StorageResult, TaskQueues, WorkerLoad, WorkerRegistry,
+    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, StorageResult, TaskQueues, WorkerLoad,
+    WorkerRegistry, reputation,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -44,6 +45,8 @@ pub struct MemoryStorage {
     locks: Mutex<HashMap<String, (String, Instant)>>,
     /// Claimed schedule slots and when each claim lapses.
     slots: Mutex<HashMap<(String, i64), Instant>>,
+    /// Round-robin counters by name.
+    turns: Mutex<HashMap<String, u64>>,
     /// How long ended jobs are kept, and the ended jobs in the order they ended.
     retention: Duration,
     ended: Mutex<VecDeque<(Instant, JobId)>>,
@@ -188,6 +191,8 @@ struct StoredJob {
 struct LiveWorker {
     info: WorkerInfo,
     expires: Instant,
+    /// Judged results, newest first, at most `REPUTATION_WINDOW`.
+    outcomes: VecDeque<bool>,
 }
 
 impl LiveWorker {
@@ -257,6 +262,7 @@ impl MemoryStorage {
             quotas: Mutex::default(),
             locks: Mutex::default(),
             slots: Mutex::default(),
+            turns: Mutex::default(),
             retention: Duration::from_secs(86_400),
             ended: Mutex::default(),
             watch: Mutex::default(),
@@ -487,10 +493,12 @@ impl WorkerRegistry for MemoryStorage {
     async fn register_worker(&self, worker: WorkerInfo, ttl: Duration) -> StorageResult<()> {
         let expires = Instant::now() + ttl;
         let mut workers = lock(&self.workers);
-        // Tasks already queued for this worker still count after a re-registration.
-        let in_flight = workers.get(&worker.worker_id).map_or(0, |w| w.info.in_flight);
-        let info = WorkerInfo { in_flight, ..worker };
-        workers.insert(info.worker_id.clone(), LiveWorker { info, expires });
+        // Tasks already queued for this worker still count after a
+        // re-registration, and its record of results stands.
+        let (in_flight, outcomes) =
+            workers.remove(&worker.worker_id).map_or((0, VecDeque::new()), |w| (w.info.in_flight, w.outcomes));
+        let info = WorkerInfo { in_flight, reputation: reputation(outcomes.iter().copied()), ..worker };
+        workers.insert(info.worker_id.clone(), LiveWorker { info, expires, outcomes });
         Ok(())
     }
 
@@ -525,6 +533,24 @@ impl WorkerRegistry for MemoryStorage {
                 in_flight: w.info.in_flight,
             })
             .collect())
+    }
+
+    async fn workers_for(&self, task_type: &str) -> StorageResult<Vec<WorkerInfo>> {
+        let now = Instant::now();
+        Ok(lock(&self.workers)
+            .values()
+            .filter(|w| w.is_live(now) && w.info.supported_tasks.iter().any(|t| t == task_type))
+            .map(|w| w.info.clone())
+            .collect())
+    }
+
+    async fn record_outcome(&self, worker_id: &str, succeeded: bool) -> StorageResult<()> {
+        if let Some(worker) = lock(&self.workers).get_mut(worker_id) {
+            worker.outcomes.push_front(succeeded);
+            worker.outcomes.truncate(REPUTATION_WINDOW);
+            worker.info.reputation = reputation(worker.outcomes.iter().copied());
+        }
+        Ok(())
     }
 
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>> {
@@ -596,6 +622,14 @@ impl WorkerRegistry for MemoryStorage {
 
 #[async_trait]
 impl Coordination for MemoryStorage {
+    async fn next_turn(&self, name: &str) -> StorageResult<u64> {
+        let mut turns = lock(&self.turns);
+        let turn = turns.entry(name.to_owned()).or_default();
+        let current = *turn;
+        *turn = turn.wrapping_add(1);
+        Ok(current)
+    }
+
     async fn take_quota(&self, client: &str, period: &str, limit: u64) -> StorageResult<bool> {
         let mut quotas = lock(&self.quotas);
         let (counted_period, used) = quotas.entry(client.to_owned()).or_insert_with(|| (period.to_owned(), 0));

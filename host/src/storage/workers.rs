@@ -27,6 +27,16 @@ pub struct PurgedWorker {
     pub dropped: Vec<(JobId, Uuid)>,
 }
 
+/// A worker's reputation is the share of its last this-many judged results
+/// that succeeded.
+pub const REPUTATION_WINDOW: usize = 50;
+
+/// The reputation of a window of outcomes, newest first; 1.0 for none.
+pub fn reputation(outcomes: impl IntoIterator<Item = bool>) -> f64 {
+    let (good, all) = outcomes.into_iter().fold((0u32, 0u32), |(good, all), ok| (good + u32::from(ok), all + 1));
+    if all == 0 { 1.0 } else { f64::from(good) / f64::from(all) }
+}
+
 #[async_trait]
 pub trait WorkerRegistry: Send + Sync {
     /// Adds or replaces a worker; it is live for `ttl`.
@@ -43,6 +53,15 @@ pub trait WorkerRegistry: Send + Sync {
 
     /// The load of every live worker whose `supported_tasks` contains `task_type`.
     async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>>;
+
+    /// Every live worker whose `supported_tasks` contains `task_type`, with
+    /// its tasks in flight and reputation: what routing chooses from.
+    async fn workers_for(&self, task_type: &str) -> StorageResult<Vec<WorkerInfo>>;
+
+    /// Counts one judged result of `worker_id` into its reputation (the last
+    /// [`REPUTATION_WINDOW`] count); unknown workers are left alone. Every
+    /// instance sees the same figure.
+    async fn record_outcome(&self, worker_id: &str, succeeded: bool) -> StorageResult<()>;
 
     /// Every live worker.
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>>;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::AsyncCommands;
 
 use super::{RedisStorage, unavailable};
 use crate::storage::{Coordination, StorageResult};
@@ -65,6 +66,12 @@ impl Coordination for RedisStorage {
         .await
         .map_err(unavailable)?;
         Ok(renewed == 1)
+    }
+
+    async fn next_turn(&self, name: &str) -> StorageResult<u64> {
+        let turn: u64 = self.conn().incr(self.keys.turn(name), 1).await.map_err(unavailable)?;
+        // INCR counts from 1; turns count from 0.
+        Ok(turn.wrapping_sub(1))
     }
 
     async fn release_lock(&self, name: &str, owner: &str) -> StorageResult<bool> {

@@ -89,6 +89,10 @@ impl Keys {
     pub(super) fn slot(&self, schedule: &str, slot: i64) -> String {
         format!("{}:slot:{schedule}:{slot}", self.prefix)
     }
+    /// A round-robin counter.
+    pub(super) fn turn(&self, name: &str) -> String {
+        format!("{}:turn:{name}", self.prefix)
+    }
     pub(super) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
     }

@@ -12,7 +12,9 @@ use super::notify::TokenCache;
 use super::{RedisStorage, corrupt, unavailable};
 use crate::auth::TokenHash;
 use crate::model::{WorkerInfo, WorkerPatch, WorkerStatus};
-use crate::storage::{PurgedWorker, StorageError, StorageResult, WorkerLoad, WorkerRegistry};
+use crate::storage::{
+    PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerLoad, WorkerRegistry, reputation,
+};
 
 /// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
 const MAX_WORKER_CONFLICTS: usize = 32;
@@ -86,6 +88,7 @@ impl WorkerRegistry for RedisStorage {
             .key(self.keys.task_type(task_type))
             .key(self.keys.live())
             .arg(self.keys.worker_prefix())
+            .arg("loads")
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -111,18 +114,34 @@ impl WorkerRegistry for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        flat.chunks(2)
-            .filter_map(|c| match c {
-                [record, in_flight] => Some((record, in_flight)),
-                _ => None,
-            })
-            .map(|(record, in_flight)| {
-                let mut info: WorkerInfo =
-                    serde_json::from_str(record).map_err(|e| corrupt(format!("worker record: {e}")))?;
-                info.in_flight = in_flight.parse().unwrap_or(0);
-                Ok(info)
-            })
-            .collect()
+        decode_workers(&flat)
+    }
+
+    async fn workers_for(&self, task_type: &str) -> StorageResult<Vec<WorkerInfo>> {
+        let flat: Vec<String> = self
+            .scripts
+            .candidates
+            .key(self.keys.task_type(task_type))
+            .key(self.keys.live())
+            .arg(self.keys.worker_prefix())
+            .arg("records")
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        decode_workers(&flat)
+    }
+
+    async fn record_outcome(&self, worker_id: &str, succeeded: bool) -> StorageResult<()> {
+        let _: i64 = self
+            .scripts
+            .record_outcome
+            .key(self.keys.worker(worker_id))
+            .arg(if succeeded { "1" } else { "0" })
+            .arg(REPUTATION_WINDOW)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn is_worker_live(&self, worker_id: &str) -> StorageResult<bool> {
@@ -255,20 +274,39 @@ impl RedisStorage {
 
     /// A worker's record with its in-flight count, and the record's revision.
     async fn worker_record_rev(&self, worker_id: &str) -> StorageResult<Option<(WorkerInfo, String)>> {
-        let (record, in_flight, rev): (Option<String>, Option<u32>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.keys.worker(worker_id))
-            .arg("info")
-            .arg("in_flight")
-            .arg("rev")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let (record, in_flight, rev, outcomes): (Option<String>, Option<u32>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.worker(worker_id))
+                .arg("info")
+                .arg("in_flight")
+                .arg("rev")
+                .arg("outcomes")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
         let Some(record) = record else { return Ok(None) };
-        let mut info: WorkerInfo =
-            serde_json::from_str(&record).map_err(|e| corrupt(format!("worker {worker_id}: {e}")))?;
-        info.in_flight = in_flight.unwrap_or(0);
+        let info = decode_worker(&record, in_flight.unwrap_or(0), outcomes.as_deref().unwrap_or(""))?;
         Ok(Some((info, rev.unwrap_or_else(|| "0".to_owned()))))
     }
+}
+
+/// A worker as the scripts return it: its record, with the in-flight count
+/// and the outcome window kept beside it in its hash.
+fn decode_worker(record: &str, in_flight: u32, outcomes: &str) -> StorageResult<WorkerInfo> {
+    let mut info: WorkerInfo = serde_json::from_str(record).map_err(|e| corrupt(format!("worker record: {e}")))?;
+    info.in_flight = in_flight;
+    info.reputation = reputation(outcomes.bytes().map(|b| b == b'1'));
+    Ok(info)
+}
+
+/// Workers flattened as record, in-flight count, outcomes.
+fn decode_workers(flat: &[String]) -> StorageResult<Vec<WorkerInfo>> {
+    flat.chunks(3)
+        .filter_map(|c| match c {
+            [record, in_flight, outcomes] => Some(decode_worker(record, in_flight.parse().unwrap_or(0), outcomes)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
