@@ -448,3 +448,54 @@ mod versioned_v2 {
         server.stop().await;
     }
 }
+
+/// A component built against the released 1.0.0 contract (before tasks had a
+/// routing) loads beside 1.1.0 ones and runs as it always did: its `log`
+/// import resolves to the 1.1.0 capability and its task gets the default
+/// routing.
+mod contract_v1_0 {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_component_built_against_1_0_0_loads_and_runs_unchanged() {
+        let dir = blueprints_dir(&[
+            ("old.wasm", avtomatika_plugins::CONTRACT_V1_0_COMPONENT),
+            ("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT),
+        ]);
+        let server = TestServer::start_with(config_for(dir.path())).await;
+        let worker = server.worker("greeter");
+        worker.register(&["greet"]).await;
+        let job_id = server.create_job("/api/v1/jobs/contract-v1-0", json!({"name": "Ada"})).await;
+        let task = worker.next_task(Duration::from_secs(10)).await;
+        assert_eq!((&task["type"], &task["params"]), (&json!("greet"), &json!({"name": "Ada"})), "{task:#}");
+        let (status, _) = worker.post_result(&task, json!({"data": {"greeting": "Hello, Ada"}})).await;
+        assert_eq!(status, 200);
+        let job = server.wait_for_status(&job_id, "finished").await;
+        assert_eq!(job["state_history"], json!({"built_against": "1.0.0", "greeting": "Hello, Ada"}), "{job:#}");
+        server.stop().await;
+    }
+}
+
+/// `routed` dispatches with the routing its initial data asks for (its
+/// routing is tested in `routing.rs`). Here: a routing the host cannot take
+/// is the plugin's contract error, and the job ends saying so.
+mod routed {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_routing_the_host_refuses_quarantines_the_job_with_the_reason() {
+        let dir = blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
+        let server = TestServer::start_with(config_for(dir.path())).await;
+        for (input, reason) in [
+            (json!({"max_cost": -1.0}), "max-cost"),
+            (json!({"requires": [1, 2]}), "resource-requirements of the task must be a JSON object"),
+            (json!({"timeout_seconds": 0, "branches": 2}), "timeout-seconds of branch 0"),
+        ] {
+            let job_id = server.create_job("/api/v1/jobs/routed", input.clone()).await;
+            let job = server.wait_for_status(&job_id, "quarantined").await;
+            let message = job["error_message"].as_str().unwrap_or_default();
+            assert!(message.contains(reason), "{input}: {message:?} should say {reason:?}");
+        }
+        server.stop().await;
+    }
+}

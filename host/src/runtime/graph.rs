@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::bindings::types;
-use crate::model::Routing;
+use crate::model::{Routing, Strategy};
 
 /// How a job ends when it enters an end state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +223,10 @@ impl Graph {
                 reachable(&target)?;
                 Step::GoTo(target)
             }
+            // A failed job always says why, if only where it failed.
+            types::Action::Fail(message) if message.trim().is_empty() => {
+                Step::Fail(format!("the handler of state {state} failed the job without a message"))
+            }
             types::Action::Fail(message) => Step::Fail(message),
             types::Action::DispatchTask(task) => {
                 if task.task_type.is_empty() {
@@ -238,7 +242,7 @@ impl Graph {
                     params: Value::Object(json_object(&task.params, "task params")?),
                     transitions,
                     priority: task.priority,
-                    routing: Routing::default(),
+                    routing: routing(task.routing, "the task")?,
                 })
             }
             types::Action::DispatchParallel(parallel) => {
@@ -264,7 +268,7 @@ impl Graph {
                             task_type: branch.task_type,
                             params: Value::Object(json_object(&branch.params, &format!("params of branch {i}"))?),
                             priority: branch.priority,
-                            routing: Routing::default(),
+                            routing: routing(branch.routing, &format!("branch {i}"))?,
                         })
                     })
                     .collect::<Result<_, String>>()?;
@@ -310,6 +314,40 @@ fn checked_transitions(
         }
     }
     Ok(transitions)
+}
+
+/// Longest `resource-requirements` text a task may carry: it is stored with
+/// the task and matched against every candidate worker at each dispatch.
+const MAX_REQUIREMENTS_BYTES: usize = 16 * 1024;
+
+/// A task's routing as the host keeps it, once its values are checked.
+fn routing(routing: types::Routing, what: &str) -> Result<Routing, String> {
+    let requirements = match routing.resource_requirements {
+        None => None,
+        Some(text) if text.len() > MAX_REQUIREMENTS_BYTES => {
+            return Err(format!(
+                "the resource-requirements of {what} are {} bytes; at most {MAX_REQUIREMENTS_BYTES} are allowed",
+                text.len()
+            ));
+        }
+        Some(text) => Some(json_object(&text, &format!("the resource-requirements of {what}"))?),
+    };
+    if let Some(cost) = routing.max_cost
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err(format!("the max-cost of {what} must be a finite number of at least 0, got {cost}"));
+    }
+    if routing.timeout_seconds == Some(0) {
+        return Err(format!("the timeout-seconds of {what} must be at least 1"));
+    }
+    let strategy = match routing.strategy {
+        types::DispatchStrategy::Default => Strategy::Default,
+        types::DispatchStrategy::RoundRobin => Strategy::RoundRobin,
+        types::DispatchStrategy::LeastConnections => Strategy::LeastConnections,
+        types::DispatchStrategy::Cheapest => Strategy::Cheapest,
+        types::DispatchStrategy::BestValue => Strategy::BestValue,
+    };
+    Ok(Routing { strategy, requirements, max_cost: routing.max_cost, timeout_seconds: routing.timeout_seconds })
 }
 
 fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
@@ -415,6 +453,7 @@ mod tests {
                 params: params.into(),
                 transitions: vec![types::Transition { status: "success".into(), state: to.into() }],
                 priority: 3,
+                routing: plain(),
             }),
             state_history_update: None,
         };
@@ -428,6 +467,51 @@ mod tests {
         }
         assert!(graph.check_outcome("start", dispatch("{}", "start")).is_err());
         assert!(graph.check_outcome("start", dispatch("7", "finished")).unwrap_err().contains("task params"));
+    }
+
+    fn plain() -> types::Routing {
+        types::Routing {
+            strategy: types::DispatchStrategy::Default,
+            resource_requirements: None,
+            max_cost: None,
+            timeout_seconds: None,
+        }
+    }
+
+    #[test]
+    fn routing_is_checked_and_kept() {
+        let graph = Graph::from_info(hello()).unwrap();
+        let dispatch = |routing: types::Routing| {
+            outcome(Action::DispatchTask(types::Task {
+                task_type: "render".into(),
+                params: "{}".into(),
+                transitions: vec![transition("success", "finished")],
+                priority: 0,
+                routing,
+            }))
+        };
+        let asked = types::Routing {
+            strategy: types::DispatchStrategy::BestValue,
+            resource_requirements: Some(r#"{"gpu_info":{"vram_gb":16}}"#.into()),
+            max_cost: Some(0.5),
+            timeout_seconds: Some(30),
+        };
+        match graph.check_outcome("start", dispatch(asked.clone())).unwrap().step {
+            Step::Dispatch(task) => {
+                assert_eq!(task.routing.strategy, Strategy::BestValue);
+                assert_eq!(task.routing.requirements.unwrap()["gpu_info"]["vram_gb"], 16);
+                assert_eq!((task.routing.max_cost, task.routing.timeout_seconds), (Some(0.5), Some(30)));
+            }
+            other => panic!("unexpected step {other:?}"),
+        }
+        let refused = |routing: types::Routing| graph.check_outcome("start", dispatch(routing)).unwrap_err();
+        let array = types::Routing { resource_requirements: Some("[1]".into()), ..asked.clone() };
+        assert!(refused(array).contains("resource-requirements of the task must be a JSON object"));
+        let huge = format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_REQUIREMENTS_BYTES));
+        assert!(refused(types::Routing { resource_requirements: Some(huge), ..asked.clone() }).contains("at most"));
+        assert!(refused(types::Routing { max_cost: Some(f64::NAN), ..asked.clone() }).contains("max-cost"));
+        assert!(refused(types::Routing { max_cost: Some(-1.0), ..asked.clone() }).contains("max-cost"));
+        assert!(refused(types::Routing { timeout_seconds: Some(0), ..asked }).contains("timeout-seconds"));
     }
 
     fn outcome(action: Action) -> types::Outcome {
@@ -445,6 +529,7 @@ mod tests {
             task_type: task_type.into(),
             params: params.into(),
             priority: 1,
+            routing: plain(),
         };
         let parallel = |branches: Vec<types::Branch>, into: &str| {
             outcome(Action::DispatchParallel(types::Parallel { branches, aggregate_into: into.into() }))

@@ -20,20 +20,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::Store;
 
-use super::bindings;
+use super::compat::Handler;
 use super::sandbox::Sandbox;
 
 /// An instance and the store it lives in.
 pub struct Live {
     pub store: Store<Sandbox>,
-    pub instance: bindings::Blueprint,
+    pub instance: Handler,
     calls: u32,
     /// Memory size right after instantiation, the base growth is measured from.
     base_memory: usize,
 }
 
 impl Live {
-    pub fn new(store: Store<Sandbox>, instance: bindings::Blueprint) -> Self {
+    pub fn new(store: Store<Sandbox>, instance: Handler) -> Self {
         let base_memory = store.data().memory_bytes();
         Self { store, instance, calls: 0, base_memory }
     }

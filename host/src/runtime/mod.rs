@@ -13,6 +13,7 @@ mod bindings;
 pub mod cache;
 mod caps;
 pub mod catalog;
+mod compat;
 mod graph;
 pub mod instances;
 mod sandbox;
@@ -32,6 +33,7 @@ use wasmtime::{Trap, UpdateDeadline};
 pub use bindings::types;
 use cache::{CacheStats, ComponentCache};
 use catalog::{Catalog, ReloadReport, Versions};
+use compat::HandlerPre;
 pub use graph::{BranchSpec, ChildSpec, EndKind, Graph, MAX_BRANCHES, Outcome, Step, TaskSpec};
 use instances::{IdleBudget, Instances, Live};
 use sandbox::{DeadlineExceeded, MemoryLimitExceeded, Sandbox, WallClockExceeded};
@@ -128,7 +130,7 @@ pub struct Blueprint {
     /// it started on and runs on it to the end.
     pub version: String,
     name: Arc<str>,
-    pre: bindings::BlueprintPre<Sandbox>,
+    pre: HandlerPre,
     instances: Instances,
 }
 
@@ -345,18 +347,13 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something the host does not grant: {}", root_message(&e)))?;
-        let pre = bindings::BlueprintPre::new(pre).map_err(|e| {
-            format!("does not implement the avtomatika:blueprint/blueprint world: {}", root_message(&e))
-        })?;
+        let pre = HandlerPre::new(pre)
+            .map_err(|e| format!("does not implement the avtomatika:blueprint/blueprint world: {e}"))?;
 
         // Describe runs in a store of its own, without capabilities.
         let mut store = new_store(engine, self.settings.limits, "<loading>".into(), None);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| classify(e).to_string())?;
-        let info = instance
-            .avtomatika_blueprint_handler()
-            .call_describe(&mut store)
-            .await
-            .map_err(|e| format!("describe failed: {}", classify(e)))?;
+        let info = instance.call_describe(&mut store).await.map_err(|e| format!("describe failed: {}", classify(e)))?;
         let graph = Graph::from_info(info)?;
         let name: Arc<str> = graph.name.as_str().into();
         let keep = if self.policy.fresh_blueprints.iter().any(|n| **n == *name) { 0 } else { self.policy.pool_size };
@@ -423,12 +420,7 @@ impl Runtime {
             };
             live.begin_call(context.job_id.clone(), context.client.name.clone());
             // A failed call drops its instance: its state may be half-written.
-            let answer = live
-                .instance
-                .avtomatika_blueprint_handler()
-                .call_handle(&mut live.store, &context)
-                .await
-                .map_err(classify)?;
+            let answer = live.instance.call_handle(&mut live.store, &context).await.map_err(classify)?;
             blueprint.instances.give_back(live);
             match answer {
                 Ok(outcome) => {

@@ -47,9 +47,9 @@
 // Data stores shared by the blueprint's jobs are `Store`s, the job's files in
 // S3 are `files`, logging is `log`.
 
-import * as dataStore from 'avtomatika:blueprint/data-store@1.0.0';
-import { log as hostLog } from 'avtomatika:blueprint/log@1.0.0';
-import * as taskFiles from 'avtomatika:blueprint/task-files@1.0.0';
+import * as dataStore from 'avtomatika:blueprint/data-store@1.1.0';
+import { log as hostLog } from 'avtomatika:blueprint/log@1.1.0';
+import * as taskFiles from 'avtomatika:blueprint/task-files@1.1.0';
 
 /** A blueprint's name, endpoint and states, returned by `describe`. */
 export class Describe {
@@ -120,12 +120,39 @@ export class State {
   }
 }
 
+/** The strategies of the WIT `dispatch-strategy` enum, where they are documented. */
+export const Strategy = Object.freeze({
+  DEFAULT: 'default',
+  ROUND_ROBIN: 'round-robin',
+  LEAST_CONNECTIONS: 'least-connections',
+  CHEAPEST: 'cheapest',
+  BEST_VALUE: 'best-value',
+});
+
+/** Which worker may take a task and how long it may take (the WIT `routing` record). */
+class Routing {
+  strategy = Strategy.DEFAULT;
+  requirements = undefined;
+  maxCost = undefined;
+  timeoutSeconds = undefined;
+
+  toWit() {
+    return {
+      strategy: this.strategy,
+      resourceRequirements: this.requirements === undefined ? undefined : toJson(this.requirements),
+      maxCost: this.maxCost,
+      timeoutSeconds: this.timeoutSeconds,
+    };
+  }
+}
+
 /** A task for a remote worker (`Next.dispatch`). */
 export class Task {
   #taskType;
   #params;
   #transitions = [];
   #priority = 0;
+  #routing = new Routing();
 
   /** A task of `taskType` with `params` (an object) and no transitions yet. */
   constructor(taskType, params = {}) {
@@ -145,12 +172,37 @@ export class Task {
     return this;
   }
 
+  /** How the host chooses among the workers that qualify (a `Strategy`; default: warm cache, then cheapest). */
+  strategy(strategy) {
+    this.#routing.strategy = strategy;
+    return this;
+  }
+
+  /** What the worker must have, e.g. `{ gpu_info: { vram_gb: 16 } }` (rules: the WIT `routing` record). */
+  requires(requirements) {
+    this.#routing.requirements = requirements;
+    return this;
+  }
+
+  /** Only workers whose cost for the task is at most `maxCost`. */
+  maxCost(maxCost) {
+    this.#routing.maxCost = maxCost;
+    return this;
+  }
+
+  /** Seconds the worker has for its result (overrides `WORKER_TIMEOUT_SECONDS`). */
+  timeoutSeconds(seconds) {
+    this.#routing.timeoutSeconds = seconds;
+    return this;
+  }
+
   toWit() {
     return {
       taskType: this.#taskType,
       params: toJson(this.#params),
       transitions: this.#transitions,
       priority: this.#priority,
+      routing: this.#routing.toWit(),
     };
   }
 }
@@ -160,6 +212,7 @@ export class Branch {
   #taskType;
   #params;
   #priority = 0;
+  #routing = new Routing();
 
   /** A branch running a task of `taskType` with `params` (an object). */
   constructor(taskType, params = {}) {
@@ -173,8 +226,37 @@ export class Branch {
     return this;
   }
 
+  /** As `Task.strategy`. */
+  strategy(strategy) {
+    this.#routing.strategy = strategy;
+    return this;
+  }
+
+  /** As `Task.requires`. */
+  requires(requirements) {
+    this.#routing.requirements = requirements;
+    return this;
+  }
+
+  /** As `Task.maxCost`. */
+  maxCost(maxCost) {
+    this.#routing.maxCost = maxCost;
+    return this;
+  }
+
+  /** As `Task.timeoutSeconds`. */
+  timeoutSeconds(seconds) {
+    this.#routing.timeoutSeconds = seconds;
+    return this;
+  }
+
   toWit() {
-    return { taskType: this.#taskType, params: toJson(this.#params), priority: this.#priority };
+    return {
+      taskType: this.#taskType,
+      params: toJson(this.#params),
+      priority: this.#priority,
+      routing: this.#routing.toWit(),
+    };
   }
 }
 

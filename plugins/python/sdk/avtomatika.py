@@ -53,7 +53,7 @@ Calls may share a live instance (the host keeps a few per blueprint unless
 it is configured for a fresh one per call), so module globals may or may not
 survive to the next call, even one for another job or client. Never rely on
 them: carry state in the job's history or a `Store`. The WIT contract behind this module
-is `wit/` at the repository root (`avtomatika:blueprint@1.0.0`).
+is `wit/` at the repository root (`avtomatika:blueprint@1.1.0`).
 """
 
 import functools
@@ -167,7 +167,49 @@ class Describe:
         return wit.BlueprintInfo(self._name, self._version, self._endpoint, [s._into_wit() for s in self._states])
 
 
-class Task:
+# The WIT `dispatch-strategy` enum by name (the WIT `routing` record documents them).
+STRATEGIES = ("default", "round-robin", "least-connections", "cheapest", "best-value")
+
+
+class _Routed:
+    """Which worker may take a task and how long it may take (the WIT `routing` record)."""
+
+    _strategy = "default"
+    _requirements: Any = None
+    _max_cost: Optional[float] = None
+    _timeout_seconds: Optional[int] = None
+
+    def strategy(self, strategy: str):
+        """How the host chooses among the workers that qualify: one of `STRATEGIES`
+        (underscores work too; default: warm cache first, then the cheapest)."""
+        name = strategy.replace("_", "-")
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown dispatch strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        self._strategy = name
+        return self
+
+    def requires(self, requirements: Any):
+        """What the worker must have, e.g. `{"gpu_info": {"vram_gb": 16}}`."""
+        self._requirements = requirements
+        return self
+
+    def max_cost(self, max_cost: float):
+        """Only workers whose cost for the task is at most `max_cost`."""
+        self._max_cost = float(max_cost)
+        return self
+
+    def timeout_seconds(self, seconds: int):
+        """Seconds the worker has for its result (overrides `WORKER_TIMEOUT_SECONDS`)."""
+        self._timeout_seconds = int(seconds)
+        return self
+
+    def _routing(self) -> "wit.Routing":
+        strategy = getattr(wit.DispatchStrategy, self._strategy.replace("-", "_").upper())
+        requirements = None if self._requirements is None else _dump(self._requirements)
+        return wit.Routing(strategy, requirements, self._max_cost, self._timeout_seconds)
+
+
+class Task(_Routed):
     """A task for a remote worker."""
 
     def __init__(self, task_type: str, params: Any) -> None:
@@ -188,7 +230,7 @@ class Task:
         return self
 
 
-class Branch:
+class Branch(_Routed):
     """One branch of `Next.parallel`: a task without transitions."""
 
     def __init__(self, task_type: str, params: Any, priority: int = 0) -> None:
@@ -243,7 +285,9 @@ class Next:
         """Hand `task` to a worker and wait for its result."""
         return cls(
             wit.Action_DispatchTask(
-                wit.Task(task.task_type, _dump(task.params), _pairs(task.transitions), task.priority_value)
+                wit.Task(
+                    task.task_type, _dump(task.params), _pairs(task.transitions), task.priority_value, task._routing()
+                )
             )
         )
 
@@ -251,7 +295,7 @@ class Next:
     def parallel(cls, aggregate_into: str, branches: Iterable[Branch]) -> "Next":
         """Hand every branch to a worker at once; when each has a result, move
         to `aggregate_into`, whose handler reads them in `job.aggregation_results`."""
-        wit_branches = [wit.Branch(b.task_type, _dump(b.params), b.priority) for b in branches]
+        wit_branches = [wit.Branch(b.task_type, _dump(b.params), b.priority, b._routing()) for b in branches]
         return cls(wit.Action_DispatchParallel(wit.Parallel(wit_branches, aggregate_into)))
 
     @classmethod

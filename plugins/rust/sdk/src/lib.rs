@@ -66,7 +66,7 @@
 //! their `s3://` URIs), and write to the host's [`log`].
 //!
 //! The WIT contract behind this crate is `wit/` at the repository root
-//! (`avtomatika:blueprint@1.0.0`); this crate only makes it pleasant to use.
+//! (`avtomatika:blueprint@1.1.0`); this crate only makes it pleasant to use.
 #![deny(missing_docs)]
 
 mod describe;
@@ -79,7 +79,7 @@ pub mod store;
 pub use describe::{Describe, State};
 pub use files::{FileError, FileInfo};
 pub use job::{Client, Job};
-pub use next::{Approval, Branch, ChildRun, Next, Task};
+pub use next::{Approval, Branch, ChildRun, Next, Strategy, Task};
 pub use serde_json::{Value, json};
 pub use store::{Store, StoreError};
 

@@ -4,6 +4,63 @@ use serde_json::Value;
 
 use crate::bindings::avtomatika::blueprint::types::{self as wit, Action, Outcome};
 
+pub use crate::bindings::avtomatika::blueprint::types::DispatchStrategy as Strategy;
+
+/// Which worker may take a task and how long it may take: the `routing`
+/// record of the WIT contract, where its rules are documented. The default
+/// is any worker that takes the task type, the default strategy.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    strategy: Option<Strategy>,
+    requirements: Option<Value>,
+    max_cost: Option<f64>,
+    timeout_seconds: Option<u32>,
+}
+
+impl Routing {
+    fn into_wit(self) -> wit::Routing {
+        wit::Routing {
+            strategy: self.strategy.unwrap_or(Strategy::Default),
+            resource_requirements: self.requirements.map(|r| r.to_string()),
+            max_cost: self.max_cost,
+            timeout_seconds: self.timeout_seconds,
+        }
+    }
+}
+
+/// The routing builders [`Task`] and [`Branch`] share.
+macro_rules! routing_builders {
+    () => {
+        /// How the host chooses among the workers that qualify (default:
+        /// warm cache first, then the cheapest).
+        pub fn strategy(mut self, strategy: Strategy) -> Self {
+            self.routing.strategy = Some(strategy);
+            self
+        }
+
+        /// What the worker must have (a JSON object, e.g.
+        /// `json!({"gpu_info": {"vram_gb": 16}})`); see the WIT `routing`
+        /// record for the rules.
+        pub fn requires(mut self, requirements: Value) -> Self {
+            self.routing.requirements = Some(requirements);
+            self
+        }
+
+        /// Only workers whose cost for the task is at most `max_cost`.
+        pub fn max_cost(mut self, max_cost: f64) -> Self {
+            self.routing.max_cost = Some(max_cost);
+            self
+        }
+
+        /// Seconds the worker has for its result (overrides the server's
+        /// `WORKER_TIMEOUT_SECONDS` for this task).
+        pub fn timeout_seconds(mut self, seconds: u32) -> Self {
+            self.routing.timeout_seconds = Some(seconds);
+            self
+        }
+    };
+}
+
 /// A task for a remote worker.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -11,13 +68,16 @@ pub struct Task {
     params: Value,
     transitions: Vec<(String, String)>,
     priority: i32,
+    routing: Routing,
 }
 
 impl Task {
     /// A task of `task_type` with `params` (a JSON object) and no transitions yet.
     pub fn new(task_type: impl Into<String>, params: Value) -> Self {
-        Self { task_type: task_type.into(), params, transitions: Vec::new(), priority: 0 }
+        Self { task_type: task_type.into(), params, transitions: Vec::new(), priority: 0, routing: Routing::default() }
     }
+
+    routing_builders!();
 
     /// When the worker answers with `status`, move the job to `state`.
     pub fn on(mut self, status: impl Into<String>, state: impl Into<String>) -> Self {
@@ -39,13 +99,16 @@ pub struct Branch {
     task_type: String,
     params: Value,
     priority: i32,
+    routing: Routing,
 }
 
 impl Branch {
     /// A branch running a task of `task_type` with `params` (a JSON object).
     pub fn new(task_type: impl Into<String>, params: Value) -> Self {
-        Self { task_type: task_type.into(), params, priority: 0 }
+        Self { task_type: task_type.into(), params, priority: 0, routing: Routing::default() }
     }
+
+    routing_builders!();
 
     /// Higher runs sooner among one worker's queued tasks (default 0).
     pub fn priority(mut self, priority: i32) -> Self {
@@ -54,7 +117,12 @@ impl Branch {
     }
 
     fn into_wit(self) -> wit::Branch {
-        wit::Branch { task_type: self.task_type, params: self.params.to_string(), priority: self.priority }
+        wit::Branch {
+            task_type: self.task_type,
+            params: self.params.to_string(),
+            priority: self.priority,
+            routing: self.routing.into_wit(),
+        }
     }
 }
 
@@ -129,6 +197,7 @@ impl Next {
             params: task.params.to_string(),
             transitions: transitions(task.transitions),
             priority: task.priority,
+            routing: task.routing.into_wit(),
         }))
     }
 

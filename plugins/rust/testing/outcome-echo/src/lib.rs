@@ -60,12 +60,7 @@ fn priority(value: &Value) -> i32 {
 
 /// The `[[status, state], …]` pairs of `value["on"]`.
 fn pairs(value: &Value) -> Vec<(String, String)> {
-    value["on"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pair| (text(&pair[0]), text(&pair[1])))
-        .collect()
+    value["on"].as_array().into_iter().flatten().map(|pair| (text(&pair[0]), text(&pair[1]))).collect()
 }
 
 fn outcome(spelled: &Value) -> Result<Option<Next>, String> {
@@ -86,9 +81,12 @@ fn outcome(spelled: &Value) -> Result<Option<Next>, String> {
         return Ok(Some(Next::dispatch(next)));
     }
     if let Some(parallel) = spelled.get("parallel") {
-        let branches = parallel["branches"].as_array().cloned().unwrap_or_default().into_iter().map(|branch| {
-            Branch::new(text(&branch["type"]), branch["params"].clone()).priority(priority(&branch))
-        });
+        let branches = parallel["branches"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|branch| Branch::new(text(&branch["type"]), branch["params"].clone()).priority(priority(&branch)));
         return Ok(Some(Next::parallel(text(&parallel["into"]), branches)));
     }
     if let Some(approval) = spelled.get("approval") {
