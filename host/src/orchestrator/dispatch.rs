@@ -111,6 +111,7 @@ impl Orchestrator {
         let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut chosen: Vec<(Uuid, String)> = Vec::new();
         let mut parked: BTreeSet<String> = BTreeSet::new();
+        let mut waiting: Vec<(String, Routing)> = Vec::new();
         for (task_id, task_type, routing) in unassigned {
             if !candidates.contains_key(&task_type) {
                 let workers = self.storage.workers_for(&task_type).await?;
@@ -142,7 +143,11 @@ impl Orchestrator {
                         %job_id, %task_id, task_type, workers = pool.len(), qualified = qualified.len(),
                         "no qualifying worker has room; the task waits for one"
                     );
-                    parked.insert(task_type);
+                    parked.insert(task_type.clone());
+                    // A fan-out's branches mostly share one routing: look once.
+                    if !waiting.iter().any(|(t, r)| *t == task_type && *r == routing) {
+                        waiting.push((task_type, routing));
+                    }
                 }
             }
         }
@@ -192,10 +197,13 @@ impl Orchestrator {
         // A worker registering (or reporting room) between our look and the
         // park took the parked list before our entry was in it: look once
         // more now that it is.
-        for task_type in parked {
-            let has_room =
-                self.storage.workers_for(&task_type).await?.into_iter().any(|w| Candidate::new(w).has_room());
-            if has_room {
+        // Only a worker this very task qualifies for counts: any other with
+        // room would have us take the list and park the job again, forever.
+        for (task_type, routing) in waiting {
+            let pool: Vec<Candidate> =
+                self.storage.workers_for(&task_type).await?.into_iter().map(Candidate::new).collect();
+            let (qualified, _) = qualify(&pool, &task_type, &routing);
+            if qualified.iter().any(|&at| pool[at].has_room()) {
                 Box::pin(self.assign_parked(std::slice::from_ref(&task_type))).await?;
             }
         }
@@ -204,6 +212,10 @@ impl Orchestrator {
 
     /// Gives tasks parked for any of `task_types` to live workers, now that
     /// one that takes them has registered or said it is available.
+    ///
+    /// A job whose qualified workers are all full goes back to the end of the
+    /// list; once a batch puts one back, the rest wait for the next worker to
+    /// report room (taking them again now would only put them back, forever).
     pub(super) async fn assign_parked(&self, task_types: &[String]) -> OrchestratorResult<()> {
         for task_type in task_types {
             loop {
@@ -211,21 +223,28 @@ impl Orchestrator {
                 if parked.is_empty() {
                     break;
                 }
+                let mut parked_again = false;
                 for job_id in parked {
-                    self.assign_parked_job(job_id, task_type).await?;
+                    parked_again |= !self.assign_parked_job(job_id, task_type).await?;
+                }
+                if parked_again {
+                    break;
                 }
             }
         }
         Ok(())
     }
 
-    async fn assign_parked_job(&self, job_id: JobId, task_type: &str) -> OrchestratorResult<()> {
-        let Some(mut job) = self.storage.get_job(job_id).await? else { return Ok(()) };
-        let still_waiting = job.waiting_tasks().any(|t| t.worker_id.is_none() && t.task_type == task_type);
-        if still_waiting {
-            self.assign(&mut job).await?;
+    /// Assigns a parked job's tasks of `task_type`; `false` when one of them
+    /// was parked again.
+    async fn assign_parked_job(&self, job_id: JobId, task_type: &str) -> OrchestratorResult<bool> {
+        let Some(mut job) = self.storage.get_job(job_id).await? else { return Ok(true) };
+        let unplaced = |job: &Job| job.waiting_tasks().any(|t| t.worker_id.is_none() && t.task_type == task_type);
+        if !unplaced(&job) {
+            return Ok(true);
         }
-        Ok(())
+        let applied = self.assign(&mut job).await?;
+        Ok(!(applied && unplaced(&job)))
     }
 }
 
