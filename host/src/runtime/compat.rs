@@ -28,6 +28,9 @@ mod v1_0 {
 
 use v1_0::avtomatika::blueprint::types as old;
 
+/// The export a component built against 1.0.0 has.
+const V1_0_HANDLER: &str = "avtomatika:blueprint/handler@1.0.0";
+
 /// A component's handler, bound for the contract version it exports.
 pub enum HandlerPre {
     Current(bindings::BlueprintPre<Sandbox>),
@@ -41,16 +44,18 @@ pub enum Handler {
 }
 
 impl HandlerPre {
-    /// Binds the handler export of the newest version the component has.
+    /// Binds the handler export by the version the component names.
+    ///
+    /// The exact name decides: export lookups are semver-aware like imports,
+    /// so the current bindings would find a 1.0.0 handler too, and its
+    /// records would only fail to match at the first call.
     pub fn new(pre: InstancePre<Sandbox>) -> Result<Self, String> {
-        match bindings::BlueprintPre::new(pre.clone()) {
-            Ok(current) => Ok(Self::Current(current)),
-            Err(current) => match v1_0::BlueprintPre::new(pre) {
-                Ok(old) => Ok(Self::V1_0(old)),
-                // The current version's complaint is the one to fix.
-                Err(_) => Err(super::root_message(&current)),
-            },
+        let component = pre.component();
+        let exports_v1_0 = component.component_type().exports(component.engine()).any(|(name, _)| name == V1_0_HANDLER);
+        if exports_v1_0 {
+            return v1_0::BlueprintPre::new(pre).map(Self::V1_0).map_err(|e| super::root_message(&e));
         }
+        bindings::BlueprintPre::new(pre).map(Self::Current).map_err(|e| super::root_message(&e))
     }
 
     pub async fn instantiate_async(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<Handler> {
