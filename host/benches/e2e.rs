@@ -19,8 +19,11 @@
 //! MONITOR` to split the commands per job into those the server sends (round
 //! trips, pipelined or not) and those its Lua scripts run.
 //!
+//! `--idle-workers N` registers N more workers, each of a task type of its own
+//! that no job uses: the fleet a dispatch must not scan.
+//!
 //! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
-//!   [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
+//!   [--idle-workers 0] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
 //!   [--redis-db N [--instances 2] [--monitor-seconds 3]] [--history-uri URI]`
 
 use std::collections::BTreeMap;
@@ -43,6 +46,8 @@ const WORKER_TOKEN: &str = "bench-worker-token";
 struct Options {
     clients: Vec<usize>,
     workers: usize,
+    /// Workers registered for task types no job uses.
+    idle_workers: usize,
     polls_per_worker: usize,
     seconds: u64,
     status_interval: Duration,
@@ -62,6 +67,7 @@ impl Options {
         let mut options = Self {
             clients: vec![32, 64, 128],
             workers: 8,
+            idle_workers: 0,
             polls_per_worker: 4,
             seconds: 10,
             status_interval: Duration::from_millis(1),
@@ -81,6 +87,9 @@ impl Options {
         }
         if let Some(v) = value("--polls-per-worker").and_then(|v| v.parse().ok()) {
             options.polls_per_worker = v;
+        }
+        if let Some(v) = value("--idle-workers") {
+            options.idle_workers = v.parse().expect("--idle-workers: a number");
         }
         if let Some(v) = value("--seconds").and_then(|v| v.parse().ok()) {
             options.seconds = v;
@@ -166,6 +175,8 @@ fn start_server(port: u16, options: &Options, instance_id: &str) -> Child {
         .env("LOG_LEVEL", "ERROR")
         .env("WORKER_POLL_TIMEOUT_SECONDS", "5")
         .env("INSTANCE_ID", instance_id)
+        // The whole simulated fleet registers under the global token.
+        .env("MAX_WORKERS_PER_TOKEN", (options.workers + options.idle_workers + 1).to_string())
         // Measured here is serving, not start-up; and a bench leaves no files
         // in the user's ~/.cache.
         .env("PLUGIN_CACHE_DIR", "off");
@@ -406,6 +417,20 @@ async fn run(options: Options) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut register = Conn::open(&addrs[0]).await;
+    for w in 0..options.idle_workers {
+        let body = serde_json::json!({
+            "worker_id": format!("bench-idle-{w}"), "supported_tasks": [format!("other-{w}")],
+            "max_concurrent_tasks": 10, "resources": {"cpu_cores": 4, "gpu_info": null},
+            "capabilities": {"cost_per_skill": {format!("other-{w}"): 0.5}},
+        });
+        let (status, _) = register
+            .send(Method::POST, "/_worker/workers/register", ("X-Worker-Token", WORKER_TOKEN), Some(body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "idle worker {w} registered");
+    }
+    if options.idle_workers > 0 {
+        println!("{} idle workers of other task types registered", options.idle_workers);
+    }
     let mut worker_tasks = Vec::new();
     for w in 0..options.workers {
         let worker_id = format!("bench-worker-{w}");

@@ -94,6 +94,13 @@ mod pipeline_js {
             (job["current_state"].as_str(), job["status"].as_str()),
             (Some("publish"), Some("waiting_for_worker"))
         );
+        // pipeline-js routes its publish task (contract 1.1.0); the Rust one does not.
+        let routing = if endpoint == PIPELINE_JS {
+            json!({"strategy": "least_connections", "requirements": null, "max_cost": null, "timeout_seconds": 600})
+        } else {
+            json!({"strategy": "default", "requirements": null, "max_cost": null, "timeout_seconds": null})
+        };
+        assert_eq!(job["current_task"]["routing"], routing, "{job:#}");
 
         let (status, _) = worker.post_result(&publish, json!({"status": "success", "data": {"published": true}})).await;
         assert_eq!(status, 200);

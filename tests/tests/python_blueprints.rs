@@ -125,6 +125,9 @@ mod pipeline {
             let job = server.job(&job_id).await;
             let at = (job["current_state"].as_str(), job["status"].as_str());
             assert_eq!(at, (Some("publish"), Some("waiting_for_worker")), "{job:#}");
+            let routing = json!({"strategy": "least_connections", "requirements": null, "max_cost": null,
+                                 "timeout_seconds": 600});
+            assert_eq!(job["current_task"]["routing"], routing, "{job:#}");
 
             let result = json!({"status": "success", "data": {"published": true}});
             let (status, _) = worker.post_result(&publish, result).await;

@@ -70,6 +70,7 @@ impl Orchestrator {
             self.task_round_trip(branch);
             self.storage.add_in_flight(worker_id, -1).await?;
             self.judge(worker_id, verdict(result)).await;
+            self.freed_slot(&branch.task_type).await?;
         }
         Ok(recorded)
     }

@@ -100,6 +100,7 @@ impl Orchestrator {
                 self.history.record(event);
                 self.task_round_trip(&task);
                 self.judge(worker_id, verdict(&body.result)).await;
+                self.freed_slot(&task.task_type).await?;
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);
             }
@@ -210,6 +211,14 @@ impl Orchestrator {
         if let Err(e) = self.storage.record_outcome(worker_id, succeeded).await {
             tracing::warn!(worker_id, error = %e, "cannot record the worker's result for its reputation");
         }
+    }
+
+    /// A worker just gave back a slot: tasks of `task_type` parked because
+    /// every qualified worker was full may fit now. Workers that heartbeat
+    /// after each task (the SDKs do) would wake them too; this serves those
+    /// that do not, at one storage call when nothing is parked.
+    pub(super) async fn freed_slot(&self, task_type: &str) -> OrchestratorResult<()> {
+        self.assign_parked(&[task_type.to_owned()]).await
     }
 
     /// Observes how long `task` took from its dispatch to its accepted result.

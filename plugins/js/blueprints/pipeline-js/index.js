@@ -9,7 +9,7 @@
 // `publish` then dispatches a priority-5 `publish` task with `{"length": ...}`;
 // its `success` ends the job `finished`. A `failure` follows its error code.
 
-import { blueprint, Describe, Next, State, Task } from '../../sdk/avtomatika.js';
+import { blueprint, Describe, Next, State, Strategy, Task } from '../../sdk/avtomatika.js';
 
 export const handler = blueprint({
   describe: () =>
@@ -41,7 +41,11 @@ export const handler = blueprint({
           new Task('publish', { length: job.history.length ?? null })
             .on('success', 'finished')
             .on('failure', 'failed')
-            .priority(5),
+            .priority(5)
+            // Routing (contract 1.1.0): the publisher with the fewest tasks in
+            // flight, and ten minutes for its answer.
+            .strategy(Strategy.LEAST_CONNECTIONS)
+            .timeoutSeconds(600),
         );
       default:
         throw new Error(`pipeline-js has no handler for state ${job.state}`);

@@ -41,6 +41,10 @@ def handle(job: Job) -> Next:
             .on("success", "finished")
             .on("failure", "failed")
             .priority(5)
+            # Routing (contract 1.1.0): the publisher with the fewest tasks in
+            # flight, and ten minutes for its answer.
+            .strategy("least_connections")
+            .timeout_seconds(600)
         )
     raise HandlerError(f"pipeline-py has no handler for state {job.state}")
 
