@@ -23,6 +23,9 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 const PACKAGE: &str = "avtomatika-worker";
 
+/// Job statuses a job never leaves.
+const TERMINAL: &[&str] = &["finished", "failed", "cancelled", "error", "quarantined"];
+
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
@@ -191,7 +194,6 @@ impl Drop for PythonWorker {
 /// Polls the job until it reaches a terminal status; panics when that takes
 /// longer than [`JOB_TIMEOUT`] or the worker dies meanwhile.
 async fn wait_until_done(server: &TestServer, worker: &mut PythonWorker, job_id: &str) -> Value {
-    const TERMINAL: &[&str] = &["finished", "failed", "cancelled", "error", "quarantined"];
     let deadline = Instant::now() + JOB_TIMEOUT;
     loop {
         let job = server.job(job_id).await;
@@ -362,5 +364,87 @@ async fn python_sdk_worker_reports_a_missing_s3_input() {
     assert!(message.contains("input.txt") && message.to_lowercase().contains("not found"), "{job:#}");
     worker.assert_running();
     drop(worker);
+    server.stop().await;
+}
+
+/// Issue 16's routing with real SDK workers (`render_worker.py`), three of
+/// them declaring resources and costs through the SDK's own environment
+/// variables: a GPU node (dear), two CPU nodes (cheap and mid). Tasks of the
+/// `routed` blueprint say what they need; `rendered_by` says who did them.
+#[tokio::test]
+async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
+    python();
+    let dir = avtomatika_tests::blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
+    let server = TestServer::start_with(avtomatika_tests::config::Config {
+        blueprints_dir: Some(dir.path().to_owned()),
+        ..test_config()
+    })
+    .await;
+    let env = |gpu: bool, cost: f64| {
+        let mut env = vec![("COST_PER_SKILL", json!({ "render": cost }).to_string()), ("CPU_CORES", "4".to_owned())];
+        if gpu {
+            env.extend([
+                ("GPU_MODEL", "NVIDIA RTX 4090".to_owned()),
+                ("GPU_VRAM_GB", "24".to_owned()),
+                ("CPU_CORES", "16".to_owned()),
+            ]);
+        }
+        env
+    };
+    let ids = [worker_id("gpu"), worker_id("cheap"), worker_id("mid")];
+    let mut workers = vec![
+        PythonWorker::spawn_script(&server, &ids[0], "render_worker.py", &env(true, 2.0)),
+        PythonWorker::spawn_script(&server, &ids[1], "render_worker.py", &env(false, 0.2)),
+        PythonWorker::spawn_script(&server, &ids[2], "render_worker.py", &env(false, 0.5)),
+    ];
+    // Every worker registered, as the SDK describes itself.
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let answer = server.send(reqwest::Method::GET, "/api/v1/workers", Auth::Client(CLIENT_TOKEN), None).await;
+        let listed = answer.json();
+        let all = listed.as_array().cloned().unwrap_or_default();
+        if ids.iter().all(|id| all.iter().any(|w| w["worker_id"] == id.as_str())) {
+            let gpu = all.iter().find(|w| w["worker_id"] == ids[0].as_str()).expect("listed");
+            assert_eq!(gpu["resources"]["gpu_info"]["vram_gb"], 24, "{gpu:#}");
+            assert_eq!(gpu["cost_per_skill"]["render"], 2.0, "{gpu:#}");
+            break;
+        }
+        workers.iter_mut().for_each(PythonWorker::assert_running);
+        assert!(Instant::now() < deadline, "workers did not register: {listed:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = |routing: Value| {
+        let server = &server;
+        async move {
+            let job_id = server.create_job("/api/v1/jobs/routed", routing).await;
+            let deadline = Instant::now() + JOB_TIMEOUT;
+            loop {
+                let job = server.job(&job_id).await;
+                if job["status"].as_str().is_some_and(|status| TERMINAL.contains(&status)) {
+                    return job;
+                }
+                assert!(Instant::now() < deadline, "job {job_id} did not end: {job:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let by = |job: &Value| job["state_history"]["rendered_by"].as_str().unwrap_or("").to_owned();
+    for _ in 0..3 {
+        let job = run(json!({"requires": {"gpu_info": {"model": "RTX", "vram_gb": 16}}})).await;
+        assert_eq!((job["status"].as_str(), by(&job)), (Some("finished"), ids[0].clone()), "{job:#}");
+    }
+    for _ in 0..3 {
+        let job = run(json!({"strategy": "cheapest"})).await;
+        assert_eq!(by(&job), ids[1], "{job:#}");
+    }
+    for _ in 0..4 {
+        let job = run(json!({"strategy": "round_robin", "max_cost": 1.0})).await;
+        assert!(ids[1..].contains(&by(&job)), "the GPU node costs more than 1.0: {job:#}");
+    }
+    let job = run(json!({"requires": {"cpu_cores": 64}})).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert!(job["error_message"].as_str().unwrap_or("").contains("cpu_cores >= 64 (3 workers)"), "{job:#}");
+    workers.iter_mut().for_each(PythonWorker::assert_running);
+    drop(workers);
     server.stop().await;
 }
