@@ -37,7 +37,7 @@ pub struct MemoryStorage {
     queued: AtomicU64,
     parked: Mutex<HashMap<String, VecDeque<JobId>>>,
     tasks: Mutex<HashMap<String, TaskQueue>>,
-    workers: Mutex<HashMap<String, LiveWorker>>,
+    workers: Mutex<WorkerTable>,
     /// Swapped whole, so a reload is atomic for readers.
     worker_tokens: Mutex<Arc<WorkerTokens>>,
     /// Client → (period, attempts counted in it).
@@ -198,6 +198,74 @@ struct LiveWorker {
 impl LiveWorker {
     fn is_live(&self, now: Instant) -> bool {
         self.expires > now
+    }
+}
+
+/// Live workers, and which of them take each task type: a dispatch looks at
+/// the workers of its task's type, never at the whole fleet.
+#[derive(Default)]
+struct WorkerTable {
+    by_id: HashMap<String, LiveWorker>,
+    by_type: HashMap<String, BTreeSet<String>>,
+}
+
+impl WorkerTable {
+    fn get(&self, worker_id: &str) -> Option<&LiveWorker> {
+        self.by_id.get(worker_id)
+    }
+
+    fn get_mut(&mut self, worker_id: &str) -> Option<&mut LiveWorker> {
+        self.by_id.get_mut(worker_id)
+    }
+
+    fn contains_key(&self, worker_id: &str) -> bool {
+        self.by_id.contains_key(worker_id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &LiveWorker> {
+        self.by_id.values()
+    }
+
+    /// The workers listing `task_type`, live or not.
+    fn of_type<'a>(&'a self, task_type: &str) -> impl Iterator<Item = &'a LiveWorker> {
+        self.by_type.get(task_type).into_iter().flatten().filter_map(|id| self.by_id.get(id))
+    }
+
+    fn insert(&mut self, worker: LiveWorker) {
+        let id = worker.info.worker_id.clone();
+        self.remove(&id);
+        self.index(&id, &worker.info.supported_tasks);
+        self.by_id.insert(id, worker);
+    }
+
+    fn remove(&mut self, worker_id: &str) -> Option<LiveWorker> {
+        let worker = self.by_id.remove(worker_id)?;
+        self.unindex(worker_id, &worker.info.supported_tasks);
+        Some(worker)
+    }
+
+    /// Moves `worker_id` from the types of `old` to those it lists now.
+    fn reindex(&mut self, worker_id: &str, old: &[String]) {
+        self.unindex(worker_id, old);
+        let tasks = self.by_id.get(worker_id).map(|w| w.info.supported_tasks.clone()).unwrap_or_default();
+        self.index(worker_id, &tasks);
+    }
+
+    fn index(&mut self, worker_id: &str, tasks: &[String]) {
+        for task in tasks {
+            self.by_type.entry(task.clone()).or_default().insert(worker_id.to_owned());
+        }
+    }
+
+    fn unindex(&mut self, worker_id: &str, tasks: &[String]) {
+        for task in tasks {
+            if let Some(ids) = self.by_type.get_mut(task) {
+                ids.remove(worker_id);
+                if ids.is_empty() {
+                    self.by_type.remove(task);
+                }
+            }
+        }
     }
 }
 
@@ -498,7 +566,7 @@ impl WorkerRegistry for MemoryStorage {
         let (in_flight, outcomes) =
             workers.remove(&worker.worker_id).map_or((0, VecDeque::new()), |w| (w.info.in_flight, w.outcomes));
         let info = WorkerInfo { in_flight, reputation: reputation(outcomes.iter().copied()), ..worker };
-        workers.insert(info.worker_id.clone(), LiveWorker { info, expires, outcomes });
+        workers.insert(LiveWorker { info, expires, outcomes });
         Ok(())
     }
 
@@ -516,17 +584,21 @@ impl WorkerRegistry for MemoryStorage {
             return Ok(None);
         }
         worker.expires = now + ttl;
-        if let Some(patch) = patch {
-            worker.info.apply(patch);
+        let Some(patch) = patch else { return Ok(Some(worker.info.clone())) };
+        let old_tasks = patch.supported_tasks.as_ref().map(|_| worker.info.supported_tasks.clone());
+        worker.info.apply(patch);
+        let info = worker.info.clone();
+        if let Some(old) = old_tasks {
+            workers.reindex(worker_id, &old);
         }
-        Ok(Some(worker.info.clone()))
+        Ok(Some(info))
     }
 
     async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
         let now = Instant::now();
         Ok(lock(&self.workers)
-            .values()
-            .filter(|w| w.is_live(now) && w.info.supported_tasks.iter().any(|t| t == task_type))
+            .of_type(task_type)
+            .filter(|w| w.is_live(now))
             .map(|w| WorkerLoad {
                 worker_id: w.info.worker_id.clone(),
                 idle: w.info.is_idle(),
@@ -537,11 +609,7 @@ impl WorkerRegistry for MemoryStorage {
 
     async fn workers_for(&self, task_type: &str) -> StorageResult<Vec<WorkerInfo>> {
         let now = Instant::now();
-        Ok(lock(&self.workers)
-            .values()
-            .filter(|w| w.is_live(now) && w.info.supported_tasks.iter().any(|t| t == task_type))
-            .map(|w| w.info.clone())
-            .collect())
+        Ok(lock(&self.workers).of_type(task_type).filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
     }
 
     async fn record_outcome(&self, worker_id: &str, succeeded: bool) -> StorageResult<()> {
@@ -570,7 +638,8 @@ impl WorkerRegistry for MemoryStorage {
     async fn purge_expired_workers(&self) -> StorageResult<Vec<PurgedWorker>> {
         let now = Instant::now();
         let mut workers = lock(&self.workers);
-        let expired: Vec<String> = workers.iter().filter(|(_, w)| !w.is_live(now)).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<String> =
+            workers.values().filter(|w| !w.is_live(now)).map(|w| w.info.worker_id.clone()).collect();
         for id in &expired {
             workers.remove(id);
         }
