@@ -306,3 +306,52 @@ async fn a_task_timeout_overrides_the_worker_timeout_and_counts_against_the_work
     assert_eq!(listed(&server, "slow").await["reputation"], 0.0, "the timeout counted against the worker");
     server.stop().await;
 }
+
+/// Two instances sharing Redis (database 11, emptied first) route alike:
+/// one round-robin turn for both, requirements and caps from the records
+/// every instance reads, one reputation per worker.
+#[tokio::test]
+async fn two_instances_on_redis_share_turns_records_and_reputation() {
+    const DB: u32 = 11;
+    let client = redis::Client::open(format!("redis://127.0.0.1:6379/{DB}")).expect("a Redis URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
+    let dir = blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
+    let start = |instance: &str| {
+        TestServer::start_with(Config {
+            blueprints_dir: Some(dir.path().to_owned()),
+            worker_poll_timeout: Duration::from_millis(300),
+            redis: Some(avtomatika::config::RedisConfig { host: "127.0.0.1".into(), port: 6379, db: DB }),
+            instance_id: instance.into(),
+            ..manual_watcher_config()
+        })
+    };
+    let (a, b) = (start("routing-a").await, start("routing-b").await);
+    register(&a, gpu_b3("gpu", 2.0)).await;
+    register(&b, cpu_b5("cpu-1", 0.2)).await;
+    register(&a, cpu_b5("cpu-2", 0.4)).await;
+    let (gpu, cpu1, cpu2) = (a.worker("gpu"), b.worker("cpu-1"), a.worker("cpu-2"));
+
+    // Jobs created alternately on each instance take turns over the two
+    // workers under the cap, as one counter.
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        server.create_job(ROUTED, json!({"strategy": "round_robin", "max_cost": 1.0})).await;
+    }
+    assert_eq!(shares(&[&gpu, &cpu1, &cpu2]).await, [0, 3, 3]);
+    // A VRAM requirement through either instance reaches the GPU node only.
+    b.create_job(ROUTED, json!({"requires": {"gpu_info": {"vram_gb": 16}}})).await;
+    a.create_job(ROUTED, json!({"requires": {"gpu_info": {"vram_gb": 16}}})).await;
+    assert_eq!(shares(&[&gpu, &cpu1, &cpu2]).await, [2, 0, 0]);
+    // A failure answered through B lowers the reputation A lists.
+    let job_id = b.create_job(ROUTED, json!({"strategy": "cheapest"})).await;
+    let task = cpu1.next_task(TASK_WAIT).await;
+    assert_eq!(task["job_id"], job_id.as_str());
+    let failure = json!({"status": "failure", "error": {"code": "PERMANENT_ERROR", "message": "broken"}});
+    assert_eq!(cpu1.post_result(&task, failure).await.0, 200);
+    assert_eq!(listed(&a, "cpu-1").await["reputation"], 0.0);
+    assert_eq!(listed(&b, "cpu-2").await["reputation"], 1.0);
+    a.stop().await;
+    b.stop().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
+}

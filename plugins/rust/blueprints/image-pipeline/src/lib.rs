@@ -12,7 +12,7 @@
 //! it `failed`. Initial data without an image, or with sizes that are not a
 //! non-empty list of strings, fails the job at once.
 
-use avtomatika_blueprint::{Blueprint, Branch, Describe, Job, Next, State, Value, json};
+use avtomatika_blueprint::{Blueprint, Branch, Describe, Job, Next, State, Strategy, Value, json};
 
 const DEFAULT_SIZES: [&str; 3] = ["small", "medium", "large"];
 
@@ -58,7 +58,11 @@ fn resize(job: &Job) -> Next {
     match sizes(job.initial_data()) {
         Ok(sizes) => Next::parallel(
             "collect",
-            sizes.iter().map(|size| Branch::new("resize", json!({ "image": image, "size": size }))),
+            // Resizes spread over the resizers: each to the one with the
+            // fewest tasks in flight (routing, contract 1.1.0).
+            sizes.iter().map(|size| {
+                Branch::new("resize", json!({ "image": image, "size": size })).strategy(Strategy::LeastConnections)
+            }),
         ),
         Err(message) => Next::fail(message),
     }
