@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
-use avtomatika::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch};
+use avtomatika::model::{
+    Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch, WorkerStatus,
+};
 use avtomatika::storage::{
     Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, REPUTATION_WINDOW,
-    Storage, WorkerLoad, WorkerRegistry,
+    Storage, WorkerRegistry,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
@@ -462,13 +464,28 @@ fn park(task_type: &str) -> FollowUp {
     FollowUp::park(task_type.to_owned())
 }
 
-fn load(worker_id: &str, idle: bool, in_flight: u32) -> WorkerLoad {
-    WorkerLoad { worker_id: worker_id.to_owned(), idle, in_flight }
+/// What dispatch reads of a candidate worker: id, whether it reports idle,
+/// its tasks in flight.
+#[derive(Debug, PartialEq, Eq)]
+struct Load {
+    worker_id: String,
+    idle: bool,
+    in_flight: u32,
 }
 
-/// `candidates_for`, sorted by worker id (the trait promises no order).
-async fn candidates(s: &Arc<dyn Storage>, task_type: &str) -> Vec<WorkerLoad> {
-    let mut loads = s.candidates_for(task_type).await.unwrap();
+fn load(worker_id: &str, idle: bool, in_flight: u32) -> Load {
+    Load { worker_id: worker_id.to_owned(), idle, in_flight }
+}
+
+/// `workers_for` as loads, sorted by worker id (the trait promises no order).
+async fn candidates(s: &Arc<dyn Storage>, task_type: &str) -> Vec<Load> {
+    let mut loads: Vec<Load> = s
+        .workers_for(task_type)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| Load { idle: w.status == WorkerStatus::Idle, worker_id: w.worker_id, in_flight: w.in_flight })
+        .collect();
     loads.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     loads
 }

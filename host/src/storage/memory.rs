@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
     BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts, JobQueue,
-    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, StorageResult, TaskQueues, WorkerLoad,
-    WorkerRegistry, reputation,
+    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, StorageResult, TaskQueues, WorkerRegistry,
+    reputation,
 };
 use crate::auth::TokenHash;
 use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
@@ -594,19 +594,6 @@ impl WorkerRegistry for MemoryStorage {
         Ok(Some(info))
     }
 
-    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
-        let now = Instant::now();
-        Ok(lock(&self.workers)
-            .of_type(task_type)
-            .filter(|w| w.is_live(now))
-            .map(|w| WorkerLoad {
-                worker_id: w.info.worker_id.clone(),
-                idle: w.info.is_idle(),
-                in_flight: w.info.in_flight,
-            })
-            .collect())
-    }
-
     async fn workers_for(&self, task_type: &str) -> StorageResult<Vec<WorkerInfo>> {
         let now = Instant::now();
         Ok(lock(&self.workers).of_type(task_type).filter(|w| w.is_live(now)).map(|w| w.info.clone()).collect())
@@ -957,14 +944,14 @@ mod tests {
             .await
             .unwrap();
         storage.add_in_flight("w", 2).await.unwrap();
-        let candidates = storage.candidates_for("greet").await.unwrap();
-        assert_eq!(candidates, vec![WorkerLoad { worker_id: "w".into(), idle: true, in_flight: 2 }]);
-        assert!(storage.candidates_for("other").await.unwrap().is_empty());
+        let candidates = storage.workers_for("greet").await.unwrap();
+        assert_eq!((candidates.len(), candidates[0].worker_id.as_str(), candidates[0].in_flight), (1, "w", 2));
+        assert!(storage.workers_for("other").await.unwrap().is_empty());
         storage.add_in_flight("w", -5).await.unwrap();
-        assert_eq!(storage.candidates_for("greet").await.unwrap()[0].in_flight, 0);
+        assert_eq!(storage.workers_for("greet").await.unwrap()[0].in_flight, 0);
 
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(storage.candidates_for("greet").await.unwrap().is_empty(), "expired workers get no tasks");
+        assert!(storage.workers_for("greet").await.unwrap().is_empty(), "expired workers get no tasks");
         assert!(storage.refresh_worker("w", None, Duration::from_secs(1)).await.unwrap().is_none());
     }
 

@@ -31,7 +31,7 @@ pub use memory::MemoryStorage;
 pub use queue::{JobQueue, JobTicket};
 pub use redis::RedisStorage;
 pub use tasks::TaskQueues;
-pub use workers::{PurgedWorker, REPUTATION_WINDOW, WorkerLoad, WorkerRegistry, reputation};
+pub use workers::{PurgedWorker, REPUTATION_WINDOW, WorkerRegistry, reputation};
 
 /// A storage failure: the backend could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]

@@ -11,14 +11,6 @@ use super::StorageResult;
 use crate::auth::TokenHash;
 use crate::model::{JobId, WorkerInfo, WorkerPatch};
 
-/// What dispatch needs to know of a worker to choose it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerLoad {
-    pub worker_id: String,
-    pub idle: bool,
-    pub in_flight: u32,
-}
-
 /// A worker whose liveness lapsed and was purged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgedWorker {
@@ -50,9 +42,6 @@ pub trait WorkerRegistry: Send + Sync {
         patch: Option<WorkerPatch>,
         ttl: Duration,
     ) -> StorageResult<Option<WorkerInfo>>;
-
-    /// The load of every live worker whose `supported_tasks` contains `task_type`.
-    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>>;
 
     /// Every live worker whose `supported_tasks` contains `task_type`, with
     /// its tasks in flight and reputation: what routing chooses from.

@@ -11,10 +11,8 @@ use redis::AsyncCommands;
 use super::notify::TokenCache;
 use super::{RedisStorage, corrupt, unavailable};
 use crate::auth::TokenHash;
-use crate::model::{WorkerInfo, WorkerPatch, WorkerStatus};
-use crate::storage::{
-    PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerLoad, WorkerRegistry, reputation,
-};
+use crate::model::{WorkerInfo, WorkerPatch};
+use crate::storage::{PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerRegistry, reputation};
 
 /// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
 const MAX_WORKER_CONFLICTS: usize = 32;
@@ -81,30 +79,6 @@ impl WorkerRegistry for RedisStorage {
         Err(StorageError::Unavailable(format!("worker {worker_id} kept changing during a heartbeat; try again")))
     }
 
-    async fn candidates_for(&self, task_type: &str) -> StorageResult<Vec<WorkerLoad>> {
-        let flat: Vec<String> = self
-            .scripts
-            .candidates
-            .key(self.keys.task_type(task_type))
-            .key(self.keys.live())
-            .arg(self.keys.worker_prefix())
-            .arg("loads")
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(flat
-            .chunks(3)
-            .filter_map(|c| match c {
-                [id, status, in_flight] => Some(WorkerLoad {
-                    worker_id: id.clone(),
-                    idle: WorkerStatus::from(status.as_str()) == WorkerStatus::Idle,
-                    in_flight: in_flight.parse().unwrap_or(0),
-                }),
-                _ => None,
-            })
-            .collect())
-    }
-
     async fn live_workers(&self) -> StorageResult<Vec<WorkerInfo>> {
         let flat: Vec<String> = self
             .scripts
@@ -124,7 +98,6 @@ impl WorkerRegistry for RedisStorage {
             .key(self.keys.task_type(task_type))
             .key(self.keys.live())
             .arg(self.keys.worker_prefix())
-            .arg("records")
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

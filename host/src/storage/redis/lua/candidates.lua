@@ -1,8 +1,8 @@
--- The live workers taking one task type, flattened as id, status, in_flight
--- (ARGV[2] 'loads') or as record, in_flight, outcomes (ARGV[2] 'records').
+-- The live workers taking one task type, flattened as record, in_flight,
+-- outcomes.
 -- Workers whose liveness lapsed are dropped from the type's index on the way.
 -- KEYS[1] task-type set    KEYS[2] liveness zset
--- ARGV[1] worker hash key prefix   ARGV[2] 'loads' | 'records'
+-- ARGV[1] worker hash key prefix
 local ids = redis.call('SMEMBERS', KEYS[1])
 if #ids == 0 then
   return {}
@@ -25,18 +25,11 @@ local out = {}
 for i, id in ipairs(ids) do
   local expiry = expiries[i]
   if expiry and tonumber(expiry) > now then
-    if ARGV[2] == 'records' then
-      local fields = redis.call('HMGET', ARGV[1] .. id, 'info', 'in_flight', 'outcomes')
-      if fields[1] then
-        out[#out + 1] = fields[1]
-        out[#out + 1] = fields[2] or '0'
-        out[#out + 1] = fields[3] or ''
-      end
-    else
-      local fields = redis.call('HMGET', ARGV[1] .. id, 'status', 'in_flight')
-      out[#out + 1] = id
-      out[#out + 1] = fields[1] or 'idle'
+    local fields = redis.call('HMGET', ARGV[1] .. id, 'info', 'in_flight', 'outcomes')
+    if fields[1] then
+      out[#out + 1] = fields[1]
       out[#out + 1] = fields[2] or '0'
+      out[#out + 1] = fields[3] or ''
     end
   else
     redis.call('SREM', KEYS[1], id)
