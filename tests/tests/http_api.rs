@@ -285,8 +285,11 @@ async fn heartbeats_ping_update_and_know_their_worker() {
     assert_eq!(body["load"].as_f64(), Some(0.5), "{body:#}");
     assert_eq!(body["supported_tasks"], json!(["greet"]), "{body:#}");
 
-    // The new supported_tasks is what matching uses: a greet task reaches it.
+    // The new supported_tasks is what matching uses: a greet task reaches
+    // it once it reports idle (a busy worker gets none).
     let job_id = server.create_job(HELLO, json!({"name": "Ada"})).await;
+    assert!(worker.poll().await.is_none(), "a busy worker got a task");
+    assert_eq!(worker.heartbeat(Some(json!({"status": "idle"}))).await.status, 200);
     let task = worker.next_task(Duration::from_secs(10)).await;
     assert_eq!(task["job_id"], job_id.as_str());
 
