@@ -129,33 +129,60 @@ export const Strategy = Object.freeze({
   BEST_VALUE: 'best-value',
 });
 
-/** Which worker may take a task and how long it may take (the WIT `routing` record). */
-class Routing {
-  strategy = Strategy.DEFAULT;
-  requirements = undefined;
-  maxCost = undefined;
-  timeoutSeconds = undefined;
+/**
+ * Which worker may take a task and how long it may take: the WIT `routing`
+ * record, where its rules are documented. `Task` and `Branch` extend it.
+ */
+class Routed {
+  #strategy = Strategy.DEFAULT;
+  #requirements = undefined;
+  #maxCost = undefined;
+  #timeoutSeconds = undefined;
 
-  toWit() {
+  /** How the host chooses among the workers that qualify (a `Strategy`; default: warm cache, then cheapest). */
+  strategy(strategy) {
+    this.#strategy = strategy;
+    return this;
+  }
+
+  /** What the worker must have, e.g. `{ gpu_info: { vram_gb: 16 } }`. */
+  requires(requirements) {
+    this.#requirements = requirements;
+    return this;
+  }
+
+  /** Only workers whose cost for the task is at most `maxCost`. */
+  maxCost(maxCost) {
+    this.#maxCost = maxCost;
+    return this;
+  }
+
+  /** Seconds the worker has for its result (overrides `WORKER_TIMEOUT_SECONDS`). */
+  timeoutSeconds(seconds) {
+    this.#timeoutSeconds = seconds;
+    return this;
+  }
+
+  routingToWit() {
     return {
-      strategy: this.strategy,
-      resourceRequirements: this.requirements === undefined ? undefined : toJson(this.requirements),
-      maxCost: this.maxCost,
-      timeoutSeconds: this.timeoutSeconds,
+      strategy: this.#strategy,
+      resourceRequirements: this.#requirements === undefined ? undefined : toJson(this.#requirements),
+      maxCost: this.#maxCost,
+      timeoutSeconds: this.#timeoutSeconds,
     };
   }
 }
 
 /** A task for a remote worker (`Next.dispatch`). */
-export class Task {
+export class Task extends Routed {
   #taskType;
   #params;
   #transitions = [];
   #priority = 0;
-  #routing = new Routing();
 
   /** A task of `taskType` with `params` (an object) and no transitions yet. */
   constructor(taskType, params = {}) {
+    super();
     this.#taskType = taskType;
     this.#params = params;
   }
@@ -172,50 +199,26 @@ export class Task {
     return this;
   }
 
-  /** How the host chooses among the workers that qualify (a `Strategy`; default: warm cache, then cheapest). */
-  strategy(strategy) {
-    this.#routing.strategy = strategy;
-    return this;
-  }
-
-  /** What the worker must have, e.g. `{ gpu_info: { vram_gb: 16 } }` (rules: the WIT `routing` record). */
-  requires(requirements) {
-    this.#routing.requirements = requirements;
-    return this;
-  }
-
-  /** Only workers whose cost for the task is at most `maxCost`. */
-  maxCost(maxCost) {
-    this.#routing.maxCost = maxCost;
-    return this;
-  }
-
-  /** Seconds the worker has for its result (overrides `WORKER_TIMEOUT_SECONDS`). */
-  timeoutSeconds(seconds) {
-    this.#routing.timeoutSeconds = seconds;
-    return this;
-  }
-
   toWit() {
     return {
       taskType: this.#taskType,
       params: toJson(this.#params),
       transitions: this.#transitions,
       priority: this.#priority,
-      routing: this.#routing.toWit(),
+      routing: this.routingToWit(),
     };
   }
 }
 
 /** One branch of a parallel step (`Next.parallel`): a task without transitions. */
-export class Branch {
+export class Branch extends Routed {
   #taskType;
   #params;
   #priority = 0;
-  #routing = new Routing();
 
   /** A branch running a task of `taskType` with `params` (an object). */
   constructor(taskType, params = {}) {
+    super();
     this.#taskType = taskType;
     this.#params = params;
   }
@@ -226,36 +229,12 @@ export class Branch {
     return this;
   }
 
-  /** As `Task.strategy`. */
-  strategy(strategy) {
-    this.#routing.strategy = strategy;
-    return this;
-  }
-
-  /** As `Task.requires`. */
-  requires(requirements) {
-    this.#routing.requirements = requirements;
-    return this;
-  }
-
-  /** As `Task.maxCost`. */
-  maxCost(maxCost) {
-    this.#routing.maxCost = maxCost;
-    return this;
-  }
-
-  /** As `Task.timeoutSeconds`. */
-  timeoutSeconds(seconds) {
-    this.#routing.timeoutSeconds = seconds;
-    return this;
-  }
-
   toWit() {
     return {
       taskType: this.#taskType,
       params: toJson(this.#params),
       priority: this.#priority,
-      routing: this.#routing.toWit(),
+      routing: this.routingToWit(),
     };
   }
 }
