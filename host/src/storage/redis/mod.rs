@@ -48,6 +48,8 @@ pub struct RedisStorage {
     retention: Duration,
     waiters: Arc<Waiters>,
     tokens: Arc<TokenCache>,
+    /// Decoded worker records, for dispatch.
+    records: workers::RecordCache,
     /// Acknowledgements not yet sent: they ride along with the next job
     /// update (or go out before the next stream read), which saves a round
     /// trip per job. One lost with a crash only means a redelivery, which the
@@ -145,6 +147,7 @@ impl RedisStorage {
             retention,
             waiters,
             tokens,
+            records: workers::RecordCache::default(),
             pending_acks: Mutex::default(),
             subscriber,
             heartbeat,

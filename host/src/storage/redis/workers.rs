@@ -3,6 +3,7 @@
 //! worker token digests.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use super::notify::TokenCache;
 use super::{RedisStorage, corrupt, unavailable};
 use crate::auth::TokenHash;
 use crate::model::{WorkerInfo, WorkerPatch};
+use crate::storage::record::lock;
 use crate::storage::{PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerRegistry, reputation};
 
 /// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
@@ -101,7 +103,30 @@ impl WorkerRegistry for RedisStorage {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        decode_workers(&flat)
+        let mut found = Vec::with_capacity(flat.len() / 4);
+        let mut missing = Vec::new();
+        for entry in flat.chunks(4) {
+            let [id, rev, in_flight, outcomes] = entry else { continue };
+            let cached = self.records.get(id, rev);
+            if cached.is_none() {
+                missing.push(id.as_str());
+            }
+            found.push((id, cached, in_flight.parse().unwrap_or(0), outcomes));
+        }
+        if !missing.is_empty() {
+            self.fetch_records(&missing).await?;
+        }
+        let mut workers = Vec::with_capacity(found.len());
+        for (id, cached, in_flight, outcomes) in found {
+            // A record gone since the script ran belongs to a worker that
+            // just expired or was purged: not a candidate any more.
+            let Some(record) = cached.or_else(|| self.records.get_any(id)) else { continue };
+            let mut info = WorkerInfo::clone(&record);
+            info.in_flight = in_flight;
+            info.reputation = reputation(outcomes.bytes().map(|b| b == b'1'));
+            workers.push(info);
+        }
+        Ok(workers)
     }
 
     async fn record_outcome(&self, worker_id: &str, succeeded: bool) -> StorageResult<()> {
@@ -260,6 +285,58 @@ impl RedisStorage {
         let Some(record) = record else { return Ok(None) };
         let info = decode_worker(&record, in_flight.unwrap_or(0), outcomes.as_deref().unwrap_or(""))?;
         Ok(Some((info, rev.unwrap_or_else(|| "0".to_owned()))))
+    }
+}
+
+/// Decoded worker records by revision, so a dispatch decodes only the
+/// records that changed since it last looked (a heartbeat or registration
+/// bumps the revision). Bounded by the workers that exist; past
+/// [`MAX_CACHED_RECORDS`] it starts afresh.
+#[derive(Default)]
+pub(super) struct RecordCache {
+    by_id: Mutex<HashMap<String, (String, Arc<WorkerInfo>)>>,
+}
+
+/// Worker records kept decoded at most.
+const MAX_CACHED_RECORDS: usize = 100_000;
+
+impl RecordCache {
+    fn get(&self, worker_id: &str, rev: &str) -> Option<Arc<WorkerInfo>> {
+        lock(&self.by_id).get(worker_id).filter(|(cached, _)| cached == rev).map(|(_, info)| info.clone())
+    }
+
+    /// Whatever revision is kept (just fetched, possibly newer than asked).
+    fn get_any(&self, worker_id: &str) -> Option<Arc<WorkerInfo>> {
+        lock(&self.by_id).get(worker_id).map(|(_, info)| info.clone())
+    }
+
+    fn put(&self, worker_id: &str, rev: String, info: WorkerInfo) {
+        let mut map = lock(&self.by_id);
+        if map.len() >= MAX_CACHED_RECORDS {
+            map.clear();
+        }
+        map.insert(worker_id.to_owned(), (rev, Arc::new(info)));
+    }
+}
+
+impl RedisStorage {
+    /// Reads and decodes the records of `worker_ids` into the record cache,
+    /// in one round trip.
+    async fn fetch_records(&self, worker_ids: &[&str]) -> StorageResult<()> {
+        let mut pipe = redis::pipe();
+        for id in worker_ids {
+            pipe.cmd("HMGET").arg(self.keys.worker(id)).arg("info").arg("rev");
+        }
+        let rows: Vec<(Option<String>, Option<String>)> =
+            pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        for (id, (record, rev)) in worker_ids.iter().zip(rows) {
+            if let (Some(record), Some(rev)) = (record, rev) {
+                let info: WorkerInfo =
+                    serde_json::from_str(&record).map_err(|e| corrupt(format!("worker {id}: {e}")))?;
+                self.records.put(id, rev, info);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
--- The live workers taking one task type, flattened as record, in_flight,
--- outcomes.
+-- The live workers taking one task type, flattened as id, record revision,
+-- in_flight, outcomes: the caller keeps decoded records by revision and
+-- fetches only those it does not have (decoding every record on every
+-- dispatch cost more than the rest of the dispatch).
 -- Workers whose liveness lapsed are dropped from the type's index on the way.
 -- KEYS[1] task-type set    KEYS[2] liveness zset
 -- ARGV[1] worker hash key prefix
@@ -25,8 +27,9 @@ local out = {}
 for i, id in ipairs(ids) do
   local expiry = expiries[i]
   if expiry and tonumber(expiry) > now then
-    local fields = redis.call('HMGET', ARGV[1] .. id, 'info', 'in_flight', 'outcomes')
+    local fields = redis.call('HMGET', ARGV[1] .. id, 'rev', 'in_flight', 'outcomes')
     if fields[1] then
+      out[#out + 1] = id
       out[#out + 1] = fields[1]
       out[#out + 1] = fields[2] or '0'
       out[#out + 1] = fields[3] or ''

@@ -40,6 +40,12 @@ local encoded = '[]'
 if #tasks > 0 then encoded = cjson.encode(tasks) end
 redis.call('HSET', KEYS[1], 'info', ARGV[2], 'status', ARGV[3], 'tasks', encoded)
 redis.call('HSETNX', KEYS[1], 'in_flight', 0)
+-- A record made anew (a first registration, or one after its worker was
+-- purged) starts its revisions at the current time in ms, so a worker id's
+-- revisions never repeat and readers may keep decoded records by revision.
+if redis.call('HEXISTS', KEYS[1], 'rev') == 0 then
+  redis.call('HSET', KEYS[1], 'rev', now)
+end
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), id)
 return tonumber(redis.call('HGET', KEYS[1], 'in_flight'))
