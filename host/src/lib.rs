@@ -207,6 +207,7 @@ impl App {
             files,
             reloads,
             polls: PollSlots::default(),
+            parked_for_room: Default::default(),
         });
         Ok(Self { orchestrator, background_stop, history_writer })
     }

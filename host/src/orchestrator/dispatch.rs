@@ -15,6 +15,9 @@ use crate::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRe
 use crate::runtime::TaskSpec;
 use crate::storage::{Assignment, FollowUp};
 
+/// Task types remembered as parked for room on this instance, at most.
+const MAX_ROOM_PARKED_TYPES: usize = 10_000;
+
 /// Parked jobs taken per storage round trip when a worker appears.
 const PARKED_BATCH: usize = 64;
 
@@ -144,6 +147,14 @@ impl Orchestrator {
                         "no qualifying worker has room; the task waits for one"
                     );
                     parked.insert(task_type.clone());
+                    if !pool.is_empty() {
+                        let mut types = self.parked_for_room.lock().unwrap_or_else(|p| p.into_inner());
+                        // Task types may come from client input: past the
+                        // bound, heartbeats alone wake what is parked.
+                        if types.len() < MAX_ROOM_PARKED_TYPES {
+                            types.insert(task_type.clone());
+                        }
+                    }
                     // A fan-out's branches mostly share one routing: look once.
                     if !waiting.iter().any(|(t, r)| *t == task_type && *r == routing) {
                         waiting.push((task_type, routing));

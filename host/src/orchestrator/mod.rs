@@ -90,4 +90,7 @@ pub struct Orchestrator {
     pub reloads: Reloads,
     /// Long-polls open per worker on this instance (`WORKER_MAX_POLLS`).
     pub polls: PollSlots,
+    /// Task types of which this instance parked a task because every
+    /// qualified worker was full (see `Orchestrator::freed_slot`).
+    pub parked_for_room: std::sync::Mutex<std::collections::HashSet<String>>,
 }

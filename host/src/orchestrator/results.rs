@@ -213,12 +213,14 @@ impl Orchestrator {
         }
     }
 
-    /// A worker just gave back a slot: tasks of `task_type` parked because
-    /// every qualified worker was full may fit now. Workers that heartbeat
-    /// after each task (the SDKs do) would wake them too; this serves those
-    /// that do not, at one storage call when nothing is parked.
+    /// A worker just gave back a slot: tasks of `task_type` this instance
+    /// parked because every qualified worker was full may fit now. Only
+    /// then is the parked list read, which keeps a storage round trip off
+    /// every result. Tasks another instance parked wait for the worker's
+    /// next idle heartbeat (the SDKs send one right after each task).
     pub(super) async fn freed_slot(&self, task_type: &str) -> OrchestratorResult<()> {
-        self.assign_parked(&[task_type.to_owned()]).await
+        let parked = self.parked_for_room.lock().unwrap_or_else(|p| p.into_inner()).remove(task_type);
+        if parked { self.assign_parked(&[task_type.to_owned()]).await } else { Ok(()) }
     }
 
     /// Observes how long `task` took from its dispatch to its accepted result.
