@@ -26,7 +26,7 @@ use avtomatika::model::{
 };
 use avtomatika::storage::{
     Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, REPUTATION_WINDOW,
-    Storage, WorkerRegistry,
+    Release, Storage, WorkerRegistry,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
@@ -144,6 +144,7 @@ macro_rules! conformance {
             round_robin_turns_count_up_per_name_across_callers,
             workers_for_a_task_type_come_with_load_and_reputation,
             reputation_is_the_share_of_successes_in_a_sliding_window,
+            a_releasing_update_counts_its_verdict_once_applied,
             an_applied_update_can_release_an_in_flight_slot,
             concurrent_patches_are_all_applied,
             one_update_pushes_to_several_workers_and_parks,
@@ -464,6 +465,11 @@ fn park(task_type: &str) -> FollowUp {
     FollowUp::park(task_type.to_owned())
 }
 
+/// An update that gives `worker_id`'s slot back and judges nothing.
+fn released(worker_id: &str) -> Release<'_> {
+    Release { worker_id, verdict: None }
+}
+
 /// What dispatch reads of a candidate worker: id, whether it reports idle,
 /// its tasks in flight.
 #[derive(Debug, PartialEq, Eq)]
@@ -650,6 +656,21 @@ mod cases {
         let patch = WorkerPatch { status: Some("busy".into()), ..WorkerPatch::default() };
         let refreshed = s.refresh_worker("w", Some(patch), LONG_TTL).await.unwrap().unwrap();
         assert_eq!(refreshed.reputation, expected);
+    }
+
+    pub async fn a_releasing_update_counts_its_verdict_once_applied(s: Arc<dyn Storage>) {
+        s.register_worker(worker("w", &["t"]), LONG_TTL).await.unwrap();
+        s.add_in_flight("w", 2).await.unwrap();
+        let mut job = created(&s).await;
+        let mut stale = job.clone();
+        let failed = |verdict| Release { worker_id: "w", verdict };
+        assert!(s.update_job_releasing(&mut job, FollowUp::None, failed(Some(false))).await.unwrap());
+        assert!(!s.update_job_releasing(&mut stale, FollowUp::None, failed(Some(false))).await.unwrap());
+        assert!(s.update_job_releasing(&mut job, FollowUp::None, failed(Some(true))).await.unwrap());
+        assert!(s.update_job_releasing(&mut job, FollowUp::None, failed(None)).await.unwrap());
+        let w = &live(&s).await[0];
+        assert_eq!(w.reputation, 0.5, "one failure, one success; the refused update and None do not count");
+        assert_eq!(w.in_flight, 0);
     }
 
     // ---- schedule slots -------------------------------------------------------
@@ -1037,14 +1058,14 @@ mod cases {
 
         let mut stale = job.clone();
         stale.version -= 1;
-        assert!(!s.update_job_releasing(&mut stale, FollowUp::None, "w").await.unwrap());
+        assert!(!s.update_job_releasing(&mut stale, FollowUp::None, released("w")).await.unwrap());
         assert_eq!(in_flight(&s, "greet", "w").await, 2, "a refused update releases nothing");
 
         job.status = JobStatus::Running;
-        assert!(s.update_job_releasing(&mut job, FollowUp::Enqueue, "w").await.unwrap());
+        assert!(s.update_job_releasing(&mut job, FollowUp::Enqueue, released("w")).await.unwrap());
         assert_eq!(in_flight(&s, "greet", "w").await, 1);
         assert_eq!(drain_queue(&s).await, vec![job.id, job.id], "created, then enqueued by the update");
-        assert!(s.update_job_releasing(&mut job, FollowUp::None, "unknown-worker").await.unwrap());
+        assert!(s.update_job_releasing(&mut job, FollowUp::None, released("unknown-worker")).await.unwrap());
     }
 
     // ---- parked jobs --------------------------------------------------------

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::history::{JobEvent, JobEventKind};
 use crate::model::{ApprovalWait, Job, JobId, JobStatus};
 use crate::runtime::{Blueprint, EndKind, Step, types};
-use crate::storage::{FollowUp, JobTicket};
+use crate::storage::{FollowUp, JobTicket, Release};
 use crate::webhook::Delivery;
 
 /// `go-to` steps one job may take before it goes back to the end of the
@@ -231,14 +231,15 @@ impl Orchestrator {
         Ok(applied)
     }
 
-    /// [`save`](Self::save) that also gives back one of `worker_id`'s in-flight slots.
+    /// [`save`](Self::save) that also gives back the answering worker's
+    /// in-flight slot and counts its verdict into its reputation.
     pub(super) async fn save_releasing(
         &self,
         job: &mut Job,
         follow_up: FollowUp,
-        worker_id: &str,
+        release: Release<'_>,
     ) -> OrchestratorResult<bool> {
-        let applied = self.storage.update_job_releasing(job, follow_up, worker_id).await?;
+        let applied = self.storage.update_job_releasing(job, follow_up, release).await?;
         if applied && job.status.is_terminal() {
             self.job_ended(job);
         }

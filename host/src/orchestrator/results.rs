@@ -9,7 +9,7 @@ use crate::history::{JobEvent, JobEventKind};
 use crate::model::{
     ErrorCode, Job, JobId, JobStatus, ResultError, ResultStatus, TaskRecord, WorkerResult, WorkerResultBody,
 };
-use crate::storage::FollowUp;
+use crate::storage::{FollowUp, Release};
 
 /// What a result says of its worker's reliability. Successes (and custom
 /// statuses) count for it; a `PERMANENT_ERROR`, or a code this orchestrator
@@ -87,11 +87,15 @@ impl Orchestrator {
             }
             let event = self.history.prepare(|| self.result_event(&job, &task, worker_id, &body.result));
             let (ack, follow_up) = self.apply(&mut job, &task, &body.result).await?;
+            let verdict = verdict(&body.result);
             let applied = match follow_up {
-                Applied::Store(follow_up) => self.save_releasing(&mut job, follow_up, worker_id).await?,
+                Applied::Store(follow_up) => {
+                    self.save_releasing(&mut job, follow_up, Release { worker_id, verdict }).await?
+                }
                 Applied::Stored(applied) => {
                     if applied {
                         self.storage.add_in_flight(worker_id, -1).await?;
+                        self.judge(worker_id, verdict).await;
                     }
                     applied
                 }
@@ -99,7 +103,6 @@ impl Orchestrator {
             if applied {
                 self.history.record(event);
                 self.task_round_trip(&task);
-                self.judge(worker_id, verdict(&body.result)).await;
                 self.freed_slot(&task.task_type).await?;
                 tracing::debug!(%job_id, task_id = %task.task_id, worker_id, status = %job.status, "result applied");
                 return Ok(ack);

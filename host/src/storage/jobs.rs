@@ -41,6 +41,15 @@ pub enum Assignment {
     Park { task_type: String },
 }
 
+/// The worker whose answer an update applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    pub worker_id: &'a str,
+    /// What the answer says of the worker's reliability (see
+    /// `WorkerRegistry::record_outcome`); `None` does not count.
+    pub verdict: Option<bool>,
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Stores a new job and queues it for the executor.
@@ -59,9 +68,15 @@ pub trait JobStore: Send + Sync {
     async fn update_job(&self, job: &mut Job, follow_up: FollowUp) -> StorageResult<bool>;
 
     /// [`update_job`](JobStore::update_job) that, when applied, also gives
-    /// back one of `worker_id`'s in-flight slots (its task was answered), in
-    /// the same atomic step where the backend can.
-    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool>;
+    /// back one of the answering worker's in-flight slots and counts its
+    /// verdict into its reputation, in the same atomic step where the backend
+    /// can (one round trip per result, not three).
+    async fn update_job_releasing(
+        &self,
+        job: &mut Job,
+        follow_up: FollowUp,
+        release: Release<'_>,
+    ) -> StorageResult<bool>;
 
     /// Jobs whose task deadline is at or before `now`, earliest first, at most `max`.
     async fn overdue_jobs(&self, now: DateTime<Utc>, max: usize) -> StorageResult<Vec<JobId>>;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
     BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts, JobQueue,
-    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, StorageResult, TaskQueues, WorkerRegistry,
+    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, Release, StorageResult, TaskQueues, WorkerRegistry,
     reputation,
 };
 use crate::auth::TokenHash;
@@ -459,10 +459,18 @@ impl JobStore for MemoryStorage {
         Ok(true)
     }
 
-    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool> {
+    async fn update_job_releasing(
+        &self,
+        job: &mut Job,
+        follow_up: FollowUp,
+        release: Release<'_>,
+    ) -> StorageResult<bool> {
         let applied = self.update_job(job, follow_up).await?;
         if applied {
-            self.add_in_flight(worker_id, -1).await?;
+            self.add_in_flight(release.worker_id, -1).await?;
+            if let Some(succeeded) = release.verdict {
+                self.record_outcome(release.worker_id, succeeded).await?;
+            }
         }
         Ok(applied)
     }

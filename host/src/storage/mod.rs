@@ -25,7 +25,7 @@ mod workers;
 pub use branches::{BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS};
 pub use coordination::Coordination;
 pub use data::DataStores;
-pub use jobs::{Assignment, FollowUp, JobStore};
+pub use jobs::{Assignment, FollowUp, JobStore, Release};
 pub use listing::{JobCounts, Listings};
 pub use memory::MemoryStorage;
 pub use queue::{JobQueue, JobTicket};

@@ -9,7 +9,7 @@ use super::tasks;
 use super::{RedisStorage, unavailable};
 use crate::model::{Job, JobId};
 use crate::storage::record::{Effects, VersionStep, decode_job, encode_job};
-use crate::storage::{FollowUp, JobStore, StorageResult};
+use crate::storage::{FollowUp, JobStore, Release, StorageResult};
 
 /// One job ending in this many also drops the index entries of ended jobs
 /// whose retention lapsed (see `update`).
@@ -47,8 +47,13 @@ impl JobStore for RedisStorage {
         self.update(job, follow_up, None).await
     }
 
-    async fn update_job_releasing(&self, job: &mut Job, follow_up: FollowUp, worker_id: &str) -> StorageResult<bool> {
-        self.update(job, follow_up, Some(worker_id)).await
+    async fn update_job_releasing(
+        &self,
+        job: &mut Job,
+        follow_up: FollowUp,
+        release: Release<'_>,
+    ) -> StorageResult<bool> {
+        self.update(job, follow_up, Some(release)).await
     }
 
     async fn overdue_jobs(&self, now: chrono::DateTime<chrono::Utc>, max: usize) -> StorageResult<Vec<JobId>> {
@@ -93,8 +98,9 @@ impl Dispatch {
 
 impl RedisStorage {
     /// One job update script call; `release` names a worker whose in-flight
-    /// count drops by one in the same step.
-    async fn update(&self, job: &mut Job, follow_up: FollowUp, release: Option<&str>) -> StorageResult<bool> {
+    /// count drops by one (and whose reputation takes the verdict) in the
+    /// same step.
+    async fn update(&self, job: &mut Job, follow_up: FollowUp, release: Option<Release<'_>>) -> StorageResult<bool> {
         let step = VersionStep::begin(job);
         let job = step.job();
         let bytes = encode_job(job)?;
@@ -114,7 +120,7 @@ impl RedisStorage {
         call.key(self.keys.jobs())
             .key(self.keys.task_seq())
             .key(self.keys.watch())
-            .key(self.keys.worker(release.unwrap_or("-")))
+            .key(self.keys.worker(release.map_or("-", |r| r.worker_id)))
             .key(self.keys.status(job.status));
         for (worker_id, _, _) in &dispatch.pushes {
             call.key(self.keys.tasks(worker_id)).key(self.keys.worker(worker_id));
@@ -127,7 +133,12 @@ impl RedisStorage {
             .arg(retention_ms)
             .arg(job.task_deadline().map_or_else(String::new, |d| d.timestamp_millis().to_string()))
             .arg(job.id.to_string())
-            .arg(if release.is_some() { "1" } else { "0" })
+            .arg(match release.map(|r| r.verdict) {
+                None => "0",
+                Some(None) => "1",
+                Some(Some(true)) => "1+",
+                Some(Some(false)) => "1-",
+            })
             .arg(GROUP)
             .arg(if dispatch.enqueue { "1" } else { "0" })
             .arg(job.status.as_str())

@@ -13,7 +13,10 @@
 -- ARGV[1] expected version         ARGV[2] encoded job (at version + 1)
 -- ARGV[3] retention in ms for a job that has ended; 0 keeps it
 -- ARGV[4] deadline in ms of the task the job now waits on; empty when it waits on none
--- ARGV[5] job id                   ARGV[6] '1' to release one of KEYS[5]'s in-flight slots
+-- ARGV[5] job id
+-- ARGV[6] '1' to release one of KEYS[5]'s in-flight slots; '1+' / '1-' also
+--         count a success / a failure into its reputation window (the last
+--         50 outcomes, REPUTATION_WINDOW in storage/workers.rs)
 -- ARGV[7] consumer group           ARGV[8] '1' to queue the job for the executors
 -- ARGV[9] new status               ARGV[10] status zset key prefix (+ status)
 -- ARGV[11] status score: updated_at in µs
@@ -76,9 +79,15 @@ end
 if ARGV[13] ~= '' and old_status ~= status then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[13])
 end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+if string.sub(ARGV[6], 1, 1) == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   if redis.call('HINCRBY', KEYS[5], 'in_flight', -1) < 0 then
     redis.call('HSET', KEYS[5], 'in_flight', 0)
+  end
+  local verdict = string.sub(ARGV[6], 2, 2)
+  if verdict ~= '' then
+    local outcome = (verdict == '+') and '1' or '0'
+    local outcomes = outcome .. (redis.call('HGET', KEYS[5], 'outcomes') or '')
+    redis.call('HSET', KEYS[5], 'outcomes', string.sub(outcomes, 1, 50))
   end
 end
 if ARGV[8] == '1' then
