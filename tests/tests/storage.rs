@@ -315,8 +315,15 @@ mod redis_backend {
         for _ in 0..20 {
             let job = plain_job();
             a.create_job(&job).await.unwrap();
-            let ticket = a.next_job(PRESENT).await.unwrap().expect("the created job");
-            a.ack_job(ticket).await.unwrap();
+            // A read has been seen (twice, on a loaded 2-core machine) to
+            // return nothing here although the entry was there: a second
+            // look tells a late read from a lost entry, which still fails.
+            let mut ticket = a.next_job(PRESENT).await.unwrap();
+            if ticket.is_none() {
+                eprintln!("acknowledgements_survive_a_read_cancelled_mid_flush: a read came back empty; reading again");
+                ticket = a.next_job(PRESENT).await.unwrap();
+            }
+            a.ack_job(ticket.expect("the created job")).await.unwrap();
             // The next read sends the held-back acknowledgement first; it
             // is dropped at its first wait, as a `select!` drops it.
             let mut read = Box::pin(a.next_job(Duration::from_secs(5)));
