@@ -369,17 +369,12 @@ async fn python_sdk_worker_reports_a_missing_s3_input() {
 
 /// Issue 16's routing with real SDK workers (`render_worker.py`), three of
 /// them declaring resources and costs through the SDK's own environment
-/// variables: a GPU node (dear), two CPU nodes (cheap and mid). Tasks of the
-/// `routed` blueprint say what they need; `rendered_by` says who did them.
-#[tokio::test]
-async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
-    python();
-    let dir = avtomatika_tests::blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
-    let server = TestServer::start_with(avtomatika_tests::config::Config {
-        blueprints_dir: Some(dir.path().to_owned()),
-        ..test_config()
-    })
-    .await;
+/// variables: a GPU node (dear), two CPU nodes (cheap and mid); later a
+/// fourth, cheapest of all but broken. Workers talk to `workers_at`, jobs
+/// are created on `jobs_at` (the same server, or another instance on Redis).
+/// Tasks of the `routed` blueprint say what they need; `rendered_by` says who
+/// did them.
+async fn routing_scenario(workers_at: &TestServer, jobs_at: &TestServer, tag: &str) {
     let env = |gpu: bool, cost: f64| {
         let mut env = vec![("COST_PER_SKILL", json!({ "render": cost }).to_string()), ("CPU_CORES", "4".to_owned())];
         if gpu {
@@ -391,41 +386,41 @@ async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
         }
         env
     };
-    let ids = [worker_id("gpu"), worker_id("cheap"), worker_id("mid")];
+    let ids = [worker_id(&format!("{tag}-gpu")), worker_id(&format!("{tag}-cheap")), worker_id(&format!("{tag}-mid"))];
     let mut workers = vec![
-        PythonWorker::spawn_script(&server, &ids[0], "render_worker.py", &env(true, 2.0)),
-        PythonWorker::spawn_script(&server, &ids[1], "render_worker.py", &env(false, 0.2)),
-        PythonWorker::spawn_script(&server, &ids[2], "render_worker.py", &env(false, 0.5)),
+        PythonWorker::spawn_script(workers_at, &ids[0], "render_worker.py", &env(true, 2.0)),
+        PythonWorker::spawn_script(workers_at, &ids[1], "render_worker.py", &env(false, 0.2)),
+        PythonWorker::spawn_script(workers_at, &ids[2], "render_worker.py", &env(false, 0.5)),
     ];
-    // Every worker registered, as the SDK describes itself.
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    loop {
-        let answer = server.send(reqwest::Method::GET, "/api/v1/workers", Auth::Client(CLIENT_TOKEN), None).await;
-        let listed = answer.json();
-        let all = listed.as_array().cloned().unwrap_or_default();
-        if ids.iter().all(|id| all.iter().any(|w| w["worker_id"] == id.as_str())) {
-            let gpu = all.iter().find(|w| w["worker_id"] == ids[0].as_str()).expect("listed");
-            assert_eq!(gpu["resources"]["gpu_info"]["vram_gb"], 24, "{gpu:#}");
-            assert_eq!(gpu["cost_per_skill"]["render"], 2.0, "{gpu:#}");
-            break;
-        }
-        workers.iter_mut().for_each(PythonWorker::assert_running);
-        assert!(Instant::now() < deadline, "workers did not register: {listed:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let run = |routing: Value| {
-        let server = &server;
-        async move {
-            let job_id = server.create_job("/api/v1/jobs/routed", routing).await;
-            let deadline = Instant::now() + JOB_TIMEOUT;
-            loop {
-                let job = server.job(&job_id).await;
-                if job["status"].as_str().is_some_and(|status| TERMINAL.contains(&status)) {
-                    return job;
-                }
-                assert!(Instant::now() < deadline, "job {job_id} did not end: {job:#}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let listed = |id: String| async move {
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            let answer = jobs_at.send(reqwest::Method::GET, "/api/v1/workers", Auth::Client(CLIENT_TOKEN), None).await;
+            let all = answer.json().as_array().cloned().unwrap_or_default();
+            if let Some(worker) = all.into_iter().find(|w| w["worker_id"] == id.as_str()) {
+                return worker;
             }
+            assert!(Instant::now() < deadline, "worker {id} did not register");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Every worker registered, as the SDK describes itself.
+    let gpu = listed(ids[0].clone()).await;
+    assert_eq!(gpu["resources"]["gpu_info"]["vram_gb"], 24, "{gpu:#}");
+    assert_eq!(gpu["cost_per_skill"]["render"], 2.0, "{gpu:#}");
+    for id in &ids[1..] {
+        listed(id.clone()).await;
+    }
+    let run = |routing: Value| async move {
+        let job_id = jobs_at.create_job("/api/v1/jobs/routed", routing).await;
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            let job = jobs_at.job(&job_id).await;
+            if job["status"].as_str().is_some_and(|status| TERMINAL.contains(&status)) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} did not end: {job:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let by = |job: &Value| job["state_history"]["rendered_by"].as_str().unwrap_or("").to_owned();
@@ -444,7 +439,57 @@ async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
     let job = run(json!({"requires": {"cpu_cores": 64}})).await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert!(job["error_message"].as_str().unwrap_or("").contains("cpu_cores >= 64 (3 workers)"), "{job:#}");
+
+    // The cheapest node of all is broken: best value sends it the next task,
+    // its PERMANENT_ERROR drops its reputation, and best value moves away.
+    let broken = worker_id(&format!("{tag}-broken"));
+    let mut broken_env = env(false, 0.05);
+    broken_env.push(("RENDER_FAILS", "1".to_owned()));
+    workers.push(PythonWorker::spawn_script(workers_at, &broken, "render_worker.py", &broken_env));
+    listed(broken.clone()).await;
+    let job = run(json!({"strategy": "best_value"})).await;
+    assert_eq!(job["status"], "quarantined", "{job:#}");
+    assert!(job["error_message"].as_str().unwrap_or("").contains("is broken"), "{job:#}");
+    assert_eq!(listed(broken.clone()).await["reputation"], 0.0);
+    for _ in 0..3 {
+        let job = run(json!({"strategy": "best_value"})).await;
+        assert_eq!((job["status"].as_str(), by(&job)), (Some("finished"), ids[1].clone()), "{job:#}");
+    }
     workers.iter_mut().for_each(PythonWorker::assert_running);
-    drop(workers);
+}
+
+fn routed_config(dir: &std::path::Path) -> avtomatika_tests::config::Config {
+    avtomatika_tests::config::Config { blueprints_dir: Some(dir.to_owned()), ..test_config() }
+}
+
+#[tokio::test]
+async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
+    python();
+    let dir = avtomatika_tests::blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
+    let server = TestServer::start_with(routed_config(dir.path())).await;
+    routing_scenario(&server, &server, "mem").await;
     server.stop().await;
+}
+
+/// The same with two instances sharing Redis (database 10, emptied first):
+/// the SDK workers talk to one, jobs are created on the other.
+#[tokio::test]
+async fn python_sdk_workers_are_routed_alike_across_two_instances_on_redis() {
+    python();
+    const DB: u32 = 10;
+    let client = redis::Client::open(format!("redis://127.0.0.1:6379/{DB}")).expect("a Redis URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
+    let dir = avtomatika_tests::blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
+    let start = |instance: &str| {
+        let mut config = routed_config(dir.path());
+        config.redis = Some(avtomatika::config::RedisConfig { host: "127.0.0.1".into(), port: 6379, db: DB });
+        config.instance_id = instance.into();
+        TestServer::start_with(config)
+    };
+    let (a, b) = (start("py-routing-a").await, start("py-routing-b").await);
+    routing_scenario(&a, &b, "redis").await;
+    a.stop().await;
+    b.stop().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
 }
