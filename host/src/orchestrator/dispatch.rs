@@ -2,16 +2,17 @@
 //! holding tasks no live worker takes until one registers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::routing::{self, Candidate};
+use super::routing;
 use super::{Orchestrator, OrchestratorResult};
 use crate::history::{JobEvent, JobEventKind};
-use crate::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord};
+use crate::model::{Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo};
 use crate::runtime::TaskSpec;
 use crate::storage::{Assignment, FollowUp};
 
@@ -111,14 +112,13 @@ impl Orchestrator {
         // One look at the workers per task type. The loads are bumped as
         // tasks are given out here, since storage counts them in flight only
         // once the update lands: a fan-out spreads over the workers.
-        let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut candidates: HashMap<String, Vec<WorkerInfo>> = HashMap::new();
         let mut chosen: Vec<(Uuid, String)> = Vec::new();
         let mut parked: BTreeSet<String> = BTreeSet::new();
         let mut waiting: Vec<(String, Routing)> = Vec::new();
         for (task_id, task_type, routing) in unassigned {
             if !candidates.contains_key(&task_type) {
-                let workers = self.storage.workers_for(&task_type).await?;
-                candidates.insert(task_type.clone(), workers.into_iter().map(Candidate::new).collect());
+                candidates.insert(task_type.clone(), self.storage.workers_for(&task_type).await?);
             }
             let pool = candidates.get_mut(&task_type).map(Vec::as_mut_slice).unwrap_or_default();
             let (qualified, unmet) = qualify(pool, &task_type, &routing);
@@ -139,7 +139,7 @@ impl Orchestrator {
             match routing::choose(routing.strategy, &task_type, pool, &qualified, turn) {
                 Some(at) => {
                     pool[at].in_flight += 1;
-                    chosen.push((task_id, pool[at].info.worker_id.clone()));
+                    chosen.push((task_id, pool[at].worker_id.clone()));
                 }
                 None => {
                     tracing::info!(
@@ -148,7 +148,7 @@ impl Orchestrator {
                     );
                     parked.insert(task_type.clone());
                     if !pool.is_empty() {
-                        let mut types = self.parked_for_room.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut types = self.parked_for_room.lock().unwrap_or_else(PoisonError::into_inner);
                         // Task types may come from client input: past the
                         // bound, heartbeats alone wake what is parked.
                         if types.len() < MAX_ROOM_PARKED_TYPES {
@@ -211,10 +211,9 @@ impl Orchestrator {
         // Only a worker this very task qualifies for counts: any other with
         // room would have us take the list and park the job again, forever.
         for (task_type, routing) in waiting {
-            let pool: Vec<Candidate> =
-                self.storage.workers_for(&task_type).await?.into_iter().map(Candidate::new).collect();
+            let pool = self.storage.workers_for(&task_type).await?;
             let (qualified, _) = qualify(&pool, &task_type, &routing);
-            if qualified.iter().any(|&at| pool[at].has_room()) {
+            if qualified.iter().any(|&at| routing::has_room(&pool[at])) {
                 Box::pin(self.assign_parked(std::slice::from_ref(&task_type))).await?;
             }
         }
@@ -272,14 +271,14 @@ fn trace_context(job_id: JobId, task_id: Uuid) -> Map<String, Value> {
 /// The workers of `pool` that qualify for a task routed by `routing`, and,
 /// when none does, what each requirement left out ("gpu_info vram_gb >= 16
 /// (2 workers)").
-fn qualify(pool: &[Candidate], task_type: &str, routing: &Routing) -> (Vec<usize>, String) {
+fn qualify(pool: &[WorkerInfo], task_type: &str, routing: &Routing) -> (Vec<usize>, String) {
     if routing.is_default() {
         return ((0..pool.len()).collect(), String::new());
     }
     let mut qualified = Vec::new();
     let mut unmet: BTreeMap<String, usize> = BTreeMap::new();
     for (at, candidate) in pool.iter().enumerate() {
-        match routing::unmet(&candidate.info, task_type, routing) {
+        match routing::unmet(candidate, task_type, routing) {
             None => qualified.push(at),
             Some(reason) => *unmet.entry(reason).or_default() += 1,
         }

@@ -1,5 +1,7 @@
 //! Applying a worker's result to its job ("Result semantics" in the HTTP spec).
 
+use std::sync::PoisonError;
+
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -222,7 +224,7 @@ impl Orchestrator {
     /// every result. Tasks another instance parked wait for the worker's
     /// next idle heartbeat (the SDKs send one right after each task).
     pub(super) async fn freed_slot(&self, task_type: &str) -> OrchestratorResult<()> {
-        let parked = self.parked_for_room.lock().unwrap_or_else(|p| p.into_inner()).remove(task_type);
+        let parked = self.parked_for_room.lock().unwrap_or_else(PoisonError::into_inner).remove(task_type);
         if parked { self.assign_parked(&[task_type.to_owned()]).await } else { Ok(()) }
     }
 

@@ -15,24 +15,10 @@ use serde_json::{Map, Value};
 
 use crate::model::{Routing, Strategy, WorkerInfo, WorkerStatus};
 
-/// A worker that could take the task, with its load as counted so far
-/// (bumped as a fan-out's branches are given out).
-#[derive(Debug, Clone)]
-pub(super) struct Candidate {
-    pub info: WorkerInfo,
-    pub in_flight: u32,
-}
-
-impl Candidate {
-    pub fn new(info: WorkerInfo) -> Self {
-        let in_flight = info.in_flight;
-        Self { info, in_flight }
-    }
-
-    /// Whether the worker takes one more task now.
-    pub fn has_room(&self) -> bool {
-        self.info.status == WorkerStatus::Idle && self.info.max_concurrent_tasks.is_none_or(|max| self.in_flight < max)
-    }
+/// Whether `worker` takes one more task now. Dispatch bumps the in-flight
+/// count of the workers it read as it gives out a fan-out's branches.
+pub(super) fn has_room(worker: &WorkerInfo) -> bool {
+    worker.status == WorkerStatus::Idle && worker.max_concurrent_tasks.is_none_or(|max| worker.in_flight < max)
 }
 
 /// Why `worker` can never take a task of `task_type` routed by `routing`, or
@@ -60,49 +46,37 @@ pub(super) fn unmet(worker: &WorkerInfo, task_type: &str, routing: &Routing) -> 
 pub(super) fn choose(
     strategy: Strategy,
     task_type: &str,
-    candidates: &[Candidate],
+    candidates: &[WorkerInfo],
     qualified: &[usize],
     turn: u64,
 ) -> Option<usize> {
-    let mut open: Vec<usize> = qualified.iter().copied().filter(|&i| candidates[i].has_room()).collect();
+    let mut open: Vec<usize> = qualified.iter().copied().filter(|&i| has_room(&candidates[i])).collect();
     if open.is_empty() {
         return None;
     }
-    // Ties go to the fewest tasks in flight, then the worker id, so the
-    // choice is the same on every instance.
-    let tie = |a: &Candidate, b: &Candidate| {
-        a.in_flight.cmp(&b.in_flight).then_with(|| a.info.worker_id.cmp(&b.info.worker_id))
-    };
-    let price = |c: &Candidate| cost(&c.info, task_type).unwrap_or(f64::INFINITY);
-    let by = |key: &dyn Fn(&Candidate) -> f64| {
+    let price = |w: &WorkerInfo| cost(w, task_type).unwrap_or(f64::INFINITY);
+    // The lowest key wins; ties go to the fewest tasks in flight, then the
+    // worker id, so the choice is the same on every instance.
+    let by = |key: &dyn Fn(&WorkerInfo) -> (f64, f64)| {
         open.iter().copied().min_by(|&a, &b| {
             let (a, b) = (&candidates[a], &candidates[b]);
-            key(a).partial_cmp(&key(b)).unwrap_or(Ordering::Equal).then_with(|| tie(a, b))
+            key(a)
+                .partial_cmp(&key(b))
+                .unwrap_or(Ordering::Equal)
+                .then_with(|| a.in_flight.cmp(&b.in_flight))
+                .then_with(|| a.worker_id.cmp(&b.worker_id))
         })
     };
     match strategy {
-        Strategy::Default => {
-            let warm = |c: &Candidate| if is_hot(&c.info, task_type) { 0.0 } else { 1.0 };
-            open.iter().copied().min_by(|&a, &b| {
-                let (a, b) = (&candidates[a], &candidates[b]);
-                warm(a)
-                    .partial_cmp(&warm(b))
-                    .unwrap_or(Ordering::Equal)
-                    .then_with(|| price(a).partial_cmp(&price(b)).unwrap_or(Ordering::Equal))
-                    .then_with(|| tie(a, b))
-            })
-        }
+        Strategy::Default => by(&|w| (if is_hot(w, task_type) { 0.0 } else { 1.0 }, price(w))),
         Strategy::RoundRobin => {
-            open.sort_by(|&a, &b| candidates[a].info.worker_id.cmp(&candidates[b].info.worker_id));
+            open.sort_by(|&a, &b| candidates[a].worker_id.cmp(&candidates[b].worker_id));
             let at = usize::try_from(turn % open.len() as u64).unwrap_or(0);
             open.get(at).copied()
         }
-        Strategy::LeastConnections => by(&|c| f64::from(c.in_flight)),
-        Strategy::Cheapest => by(&price),
-        Strategy::BestValue => by(&|c| {
-            let reputation = c.info.reputation;
-            if reputation > 0.0 { price(c) / reputation } else { f64::INFINITY }
-        }),
+        Strategy::LeastConnections => by(&|w| (f64::from(w.in_flight), 0.0)),
+        Strategy::Cheapest => by(&|w| (price(w), 0.0)),
+        Strategy::BestValue => by(&|w| (if w.reputation > 0.0 { price(w) / w.reputation } else { f64::INFINITY }, 0.0)),
     }
 }
 
@@ -322,16 +296,16 @@ mod tests {
         assert!(unmet(&w, "other", &capped).is_some(), "a worker with no cost for the task never passes a cap");
     }
 
-    fn pick(strategy: Strategy, candidates: &[Candidate], turn: u64) -> Option<&str> {
+    fn pick(strategy: Strategy, candidates: &[WorkerInfo], turn: u64) -> Option<&str> {
         let all: Vec<usize> = (0..candidates.len()).collect();
-        choose(strategy, "render", candidates, &all, turn).map(|i| candidates[i].info.worker_id.as_str())
+        choose(strategy, "render", candidates, &all, turn).map(|i| candidates[i].worker_id.as_str())
     }
 
     #[test]
     fn strategies_pick_as_documented() {
-        let mut cheap = Candidate::new(b3("cheap", Value::Null, 1.0));
-        let mut dear = Candidate::new(b3("dear", Value::Null, 3.0));
-        let mut mid = Candidate::new(b5("mid", Value::Null, 2.0));
+        let mut cheap = b3("cheap", Value::Null, 1.0);
+        let mut dear = b3("dear", Value::Null, 3.0);
+        let mut mid = b5("mid", Value::Null, 2.0);
         cheap.in_flight = 1;
         let all = vec![cheap.clone(), dear.clone(), mid.clone()];
         assert_eq!(pick(Strategy::Cheapest, &all, 0), Some("cheap"));
@@ -340,28 +314,28 @@ mod tests {
         let order: Vec<_> = (0..4).filter_map(|turn| pick(Strategy::RoundRobin, &all, turn)).collect();
         assert_eq!(order, ["cheap", "dear", "mid", "cheap"]);
         // A warm cache beats price in the default strategy.
-        dear.info.extra.insert("hot_cache".into(), json!(["render"]));
+        dear.extra.insert("hot_cache".into(), json!(["render"]));
         assert_eq!(pick(Strategy::Default, &[cheap.clone(), dear.clone()], 0), Some("dear"));
         // Best value divides by reputation.
-        cheap.info.reputation = 0.25;
-        mid.info.reputation = 1.0;
+        cheap.reputation = 0.25;
+        mid.reputation = 1.0;
         assert_eq!(pick(Strategy::BestValue, &[cheap.clone(), mid.clone()], 0), Some("mid"));
-        cheap.info.reputation = 0.0;
+        cheap.reputation = 0.0;
         assert_eq!(pick(Strategy::BestValue, &[cheap.clone(), dear.clone()], 0), Some("dear"));
     }
 
     #[test]
     fn busy_and_full_workers_get_nothing() {
-        let mut full = Candidate::new(b5("full", Value::Null, 1.0));
+        let mut full = b5("full", Value::Null, 1.0);
         full.in_flight = 1;
-        assert!(!full.has_room(), "1.0b5 declared max_concurrent_tasks 1 under resources");
-        let mut busy = Candidate::new(b3("busy", Value::Null, 1.0));
-        busy.info.status = WorkerStatus::Busy;
-        assert!(!busy.has_room());
+        assert!(!has_room(&full), "1.0b5 declared max_concurrent_tasks 1 under resources");
+        let mut busy = b3("busy", Value::Null, 1.0);
+        busy.status = WorkerStatus::Busy;
+        assert!(!has_room(&busy));
         assert_eq!(pick(Strategy::Default, &[full, busy], 0), None);
-        let mut room = Candidate::new(b3("room", Value::Null, 1.0));
+        let mut room = b3("room", Value::Null, 1.0);
         room.in_flight = 1;
-        assert!(room.has_room(), "1.0b3 declared 2 at the top level");
+        assert!(has_room(&room), "1.0b3 declared 2 at the top level");
     }
 
     #[test]

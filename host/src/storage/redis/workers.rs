@@ -331,9 +331,7 @@ impl RedisStorage {
             pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         for (id, (record, rev)) in worker_ids.iter().zip(rows) {
             if let (Some(record), Some(rev)) = (record, rev) {
-                let info: WorkerInfo =
-                    serde_json::from_str(&record).map_err(|e| corrupt(format!("worker {id}: {e}")))?;
-                self.records.put(id, rev, info);
+                self.records.put(id, rev, parse_record(&record)?);
             }
         }
         Ok(())
@@ -343,10 +341,15 @@ impl RedisStorage {
 /// A worker as the scripts return it: its record, with the in-flight count
 /// and the outcome window kept beside it in its hash.
 fn decode_worker(record: &str, in_flight: u32, outcomes: &str) -> StorageResult<WorkerInfo> {
-    let mut info: WorkerInfo = serde_json::from_str(record).map_err(|e| corrupt(format!("worker record: {e}")))?;
+    let mut info = parse_record(record)?;
     info.in_flight = in_flight;
     info.reputation = reputation(outcomes.bytes().map(|b| b == b'1'));
     Ok(info)
+}
+
+/// A worker's stored record (`info`), without what its hash keeps beside it.
+fn parse_record(record: &str) -> StorageResult<WorkerInfo> {
+    serde_json::from_str(record).map_err(|e| corrupt(format!("worker record: {e}")))
 }
 
 /// Workers flattened as record, in-flight count, outcomes.
