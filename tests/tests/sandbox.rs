@@ -490,6 +490,8 @@ mod routed {
             (json!({"max_cost": -1.0}), "max-cost"),
             (json!({"requires": [1, 2]}), "resource-requirements of the task must be a JSON object"),
             (json!({"timeout_seconds": 0, "branches": 2}), "timeout-seconds of branch 0"),
+            // Requirements are matched against every candidate at each dispatch: bounded.
+            (json!({"requires": {"region": "x".repeat(17 * 1024)}}), "at most 16384 are allowed"),
         ] {
             let job_id = server.create_job("/api/v1/jobs/routed", input.clone()).await;
             let job = server.wait_for_status(&job_id, "quarantined").await;
