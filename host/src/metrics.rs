@@ -45,6 +45,8 @@ pub struct Metrics {
     plugin_failures: PluginFailures,
     http_requests: IntCounterVec,
     live_workers: IntGauge,
+    /// Worker WebSockets open on this instance.
+    worker_sockets: IntGauge,
     jobs: IntGaugeVec,
     jobs_queued: IntGauge,
     webhooks: WebhookCounters,
@@ -165,6 +167,8 @@ impl Metrics {
         )?;
         let live_workers =
             register(r, IntGauge::new("avtomatika_live_workers", "Workers whose liveness has not lapsed.")?)?;
+        let worker_sockets =
+            register(r, IntGauge::new("avtomatika_worker_sockets", "Worker WebSockets open on this instance.")?)?;
         let jobs = register(
             r,
             IntGaugeVec::new(Opts::new("avtomatika_jobs", "Jobs held by storage, by status."), &["status"])?,
@@ -248,6 +252,7 @@ impl Metrics {
             plugin_failures,
             http_requests,
             live_workers,
+            worker_sockets,
             jobs,
             jobs_queued,
             webhooks,
@@ -296,6 +301,11 @@ impl Metrics {
     }
 
     /// One HTTP request to `route` (a path template) was answered with `status`.
+    /// A worker socket opened (`1`) or closed (`-1`).
+    pub fn worker_socket(&self, change: i64) {
+        self.worker_sockets.add(change);
+    }
+
     pub fn http_request(&self, route: &str, status: &str) {
         self.http_requests.with_label_values(&[route, status]).inc();
     }

@@ -13,6 +13,7 @@ pub use avtomatika::config;
 
 pub mod counter;
 pub mod databases;
+pub mod python;
 pub mod s3;
 
 pub const CLIENT_TOKEN: &str = "test-client-token";

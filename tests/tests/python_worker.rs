@@ -6,213 +6,19 @@
 //! plain `cargo test` works on a fresh machine that has `python3` and can reach
 //! PyPI. Without them the test fails; it never skips.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use avtomatika_tests::python::{
+    JOB_TIMEOUT, PythonWorker, TERMINAL, pinned_version, sdk_python, wait_until_done, worker_id,
+};
 use avtomatika_tests::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, WORKER_TOKEN, test_config};
+use avtomatika_tests::{Auth, CLIENT_TOKEN, TestServer, test_config};
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
-
-/// How long a job may take; the worker needs a few seconds to start.
-const JOB_TIMEOUT: Duration = Duration::from_secs(60);
-
-const PACKAGE: &str = "avtomatika-worker";
-
-/// Job statuses a job never leaves.
-const TERMINAL: &[&str] = &["finished", "failed", "cancelled", "error", "quarantined"];
-
-fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-fn example_dir() -> PathBuf {
-    workspace_dir().join("examples/python-worker")
-}
-
-/// The cargo target directory: `CARGO_TARGET_DIR` when set (read when the test
-/// runs; a relative one is taken from the workspace root), else `target/`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
-        Some(dir) => workspace_dir().join(dir),
-        None => workspace_dir().join("target"),
-    }
-}
-
-/// The version `requirements.txt` pins the SDK at.
-fn pinned_version(requirements: &Path) -> String {
-    let text = fs::read_to_string(requirements).unwrap_or_else(|e| panic!("reading {}: {e}", requirements.display()));
-    text.lines()
-        .find_map(|line| line.trim().strip_prefix(PACKAGE)?.trim().strip_prefix("==").map(|v| v.trim().to_owned()))
-        .unwrap_or_else(|| panic!("{} does not pin {PACKAGE}==<version>", requirements.display()))
-}
-
-/// Runs `cmd` to completion; panics with its output when it fails.
-fn run(cmd: &mut StdCommand, what: &str) -> String {
-    let output = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what}: {cmd:?} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// The SDK version installed in the venv whose interpreter is `python`, if any.
-fn installed_version(python: &Path) -> Option<String> {
-    let output = StdCommand::new(python)
-        .args(["-c", &format!("import importlib.metadata as m; print(m.version({PACKAGE:?}))")])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// The venv's interpreter, with the pinned SDK installed. Created once per
-/// test process (the `OnceLock`) and under an exclusive lock on a file beside
-/// the venv, so concurrent test processes neither race nor see half a venv.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let target = target_dir();
-        fs::create_dir_all(&target).unwrap_or_else(|e| panic!("creating {}: {e}", target.display()));
-        let venv = target.join("py-worker-venv");
-        let python = venv.join("bin/python");
-        let requirements = example_dir().join("requirements.txt");
-        let version = pinned_version(&requirements);
-
-        let lock_path = target.join("py-worker-venv.lock");
-        let lock = File::create(&lock_path).unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
-        lock.lock().unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
-
-        if !python.exists() {
-            // Built aside and renamed into place: an interrupted run leaves no
-            // venv that looks finished.
-            let partial = target.join("py-worker-venv.partial");
-            let _ = fs::remove_dir_all(&partial);
-            let _ = fs::remove_dir_all(&venv);
-            run(
-                StdCommand::new("python3").arg("-m").arg("venv").arg(&partial),
-                "creating the Python worker's virtualenv (python3 with the venv module is required)",
-            );
-            fs::rename(&partial, &venv)
-                .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", partial.display(), venv.display()));
-        }
-        if installed_version(&python).as_deref() != Some(version.as_str()) {
-            run(
-                StdCommand::new(&python)
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"])
-                    .arg(&requirements),
-                &format!("installing {PACKAGE}=={version} from PyPI into {}", venv.display()),
-            );
-            let installed = installed_version(&python);
-            assert_eq!(
-                installed.as_deref(),
-                Some(version.as_str()),
-                "{PACKAGE}=={version} is not importable in {} after pip install",
-                venv.display()
-            );
-        }
-        drop(lock);
-        python
-    })
-}
-
-/// `examples/python-worker/worker.py` running under the SDK. Killed when
-/// dropped; its output is printed when the test is failing, else deleted.
-struct PythonWorker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl PythonWorker {
-    fn spawn(server: &TestServer, worker_id: &str) -> Self {
-        Self::spawn_script(server, worker_id, "worker.py", &[])
-    }
-
-    /// `examples/python-worker/{script}` with `env` on top of the SDK settings.
-    fn spawn_script(server: &TestServer, worker_id: &str, script: &str, env: &[(&str, String)]) -> Self {
-        let logs = target_dir().join("py-worker-logs");
-        fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("creating {}: {e}", logs.display()));
-        let log = logs.join(format!("{worker_id}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let err = out.try_clone().expect("clone the log file handle");
-
-        let mut cmd = Command::new(python());
-        cmd.arg(example_dir().join(script))
-            .current_dir(example_dir())
-            // Settings of the caller's environment that would override these.
-            .env_remove("ORCHESTRATORS_CONFIG")
-            .env_remove("WORKER_INDIVIDUAL_TOKEN")
-            .env_remove("WORKER_ENABLE_WEBSOCKETS")
-            .env_remove("S3_ENDPOINT_URL")
-            .env("ORCHESTRATOR_URL", &server.base)
-            .env("WORKER_ID", worker_id)
-            .env("WORKER_TOKEN", WORKER_TOKEN)
-            .env("HEARTBEAT_INTERVAL", "1")
-            .env("TASK_FILES_DIR", logs.join(format!("{worker_id}-files")))
-            .env("PYTHONUNBUFFERED", "1")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        Self { child, log }
-    }
-
-    fn output(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
-    }
-
-    /// Panics when the worker process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            // Its output is printed as the worker is dropped.
-            panic!("the Python worker exited ({status})");
-        }
-    }
-}
-
-impl Drop for PythonWorker {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if std::thread::panicking() {
-            eprintln!("--- Python worker output ({}) ---\n{}--- end ---", self.log.display(), self.output());
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
-    }
-}
-
-/// Polls the job until it reaches a terminal status; panics when that takes
-/// longer than [`JOB_TIMEOUT`] or the worker dies meanwhile.
-async fn wait_until_done(server: &TestServer, worker: &mut PythonWorker, job_id: &str) -> Value {
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    loop {
-        let job = server.job(job_id).await;
-        if job["status"].as_str().is_some_and(|status| TERMINAL.contains(&status)) {
-            return job;
-        }
-        worker.assert_running();
-        assert!(Instant::now() < deadline, "job {job_id} did not end within {JOB_TIMEOUT:?}: {job:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn worker_id(test: &str) -> String {
-    format!("py-{test}-{}", uuid::Uuid::new_v4())
-}
 
 #[tokio::test]
 async fn python_sdk_worker_greets() {
-    python();
+    sdk_python(&pinned_version());
     let server = TestServer::start().await;
     // The job is created before the worker is up: it waits for the worker to register.
     let job_id = server.create_job("/api/v1/jobs/hello", json!({"name": "Ada"})).await;
@@ -239,7 +45,7 @@ async fn python_sdk_worker_greets() {
 
 #[tokio::test]
 async fn python_sdk_worker_rejects_a_missing_name_as_invalid_input() {
-    python();
+    sdk_python(&pinned_version());
     let server = TestServer::start().await;
     let mut worker = PythonWorker::spawn(&server, &worker_id("invalid"));
 
@@ -266,7 +72,7 @@ async fn python_sdk_worker_rejects_a_missing_name_as_invalid_input() {
 /// into the job's folder; the client then downloads it over HTTP.
 #[tokio::test]
 async fn python_sdk_worker_moves_files_through_s3() {
-    python();
+    sdk_python(&pinned_version());
     let s3 = TestS3::new().await;
     let mut config = s3.config(test_config());
     config.task_files_cleanup.retention = Duration::from_secs(3);
@@ -320,7 +126,7 @@ async fn python_sdk_worker_moves_files_through_s3() {
 /// with the worker's message naming the missing object.
 #[tokio::test]
 async fn python_sdk_worker_reports_a_missing_s3_input() {
-    python();
+    sdk_python(&pinned_version());
     let s3 = TestS3::new().await;
     let mut config = s3.config(test_config());
     config.job_max_retries = 1;
@@ -464,7 +270,7 @@ fn routed_config(dir: &std::path::Path) -> avtomatika_tests::config::Config {
 
 #[tokio::test]
 async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
-    python();
+    sdk_python(&pinned_version());
     let dir = avtomatika_tests::blueprints_dir(&[("routed.wasm", avtomatika_plugins::ROUTED_COMPONENT)]);
     let server = TestServer::start_with(routed_config(dir.path())).await;
     routing_scenario(&server, &server, "mem").await;
@@ -475,7 +281,7 @@ async fn python_sdk_workers_are_routed_by_resources_cost_and_reputation() {
 /// the SDK workers talk to one, jobs are created on the other.
 #[tokio::test]
 async fn python_sdk_workers_are_routed_alike_across_two_instances_on_redis() {
-    python();
+    sdk_python(&pinned_version());
     const DB: u32 = 10;
     let client = redis::Client::open(format!("redis://127.0.0.1:6379/{DB}")).expect("a Redis URL");
     let mut conn = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use avtomatika::auth::hash;
 use avtomatika::model::{
-    Job, JobId, JobStatus, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch, WorkerStatus,
+    Job, JobId, JobStatus, Progress, Routing, Strategy, TaskPayload, TaskRecord, WorkerInfo, WorkerPatch, WorkerStatus,
 };
 use avtomatika::storage::{
     Assignment, BranchRecord, FollowUp, JobCounts, JobQueue, JobStore, MemoryStorage, PurgedWorker, REPUTATION_WINDOW,
-    Release, Storage, WorkerRegistry,
+    Release, Storage, WorkerChannels, WorkerRegistry,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, oneshot};
@@ -162,6 +162,9 @@ macro_rules! conformance {
             data_stores_get_set_and_delete_per_scope,
             data_increment_counts_integers_only,
             concurrent_data_increments_are_all_counted,
+            progress_is_kept_beside_existing_jobs_only,
+            progress_survives_job_updates_and_goes_with_the_job,
+            a_worker_channel_delivers_until_it_is_replaced_or_closed,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -223,6 +226,37 @@ mod redis_backend {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(b.worker_for_token(&old).await.unwrap(), None);
+        delete_keys(prefix).await;
+    }
+
+    /// A worker's channel is reached from any instance, and opening it on
+    /// another instance ends the one held before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_channel_is_reached_from_every_instance() {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        let b = RedisStorage::connect(&config, &prefix, "instance-b", RETENTION).await.expect("Redis");
+        let (tx, mut on_a) = tokio::sync::mpsc::channel(8);
+        a.open_channel("w", tx).await.unwrap();
+        // The subscription lands asynchronously; a send counts once it has.
+        let started = Instant::now();
+        while !b.send_to_worker("w", "from b").await.unwrap() {
+            assert!(started.elapsed() < Duration::from_secs(2), "instance a never took the channel");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(timeout(Duration::from_secs(2), on_a.recv()).await.unwrap().as_deref(), Some("from b"));
+        let (tx, mut on_b) = tokio::sync::mpsc::channel(8);
+        b.open_channel("w", tx).await.unwrap();
+        assert_eq!(timeout(Duration::from_secs(2), on_a.recv()).await.unwrap(), None, "a let its socket go");
+        let started = Instant::now();
+        loop {
+            assert!(a.send_to_worker("w", "from a").await.unwrap() || started.elapsed() < Duration::from_secs(2));
+            if let Ok(Some(message)) = timeout(Duration::from_millis(50), on_b.recv()).await {
+                assert_eq!(message, "from a");
+                break;
+            }
+        }
         delete_keys(prefix).await;
     }
 
@@ -1829,6 +1863,65 @@ mod cases {
     }
 
     // ---- data stores --------------------------------------------------------
+
+    // ---- progress reports and worker channels ------------------------------
+
+    pub async fn progress_is_kept_beside_existing_jobs_only(s: Arc<dyn Storage>) {
+        let job = created(&s).await;
+        let other = created(&s).await;
+        let report = Progress::new(Uuid::new_v4(), 0.25, Some("a quarter".into())).unwrap();
+        assert!(!s.record_progress(JobId::new_v4(), &report).await.unwrap(), "no job, nothing kept");
+        assert!(s.record_progress(job.id, &report).await.unwrap());
+        let later = Progress::new(report.task_id, 0.5, None).unwrap();
+        assert!(s.record_progress(job.id, &later).await.unwrap());
+        let read = s.progress_of(&[job.id, other.id, JobId::new_v4()]).await.unwrap();
+        assert_eq!(read, vec![Some(later), None, None], "the latest report, in order");
+        assert_eq!(s.progress_of(&[]).await.unwrap(), vec![]);
+    }
+
+    pub async fn progress_survives_job_updates_and_goes_with_the_job(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        let report = Progress::new(Uuid::new_v4(), 0.75, None).unwrap();
+        assert!(s.record_progress(job.id, &report).await.unwrap());
+        job.current_state = "next".into();
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(job.id).await.unwrap().map(|j| j.current_state), Some("next".into()));
+        assert_eq!(s.progress_of(&[job.id]).await.unwrap(), vec![Some(report)], "an update keeps it");
+        job.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        tokio::time::sleep(EXPIRED).await;
+        // The memory backend forgets ended jobs as later ones end, so end one.
+        let mut later = created(&s).await;
+        later.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut later, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(job.id).await.unwrap(), None);
+        assert_eq!(s.progress_of(&[job.id]).await.unwrap(), vec![None], "gone with its job");
+    }
+
+    pub async fn a_worker_channel_delivers_until_it_is_replaced_or_closed(s: Arc<dyn Storage>) {
+        assert!(!s.send_to_worker("w", "nobody").await.unwrap(), "no socket, not delivered");
+        let (tx, mut first) = tokio::sync::mpsc::channel(8);
+        let first_id = s.open_channel("w", tx).await.unwrap();
+        assert!(s.send_to_worker("w", "one").await.unwrap());
+        assert_eq!(timeout(Duration::from_secs(2), first.recv()).await.unwrap().as_deref(), Some("one"));
+        assert!(!s.send_to_worker("other", "x").await.unwrap(), "only to its worker");
+
+        // A second opening replaces the first: its inbox ends.
+        let (tx, mut second) = tokio::sync::mpsc::channel(8);
+        let second_id = s.open_channel("w", tx).await.unwrap();
+        assert_eq!(timeout(Duration::from_secs(2), first.recv()).await.unwrap(), None);
+        // The first socket closing late does not close the second's channel.
+        s.close_channel("w", first_id).await.unwrap();
+        assert!(s.send_to_worker("w", "two").await.unwrap());
+        assert_eq!(timeout(Duration::from_secs(2), second.recv()).await.unwrap().as_deref(), Some("two"));
+        s.close_channel("w", second_id).await.unwrap();
+        let closed = timeout(Duration::from_secs(2), async {
+            while s.send_to_worker("w", "three").await.unwrap() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        closed.await.expect("a closed channel stops taking messages");
+    }
 
     pub async fn data_stores_get_set_and_delete_per_scope(s: Arc<dyn Storage>) {
         let (orders, stock, other) = ("shop/orders", "shop/stock", "billing/orders");

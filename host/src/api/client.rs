@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use super::public::PageQuery;
 use super::{AppState, RouteLabel};
-use crate::model::Job;
+use crate::orchestrator::Cancellation;
 
 /// The client routes; the history route exists only when history is on
 /// (the spec: "only when history storage is enabled").
@@ -87,7 +87,9 @@ async fn list_jobs(
     ClientAuth(client): ClientAuth,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    Ok(Json(state.orchestrator.list_jobs(&client, query.page()?).await?))
+    let mut jobs = state.orchestrator.list_jobs(&client, query.page()?).await?;
+    state.orchestrator.with_progress(&mut jobs).await?;
+    Ok(Json(jobs))
 }
 
 /// The job's history events in order (`?limit=&offset=`, up to 1000 at a
@@ -109,8 +111,12 @@ async fn cancel_job(
 ) -> Result<Json<Value>, ApiError> {
     let outcome = state.orchestrator.cancel_job(&client, &job_id).await?;
     tracing::info!(%job_id, client = %client.name, ?outcome, "job cancellation requested");
-    // The spec's answer when no WebSocket push was made: the worker sees a flag.
-    Ok(Json(json!({ "status": "cancellation_request_accepted" })))
+    let status = match outcome {
+        Cancellation::Requested { pushed: true } => "cancellation_request_sent",
+        // Cancelled at once, or flagged for a worker without a socket.
+        Cancellation::Done | Cancellation::Requested { pushed: false } => "cancellation_request_accepted",
+    };
+    Ok(Json(json!({ "status": status })))
 }
 
 async fn dashboard(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Result<Json<Value>, ApiError> {
@@ -121,10 +127,13 @@ async fn get_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     ApiPath(job_id): ApiPath<String>,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let mut job = state.orchestrator.job_for(&client, &job_id).await?;
     state.orchestrator.sign_approval_links(&mut job);
-    Ok(Json(job))
+    let mut view = [serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?];
+    state.orchestrator.with_progress(&mut view).await?;
+    let [view] = view;
+    Ok(Json(view))
 }
 
 /// `POST /api/{version}/{endpoint}`, reached as the router's fallback: blueprint

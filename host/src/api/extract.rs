@@ -75,7 +75,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 const CLIENT_TOKEN_HEADER: &str = "X-Avtomatika-Token";
+/// The header clients written for the RXON generation send the same tokens in.
+const RXON_CLIENT_TOKEN_HEADER: &str = "X-Client-Token";
 const WORKER_TOKEN_HEADER: &str = "X-Worker-Token";
+pub const RXON_VERSION_HEADER: &str = "X-RXON-Version";
 
 fn header<'a>(parts: &'a Parts, name: &'static str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
@@ -88,7 +91,11 @@ impl FromRequestParts<AppState> for ClientAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // One token is checked: `X-Avtomatika-Token` when sent, else
+        // `X-Client-Token`, so a wrong token in one header is never saved
+        // by a right one in the other.
         header(parts, CLIENT_TOKEN_HEADER)
+            .or_else(|| header(parts, RXON_CLIENT_TOKEN_HEADER))
             .and_then(|token| state.orchestrator.credentials.client_by_token(token))
             .map(ClientAuth)
             .ok_or(ApiError::Unauthorized(CLIENT_TOKEN_HEADER))
@@ -117,5 +124,17 @@ impl FromRequestParts<AppState> for WorkerAuth {
         } else {
             Err(ApiError::Unauthorized(WORKER_TOKEN_HEADER))
         }
+    }
+}
+
+/// The RXON protocol version a worker speaks (`X-RXON-Version`), if it said.
+/// `avtomatika-worker` 1.0b3 sends none; the `rxon`-based SDKs always do.
+pub struct RxonVersion(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RxonVersion {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(header(parts, RXON_VERSION_HEADER).map(str::to_owned)))
     }
 }

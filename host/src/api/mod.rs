@@ -7,6 +7,7 @@ mod extract;
 mod files;
 mod public;
 mod worker;
+mod ws;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()))
         .merge(worker::routes(&state.orchestrator.config))
+        .merge(ws::routes(&state.orchestrator.config))
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))

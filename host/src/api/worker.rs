@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBody, ApiJson, ApiPath, WorkerAuth, body_limit};
+use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, body_limit};
 use crate::config::Config;
-use crate::model::{WorkerPatch, WorkerRegistration, WorkerResultBody};
+use crate::model::{ResultWire, WorkerPatch, WorkerRegistration};
 use crate::orchestrator::Heartbeat;
 
 /// The longest a task poll waits while the server drains.
@@ -90,8 +90,10 @@ async fn next_task(
 async fn result(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
-    ApiJson(body): ApiJson<WorkerResultBody>,
+    protocol: RxonVersion,
+    ApiJson(wire): ApiJson<ResultWire>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = wire.into_body(protocol.0.is_some()).map_err(ApiError::BadRequest)?;
     let ack = state.orchestrator.accept_result(&token, body).await?;
     Ok(Json(json!({ "status": ack.as_str() })))
 }

@@ -35,6 +35,8 @@ pub enum JobEventKind {
     SubJobStarted,
     SubJobFinished,
     CancellationRequested,
+    /// A worker reported how far it is with a task (`progress`, `message`).
+    TaskProgress,
     /// The job reached a terminal status; which one is in `context_snapshot`
     /// and in the dedicated kinds below.
     JobFinished,
@@ -62,6 +64,7 @@ impl JobEventKind {
             Self::SubJobStarted => "sub_blueprint_started",
             Self::SubJobFinished => "sub_blueprint_finished",
             Self::CancellationRequested => "cancellation_requested",
+            Self::TaskProgress => "task_progress",
             Self::JobFinished => "job_finished",
             Self::JobFailed => "job_failed",
             Self::JobCancelled => "job_cancelled",

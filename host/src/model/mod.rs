@@ -1,11 +1,15 @@
 //! The records the orchestrator keeps: jobs, tasks and workers, with their wire names.
 
 mod job;
+mod progress;
 mod routing;
 mod task;
 mod worker;
 
 pub use job::{ApprovalWait, ChildWait, Job, JobId, JobStatus, JobTimeouts, ParallelWait, TaskRecord};
+pub use progress::{MAX_PROGRESS_MESSAGE_BYTES, Progress, attach_progress};
 pub use routing::{Routing, Strategy};
-pub use task::{ErrorCode, ResultError, ResultStatus, TaskPayload, WorkerResult, WorkerResultBody};
+pub use task::{
+    ErrorCode, FailureEffect, ResultError, ResultStatus, ResultWire, TaskPayload, WorkerResult, WorkerResultBody,
+};
 pub use worker::{WorkerInfo, WorkerPatch, WorkerRegistration, WorkerStatus};

@@ -20,8 +20,7 @@ pub struct TaskPayload {
 
 /// The body of `POST /_worker/tasks/result`. Ids are optional here so that a
 /// missing one is a clear 400 rather than a generic parse error.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "ResultWire")]
+#[derive(Debug, Clone)]
 pub struct WorkerResultBody {
     pub job_id: Option<String>,
     pub task_id: Option<String>,
@@ -33,7 +32,7 @@ pub struct WorkerResultBody {
 /// under `result`; the `rxon`-based SDKs (1.0b5+) put `status`, `data` and
 /// `error` at the top level.
 #[derive(Deserialize)]
-struct ResultWire {
+pub struct ResultWire {
     job_id: Option<String>,
     task_id: Option<String>,
     worker_id: Option<String>,
@@ -43,22 +42,26 @@ struct ResultWire {
     error: Option<ResultError>,
 }
 
-impl TryFrom<ResultWire> for WorkerResultBody {
-    type Error = String;
-
-    /// A body that says nothing of what happened is refused: taking it as a
-    /// success would finish jobs whose work failed or never ran.
-    fn try_from(wire: ResultWire) -> Result<Self, String> {
-        let result = match (wire.result, wire.status) {
+impl ResultWire {
+    /// The result a worker meant. `rxon` says whether the sender speaks the
+    /// RXON protocol (it sent `X-RXON-Version`): newer `rxon` releases
+    /// serialise with `omit_defaults`, so their success carries no `status`
+    /// at all — for them a flat body without one is the success their model
+    /// defaults to. From anyone else a body that says nothing of what
+    /// happened is refused: taking it as a success would finish jobs whose
+    /// work failed or never ran.
+    pub fn into_body(self, rxon: bool) -> Result<WorkerResultBody, String> {
+        let result = match (self.result, self.status) {
             (Some(result), _) => result,
-            (None, Some(status)) => WorkerResult { status, data: wire.data, error: wire.error },
+            (None, Some(status)) => WorkerResult { status, data: self.data, error: self.error },
+            (None, None) if rxon => WorkerResult { status: ResultStatus::Success, data: self.data, error: self.error },
             (None, None) => {
                 return Err("`result` is missing: post {\"result\": {\"status\": …}} \
                             (or `status`, `data` and `error` at the top level)"
                     .to_owned());
             }
         };
-        Ok(Self { job_id: wire.job_id, task_id: wire.task_id, worker_id: wire.worker_id, result })
+        Ok(WorkerResultBody { job_id: self.job_id, task_id: self.task_id, worker_id: self.worker_id, result })
     }
 }
 
@@ -107,8 +110,8 @@ impl From<String> for ResultStatus {
 }
 
 /// Why a task failed, as the worker classifies it ("Result semantics" in the
-/// HTTP spec). A code this orchestrator does not know is kept and treated
-/// as transient.
+/// HTTP spec; the `rxon` SDKs add six codes to 1.0b3's three). A code this
+/// orchestrator does not know is kept as sent and treated as transient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum ErrorCode {
@@ -118,7 +121,30 @@ pub enum ErrorCode {
     Permanent,
     /// The job's input is wrong: the job fails.
     InvalidInput,
+    /// A file's checksum did not match what was sent: the job fails.
+    IntegrityMismatch,
+    /// The worker refused the task on security grounds: quarantined.
+    Security,
+    /// Something the task needs is missing on the worker: quarantined.
+    Dependency,
+    /// The result broke the skill's declared contract: quarantined.
+    ContractViolation,
+    /// The task ran out of time on the worker: tried again.
+    Timeout,
+    /// The worker ran out of memory, disk or GPU: tried again.
+    ResourceExhausted,
+    /// The worker itself failed: tried again.
+    Internal,
     Other(String),
+}
+
+/// What a failure with a given code does to its job, as the newest upstream
+/// orchestrator (`avtomatika` 1.0b30) decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureEffect {
+    Retry,
+    Fail,
+    Quarantine,
 }
 
 impl ErrorCode {
@@ -127,7 +153,24 @@ impl ErrorCode {
             Self::Transient => "TRANSIENT_ERROR",
             Self::Permanent => "PERMANENT_ERROR",
             Self::InvalidInput => "INVALID_INPUT_ERROR",
+            Self::IntegrityMismatch => "INTEGRITY_MISMATCH_ERROR",
+            Self::Security => "SECURITY_ERROR",
+            Self::Dependency => "DEPENDENCY_ERROR",
+            Self::ContractViolation => "CONTRACT_VIOLATION_ERROR",
+            Self::Timeout => "TIMEOUT_ERROR",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED_ERROR",
+            Self::Internal => "INTERNAL_ERROR",
             Self::Other(code) => code,
+        }
+    }
+
+    pub fn effect(&self) -> FailureEffect {
+        match self {
+            Self::Permanent | Self::Security | Self::Dependency | Self::ContractViolation => FailureEffect::Quarantine,
+            Self::InvalidInput | Self::IntegrityMismatch => FailureEffect::Fail,
+            Self::Transient | Self::Timeout | Self::ResourceExhausted | Self::Internal | Self::Other(_) => {
+                FailureEffect::Retry
+            }
         }
     }
 }
@@ -138,6 +181,13 @@ impl From<String> for ErrorCode {
             "TRANSIENT_ERROR" => Self::Transient,
             "PERMANENT_ERROR" => Self::Permanent,
             "INVALID_INPUT_ERROR" => Self::InvalidInput,
+            "INTEGRITY_MISMATCH_ERROR" => Self::IntegrityMismatch,
+            "SECURITY_ERROR" => Self::Security,
+            "DEPENDENCY_ERROR" => Self::Dependency,
+            "CONTRACT_VIOLATION_ERROR" => Self::ContractViolation,
+            "TIMEOUT_ERROR" => Self::Timeout,
+            "RESOURCE_EXHAUSTED_ERROR" => Self::ResourceExhausted,
+            "INTERNAL_ERROR" => Self::Internal,
             _ => Self::Other(code),
         }
     }
@@ -183,7 +233,7 @@ mod tests {
     use super::*;
 
     fn parse(body: Value) -> Result<WorkerResultBody, String> {
-        serde_json::from_value(body).map_err(|e| e.to_string())
+        serde_json::from_value::<ResultWire>(body).map_err(|e| e.to_string())?.into_body(false)
     }
 
     #[test]
@@ -208,6 +258,31 @@ mod tests {
         assert_eq!(flat.result.data, Some(json!({"x": 1})));
         let err = with(json!({"data": {"x": 1}})).unwrap_err();
         assert!(err.contains("`result` is missing"), "{err}");
+        // rxon 1.0b17 omits `status` when it is its default, "success".
+        let rxon = serde_json::from_value::<ResultWire>(json!({"job_id": "j", "task_id": "t", "data": {"x": 1}}))
+            .unwrap()
+            .into_body(true)
+            .unwrap();
+        assert_eq!((rxon.result.status, rxon.result.data), (ResultStatus::Success, Some(json!({"x": 1}))));
+    }
+
+    #[test]
+    fn every_code_the_rxon_sdks_send_has_the_upstream_effect() {
+        let effect = |code: &str| ErrorCode::from(code.to_owned()).effect();
+        for code in ["PERMANENT_ERROR", "SECURITY_ERROR", "DEPENDENCY_ERROR", "CONTRACT_VIOLATION_ERROR"] {
+            assert_eq!(effect(code), FailureEffect::Quarantine, "{code}");
+        }
+        for code in ["INVALID_INPUT_ERROR", "INTEGRITY_MISMATCH_ERROR"] {
+            assert_eq!(effect(code), FailureEffect::Fail, "{code}");
+        }
+        for code in ["TRANSIENT_ERROR", "TIMEOUT_ERROR", "RESOURCE_EXHAUSTED_ERROR", "INTERNAL_ERROR", "LATE_RESULT"] {
+            assert_eq!(effect(code), FailureEffect::Retry, "{code}");
+        }
+        for name in ["SECURITY_ERROR", "INTEGRITY_MISMATCH_ERROR", "TIMEOUT_ERROR", "INTERNAL_ERROR"] {
+            let code = ErrorCode::from(name.to_owned());
+            assert!(!matches!(code, ErrorCode::Other(_)), "{name}");
+            assert_eq!(code.as_str(), name);
+        }
     }
 
     #[test]

@@ -39,10 +39,31 @@ fn check_task_types(tasks: &[String], limits: &Limits) -> Result<(), String> {
     tasks.iter().try_for_each(|task| limits.check_name("a task type in supported_tasks", task))
 }
 
+/// The task types a worker of the newest `rxon` generation declares: the
+/// names of its `supported_skills` (objects `{"name", "type", …}`), which
+/// take the place of `supported_tasks` there.
+fn skill_names(extra: &Map<String, Value>) -> Option<Vec<String>> {
+    let skills = extra.get("supported_skills")?.as_array()?;
+    let name = |skill: &Value| skill.get("name").or(Some(skill)).and_then(Value::as_str).map(str::to_owned);
+    Some(skills.iter().filter_map(name).collect())
+}
+
 /// The body of `POST /_worker/workers/register`. Fields the SDK sends that the
 /// orchestrator does not interpret are kept in `extra` and shown back as is.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RegistrationWire")]
 pub struct WorkerRegistration {
+    pub worker_id: Option<String>,
+    pub worker_type: Option<String>,
+    /// As sent, or the names of `supported_skills` where the worker sent
+    /// none (the newest `rxon` SDKs).
+    pub supported_tasks: Vec<String>,
+    pub max_concurrent_tasks: Option<u32>,
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct RegistrationWire {
     pub worker_id: Option<String>,
     #[serde(default)]
     pub worker_type: Option<String>,
@@ -54,14 +75,48 @@ pub struct WorkerRegistration {
     pub extra: Map<String, Value>,
 }
 
+impl From<RegistrationWire> for WorkerRegistration {
+    fn from(wire: RegistrationWire) -> Self {
+        let supported_tasks = match skill_names(&wire.extra) {
+            Some(names) if wire.supported_tasks.is_empty() => names,
+            _ => wire.supported_tasks,
+        };
+        Self {
+            worker_id: wire.worker_id,
+            worker_type: wire.worker_type,
+            supported_tasks,
+            max_concurrent_tasks: wire.max_concurrent_tasks,
+            extra: wire.extra,
+        }
+    }
+}
+
 /// The JSON body of a heartbeat `PATCH`: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "PatchWire")]
 pub struct WorkerPatch {
     pub status: Option<WorkerStatus>,
     pub load: Option<f64>,
+    /// As sent, or the names of `supported_skills` (which the newest SDKs
+    /// send when their skills changed); `None`: unchanged.
     pub supported_tasks: Option<Vec<String>>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct PatchWire {
+    status: Option<WorkerStatus>,
+    load: Option<f64>,
+    supported_tasks: Option<Vec<String>>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+impl From<PatchWire> for WorkerPatch {
+    fn from(wire: PatchWire) -> Self {
+        let supported_tasks = wire.supported_tasks.or_else(|| skill_names(&wire.extra));
+        Self { status: wire.status, load: wire.load, supported_tasks, extra: wire.extra }
+    }
 }
 
 /// What a worker says it is doing. Dispatch prefers `idle` workers; a status
@@ -240,5 +295,23 @@ mod tests {
         assert!(reg(json!(["a\nb"])).check(&limits).unwrap_err().contains("control"));
         let patch: WorkerPatch = serde_json::from_value(json!({"supported_tasks": ["a", "b", "c"]})).unwrap();
         assert!(patch.check(&limits).is_err());
+    }
+
+    #[test]
+    fn the_newest_sdks_declare_their_task_types_as_skills() {
+        let reg: WorkerRegistration = serde_json::from_value(json!({
+            "worker_id": "w", "supported_skills": [{"name": "greet", "type": "greet"}, {"name": "render"}],
+        }))
+        .unwrap();
+        assert_eq!(reg.supported_tasks, ["greet", "render"]);
+        let both: WorkerRegistration = serde_json::from_value(
+            json!({"worker_id": "w", "supported_tasks": ["a"], "supported_skills": [{"name": "b"}]}),
+        )
+        .unwrap();
+        assert_eq!(both.supported_tasks, ["a"], "supported_tasks wins where sent");
+        let patch: WorkerPatch = serde_json::from_value(json!({"supported_skills": [{"name": "x"}]})).unwrap();
+        assert_eq!(patch.supported_tasks.as_deref(), Some(&["x".to_owned()][..]));
+        let unchanged: WorkerPatch = serde_json::from_value(json!({"status": "busy", "available_skills": []})).unwrap();
+        assert_eq!(unchanged.supported_tasks, None);
     }
 }

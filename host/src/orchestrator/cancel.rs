@@ -2,8 +2,9 @@
 //!
 //! - A job waiting for a worker: if no worker has taken the task yet, it is
 //!   taken back off the queue and the job is cancelled at once; otherwise the
-//!   task is flagged (`cancel_requested`, which the worker can read) and the
-//!   worker's answer decides — `cancelled` follows the task's `cancelled`
+//!   task is flagged (`cancel_requested`, which the worker can read), a
+//!   `cancel_task` command is pushed over the worker's WebSocket when it has
+//!   one (on whichever instance), and the worker's answer decides — `cancelled` follows the task's `cancelled`
 //!   transition or ends the job `cancelled`. A flagged task that times out or
 //!   fails transiently is not retried: the job ends `cancelled`.
 //! - A job waiting for a human, for parallel branches or for a child job is
@@ -30,8 +31,9 @@ const MAX_CONFLICTS: usize = 8;
 pub enum Cancellation {
     /// The job is cancelled.
     Done,
-    /// A worker holds the task; it has been asked to stop.
-    Requested,
+    /// A worker holds the task; it has been asked to stop: over its socket
+    /// (`pushed`), else by the flag it polls.
+    Requested { pushed: bool },
 }
 
 impl Orchestrator {
@@ -76,7 +78,8 @@ impl Orchestrator {
                     if self.save(&mut job, FollowUp::None).await? {
                         self.history.record(event);
                         tracing::info!(job_id = %id, task_id = %task.task_id, "worker asked to cancel its task");
-                        return Ok(Cancellation::Requested);
+                        let pushed = self.push_cancel(id, &task).await;
+                        return Ok(Cancellation::Requested { pushed });
                     }
                 }
                 JobStatus::WaitingForHuman | JobStatus::WaitingForParallelTasks | JobStatus::WaitingForChildJob => {
@@ -99,6 +102,12 @@ impl Orchestrator {
                     if applied {
                         self.history.record(event);
                         self.release_waiting_tasks_of(&job, waiting, |task| answered.contains(&task)).await?;
+                        // Branches workers still run are stopped, not just ignored.
+                        for branch in job.parallel.iter().flat_map(|w| w.branches.iter()) {
+                            if !answered.contains(&branch.task_id) {
+                                self.push_cancel(id, branch).await;
+                            }
+                        }
                         if let Some(wait_id) = fan_out {
                             self.storage.close_fan_out(wait_id).await?;
                         }

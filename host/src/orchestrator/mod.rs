@@ -12,6 +12,7 @@ mod failover;
 mod history;
 mod jobs;
 mod listing;
+mod live;
 mod maintenance;
 mod parallel;
 mod polls;
@@ -38,6 +39,7 @@ pub use blueprints::{Reloads, short as short_version};
 
 pub use cancel::Cancellation;
 pub use listing::{DEFAULT_LIMIT, MAX_LIMIT, Page};
+pub use live::ProgressReport;
 pub use polls::PollSlots;
 pub use results::ResultAck;
 pub use workers::Heartbeat;

@@ -9,22 +9,24 @@ use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::WorkerToken;
 use crate::history::{JobEvent, JobEventKind};
 use crate::model::{
-    ErrorCode, Job, JobId, JobStatus, ResultError, ResultStatus, TaskRecord, WorkerResult, WorkerResultBody,
+    ErrorCode, FailureEffect, Job, JobId, JobStatus, ResultError, ResultStatus, TaskRecord, WorkerResult,
+    WorkerResultBody,
 };
 use crate::storage::{FollowUp, Release};
 
 /// What a result says of its worker's reliability. Successes (and custom
-/// statuses) count for it; a `PERMANENT_ERROR`, or a code this orchestrator
-/// does not know (the `rxon` SDKs' `SECURITY_ERROR`, `DEPENDENCY_ERROR`, …),
-/// against it. A `TRANSIENT_ERROR`, an `INVALID_INPUT_ERROR` (the input was
-/// wrong, not the worker) and a cancellation do not count.
+/// statuses) count for it; a code that quarantines the job (the worker could
+/// not or would not do the work), or one this orchestrator does not know,
+/// against it. Codes that retry or fail the job (the moment or the input was
+/// at fault, not the worker) and a cancellation do not count.
 pub(super) fn verdict(result: &WorkerResult) -> Option<bool> {
     match &result.status {
         ResultStatus::Success | ResultStatus::Custom(_) => Some(true),
         ResultStatus::Cancelled => None,
         ResultStatus::Failure => match result.error.as_ref().and_then(ResultError::code) {
-            None | Some(ErrorCode::Transient | ErrorCode::InvalidInput) => None,
-            Some(ErrorCode::Permanent | ErrorCode::Other(_)) => Some(false),
+            Some(ErrorCode::Other(_)) => Some(false),
+            Some(code) if code.effect() == FailureEffect::Quarantine => Some(false),
+            _ => None,
         },
     }
 }
@@ -141,18 +143,31 @@ impl Orchestrator {
             ResultStatus::Failure => {
                 let code = result.error.as_ref().and_then(ResultError::code).unwrap_or(&ErrorCode::Transient);
                 let message = result.error.as_ref().map_or("no error details provided", |e| e.message());
-                let applied = match code {
-                    ErrorCode::Permanent => {
+                let applied = match (code, code.effect()) {
+                    (ErrorCode::Permanent, _) => {
                         job.end(JobStatus::Quarantined, Some(format!("Task failed with permanent error: {message}")));
                         Applied::Store(FollowUp::None)
                     }
-                    ErrorCode::InvalidInput => {
+                    (code, FailureEffect::Quarantine) => {
+                        let code = code.as_str();
+                        job.end(
+                            JobStatus::Quarantined,
+                            Some(format!("Task failed with permanent error ({code}): {message}")),
+                        );
+                        Applied::Store(FollowUp::None)
+                    }
+                    (ErrorCode::InvalidInput, _) => {
                         job.end(JobStatus::Failed, Some(format!("Task failed due to invalid input: {message}")));
+                        Applied::Store(FollowUp::None)
+                    }
+                    (code, FailureEffect::Fail) => {
+                        let code = code.as_str();
+                        job.end(JobStatus::Failed, Some(format!("Task failed ({code}): {message}")));
                         Applied::Store(FollowUp::None)
                     }
                     // A task the client cancelled is not tried again.
                     _ if task.cancel_requested => Applied::Stored(self.end_cancelled(job, task).await?),
-                    // TRANSIENT_ERROR, and any code this orchestrator does not know.
+                    // TRANSIENT_ERROR and its kin, and any code this orchestrator does not know.
                     _ => {
                         tracing::warn!(
                             job_id = %job.id, task_id = %task.task_id, code = code.as_str(), message, "task failed"

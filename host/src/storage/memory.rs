@@ -19,12 +19,12 @@ use uuid::Uuid;
 
 use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
-    BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, Coordination, DataStores, FollowUp, JobCounts, JobQueue,
-    JobStore, JobTicket, Listings, PurgedWorker, REPUTATION_WINDOW, Release, StorageResult, TaskQueues, WorkerRegistry,
-    reputation,
+    BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, ChannelId, Coordination, DataStores, FollowUp, JobCounts,
+    JobQueue, JobStore, JobTicket, Listings, ProgressReports, PurgedWorker, REPUTATION_WINDOW, Release, StorageResult,
+    TaskQueues, WorkerChannels, WorkerRegistry, reputation,
 };
 use crate::auth::TokenHash;
-use crate::model::{Job, JobId, JobStatus, TaskPayload, WorkerInfo, WorkerPatch};
+use crate::model::{Job, JobId, JobStatus, Progress, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The in-memory backend.
 pub struct MemoryStorage {
@@ -57,6 +57,9 @@ pub struct MemoryStorage {
     closed_fan_outs: Mutex<ClosedFanOuts>,
     /// Data store scope → key → value (JSON).
     data: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Worker id → the inbox of its socket's writer.
+    channels: Mutex<HashMap<String, (ChannelId, mpsc::Sender<String>)>>,
+    next_channel: AtomicU64,
 }
 
 /// Fan-outs closed in the last [`CLOSED_FAN_OUT_SECS`], oldest first so that
@@ -119,6 +122,7 @@ impl JobTable {
             created_at: job.created_at,
             updated_at: job.updated_at,
             bytes,
+            progress: None,
         };
         self.records.insert(job.id, stored);
     }
@@ -186,6 +190,8 @@ struct StoredJob {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     bytes: Box<[u8]>,
+    /// The worker's latest progress report, kept beside the record.
+    progress: Option<Box<Progress>>,
 }
 
 struct LiveWorker {
@@ -337,6 +343,8 @@ impl MemoryStorage {
             branches: Mutex::default(),
             closed_fan_outs: Mutex::default(),
             data: Mutex::default(),
+            channels: Mutex::default(),
+            next_channel: AtomicU64::new(0),
         }
     }
 
@@ -845,6 +853,44 @@ impl Listings for MemoryStorage {
             .map(|(status, ids)| (*status, u64::try_from(ids.len()).unwrap_or(u64::MAX)))
             .collect();
         Ok(JobCounts { by_status, queued: self.queued.load(atomic::Ordering::SeqCst) })
+    }
+}
+
+#[async_trait]
+impl ProgressReports for MemoryStorage {
+    async fn record_progress(&self, id: JobId, report: &Progress) -> StorageResult<bool> {
+        let mut jobs = lock(&self.jobs);
+        let Some(stored) = jobs.records.get_mut(&id) else { return Ok(false) };
+        stored.progress = Some(Box::new(report.clone()));
+        Ok(true)
+    }
+
+    async fn progress_of(&self, ids: &[JobId]) -> StorageResult<Vec<Option<Progress>>> {
+        let jobs = lock(&self.jobs);
+        Ok(ids.iter().map(|id| jobs.records.get(id).and_then(|s| s.progress.as_deref().cloned())).collect())
+    }
+}
+
+#[async_trait]
+impl WorkerChannels for MemoryStorage {
+    async fn open_channel(&self, worker_id: &str, inbox: mpsc::Sender<String>) -> StorageResult<ChannelId> {
+        let id = ChannelId(self.next_channel.fetch_add(1, atomic::Ordering::Relaxed));
+        // The replaced entry's sender drops here, ending its socket's inbox.
+        lock(&self.channels).insert(worker_id.to_owned(), (id, inbox));
+        Ok(id)
+    }
+
+    async fn close_channel(&self, worker_id: &str, id: ChannelId) -> StorageResult<()> {
+        let mut channels = lock(&self.channels);
+        if channels.get(worker_id).is_some_and(|(open, _)| *open == id) {
+            channels.remove(worker_id);
+        }
+        Ok(())
+    }
+
+    async fn send_to_worker(&self, worker_id: &str, message: &str) -> StorageResult<bool> {
+        let channels = lock(&self.channels);
+        Ok(channels.get(worker_id).is_some_and(|(_, inbox)| inbox.try_send(message.to_owned()).is_ok()))
     }
 }
 

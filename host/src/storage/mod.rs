@@ -1,6 +1,7 @@
 //! Where the orchestrator's state lives: jobs, the job queue, per-worker task
 //! queues, the worker registry, worker token digests, client quotas, fan-out
-//! results, the blueprints' data stores and the listings read from them.
+//! results, the blueprints' data stores, the listings read from them, workers'
+//! progress reports and the live channels to their sockets.
 //!
 //! [`Storage`] is the seam between the orchestration logic and a backend
 //! (memory by default, Redis for production). It is split by concern into
@@ -11,11 +12,13 @@
 //! together or not at all, so a crash between the two cannot strand a job.
 
 mod branches;
+mod channels;
 mod coordination;
 mod data;
 mod jobs;
 mod listing;
 mod memory;
+mod progress;
 mod queue;
 mod record;
 mod redis;
@@ -23,11 +26,13 @@ mod tasks;
 mod workers;
 
 pub use branches::{BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS};
+pub use channels::{ChannelId, INBOX_CAPACITY, WorkerChannels};
 pub use coordination::Coordination;
 pub use data::DataStores;
 pub use jobs::{Assignment, FollowUp, JobStore, Release};
 pub use listing::{JobCounts, Listings};
 pub use memory::MemoryStorage;
+pub use progress::ProgressReports;
 pub use queue::{JobQueue, JobTicket};
 pub use redis::RedisStorage;
 pub use tasks::TaskQueues;
@@ -55,6 +60,8 @@ pub trait Storage:
     + BranchResults
     + DataStores
     + Listings
+    + ProgressReports
+    + WorkerChannels
     + Send
     + Sync
     + 'static
@@ -70,6 +77,8 @@ impl<T> Storage for T where
         + BranchResults
         + DataStores
         + Listings
+        + ProgressReports
+        + WorkerChannels
         + Send
         + Sync
         + 'static

@@ -96,6 +96,10 @@ impl Keys {
     pub(super) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
     }
+    /// The pub/sub channels of workers' sockets: this and the worker id.
+    pub(super) fn worker_channel_prefix(&self) -> String {
+        format!("{}:ws:", self.prefix)
+    }
     /// Present while the instance (job stream consumer) of that name is alive.
     pub(super) fn instance(&self, consumer: &str) -> String {
         format!("{}:instance:{consumer}", self.prefix)

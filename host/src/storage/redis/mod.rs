@@ -6,18 +6,21 @@
 //! Redis Stream read through a consumer group, one consumer per instance;
 //! entries a dead instance left unacknowledged are claimed by the others.
 //! Long-polls wait on a per-instance pub/sub subscription that announces
-//! every task pushed for a worker, on whichever instance it was created.
+//! every task pushed for a worker, on whichever instance it was created;
+//! messages for a worker's WebSocket travel on a channel per worker.
 //! Jobs are indexed by status and by client in sorted sets that the same
 //! scripts keep current; entries of ended jobs whose retention lapsed are
 //! dropped as the indexes are read.
 
 mod branches;
+mod channels;
 mod coordination;
 mod data;
 mod jobs;
 mod keys;
 mod listing;
 mod notify;
+mod progress;
 mod scripts;
 mod stream;
 mod tasks;
@@ -56,6 +59,8 @@ pub struct RedisStorage {
     /// job's status makes harmless.
     pending_acks: Mutex<Vec<String>>,
     subscriber: tokio::task::JoinHandle<()>,
+    /// Workers' sockets held here, reachable from every instance.
+    sockets: channels::Sockets,
     /// Keeps this instance's liveness key ([`Keys::instance`]) alive.
     heartbeat: tokio::task::JoinHandle<()>,
 }
@@ -123,7 +128,8 @@ impl RedisStorage {
         let tokens = Arc::new(TokenCache::default());
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let channels = Channels { wake: keys.wake(), tokens: keys.tokens_changed() };
-        let subscriber = tokio::spawn(subscribe(client, channels, waiters.clone(), tokens.clone(), ready));
+        let subscriber = tokio::spawn(subscribe(client.clone(), channels, waiters.clone(), tokens.clone(), ready));
+        let sockets = channels::Sockets::start(client, keys.worker_channel_prefix(), consumer.to_owned());
         // Alive before the first read, so no other instance claims what it reads.
         let instance_key = keys.instance(consumer);
         beat(&mut conn, &instance_key).await.map_err(unavailable)?;
@@ -150,6 +156,7 @@ impl RedisStorage {
             records: workers::RecordCache::default(),
             pending_acks: Mutex::default(),
             subscriber,
+            sockets,
             heartbeat,
         })
     }

@@ -20,6 +20,7 @@ pub(super) struct Scripts {
     pub(super) record_branch: Script,
     pub(super) list_jobs: Script,
     pub(super) worker_census: Script,
+    pub(super) record_progress: Script,
 }
 
 impl Scripts {
@@ -41,6 +42,7 @@ impl Scripts {
             record_branch: Script::new(include_str!("lua/record_branch.lua")),
             list_jobs: Script::new(include_str!("lua/list_jobs.lua")),
             worker_census: Script::new(include_str!("lua/worker_census.lua")),
+            record_progress: Script::new(include_str!("lua/record_progress.lua")),
         }
     }
 }
