@@ -104,10 +104,16 @@ impl Setup {
         runtime.load(sources).await?;
         let schedules = match &config.schedules_config_path {
             Some(path) => {
-                let schedules = schedules::load(path)?;
+                let loaded = schedules::load(path)?;
                 let file = path.display().to_string();
-                schedules::check_blueprints(&schedules, &file, |name| runtime.blueprint(name).is_some())?;
-                schedules
+                schedules::check_blueprints(&loaded.schedules, &file, |name| runtime.blueprint(name).is_some())?;
+                for warning in &loaded.warnings {
+                    warning.log();
+                }
+                for schedule in loaded.schedules.iter().filter(|s| !s.enabled) {
+                    tracing::info!(schedule = %schedule.name, file = %file, "schedule disabled (enabled = false): it creates no jobs");
+                }
+                loaded.schedules
             }
             None => Vec::new(),
         };
