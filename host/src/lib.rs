@@ -83,7 +83,15 @@ pub struct Setup {
 impl Setup {
     /// Loads and validates the files named by `config` and compiles the blueprints.
     pub async fn load(config: Config) -> Result<Self, StartError> {
-        let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
+        let clients = match config.clients_config_path.as_deref().map(clients::load).transpose()? {
+            Some(file) => {
+                for warning in &file.warnings {
+                    warning.log();
+                }
+                Some(file.clients)
+            }
+            None => None,
+        };
         warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
         let cache = match &config.plugin_cache_dir {
