@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod file;
+mod history_uri;
 pub mod limits;
 pub mod schedules;
 pub mod workers;
@@ -197,12 +198,16 @@ pub struct RedisConfig {
     pub db: u32,
 }
 
-/// The job history database (`HISTORY_DATABASE_URI`).
+/// The job history database (`HISTORY_DATABASE_URI`; the accepted URI forms
+/// are listed in `history_uri`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryDatabase {
-    /// `sqlite:///path/to/db`: the file path.
+    /// The file path: absolute, or relative to the working directory.
     Sqlite(PathBuf),
-    /// `postgresql://…` or `postgres://…`, kept whole for the driver.
+    /// `:memory:`: a database that lives as long as the process.
+    SqliteMemory,
+    /// `postgresql://…` (also given as `postgres://…` or with a `+driver`),
+    /// kept whole for the driver.
     Postgres(Secret),
 }
 
@@ -210,7 +215,14 @@ impl HistoryDatabase {
     /// Which database, for logs and errors: never the password.
     pub fn describe(&self) -> String {
         match self {
+            // A relative path is shown resolved too: it depends on where
+            // the server was started from.
+            Self::Sqlite(path) if path.is_relative() => match std::path::absolute(path) {
+                Ok(absolute) => format!("SQLite file {} ({})", path.display(), absolute.display()),
+                Err(_) => format!("SQLite file {}", path.display()),
+            },
             Self::Sqlite(path) => format!("SQLite file {}", path.display()),
+            Self::SqliteMemory => "SQLite in memory (lost when the server stops)".to_owned(),
             Self::Postgres(uri) => match url::Url::parse(uri.expose()) {
                 Ok(url) => format!(
                     "PostgreSQL at {}:{}, database {}",
@@ -456,7 +468,7 @@ impl Config {
             max_transitions_per_job: env.positive("MAX_TRANSITIONS_PER_JOB")?.unwrap_or(d.max_transitions_per_job),
             job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
             shutdown_grace: env.shutdown_grace()?.unwrap_or(d.shutdown_grace),
-            history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
+            history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_uri::parse(&uri)).transpose()?,
             history_buffer_size: env.positive("HISTORY_BUFFER_SIZE")?.unwrap_or(d.history_buffer_size),
             s3: s3(&env)?,
             s3_default_bucket: env.string("S3_DEFAULT_BUCKET").unwrap_or(d.s3_default_bucket),
@@ -537,34 +549,6 @@ impl Config {
     /// How long a worker stays live after registering or a heartbeat.
     pub fn worker_ttl(&self) -> Duration {
         self.worker_health_check_interval.saturating_mul(2)
-    }
-}
-
-fn history_database<F: Fn(&str) -> Option<String>>(
-    env: &Env<'_, F>,
-    uri: &str,
-) -> Result<HistoryDatabase, ConfigError> {
-    const VARIABLE: &str = "HISTORY_DATABASE_URI";
-    // Never echo the URI: a PostgreSQL URI carries a password.
-    let invalid = |problem: &str| ConfigError { variable: VARIABLE, problem: problem.to_owned() };
-    let parsed = url::Url::parse(uri.trim()).map_err(|e| invalid(&format!("not a valid URI ({e})")))?;
-    match parsed.scheme() {
-        "sqlite" => {
-            // sqlite:///abs/path (empty host) or sqlite://relative/path
-            let path = uri.trim().trim_start_matches("sqlite://");
-            if path.is_empty() {
-                return Err(invalid("sqlite URI names no file; expected sqlite:///path/to/db"));
-            }
-            Ok(HistoryDatabase::Sqlite(PathBuf::from(path)))
-        }
-        "postgres" | "postgresql" => {
-            if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(invalid("postgresql URI names no host"));
-            }
-            let _ = env;
-            Ok(HistoryDatabase::Postgres(Secret::from(uri.trim())))
-        }
-        other => Err(invalid(&format!("unsupported scheme {other:?}; expected sqlite:// or postgresql://"))),
     }
 }
 
