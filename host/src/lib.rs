@@ -83,7 +83,15 @@ pub struct Setup {
 impl Setup {
     /// Loads and validates the files named by `config` and compiles the blueprints.
     pub async fn load(config: Config) -> Result<Self, StartError> {
-        let clients = config.clients_config_path.as_deref().map(clients::load).transpose()?;
+        let clients = match config.clients_config_path.as_deref().map(clients::load).transpose()? {
+            Some(file) => {
+                for warning in &file.warnings {
+                    warning.log();
+                }
+                Some(file.clients)
+            }
+            None => None,
+        };
         warn_about_default_tokens(&config, clients.is_some());
         let workers = config.workers_config_path.as_deref().map(workers::load).transpose()?;
         let cache = match &config.plugin_cache_dir {
@@ -104,10 +112,16 @@ impl Setup {
         runtime.load(sources).await?;
         let schedules = match &config.schedules_config_path {
             Some(path) => {
-                let schedules = schedules::load(path)?;
+                let loaded = schedules::load(path)?;
                 let file = path.display().to_string();
-                schedules::check_blueprints(&schedules, &file, |name| runtime.blueprint(name).is_some())?;
-                schedules
+                schedules::check_blueprints(&loaded.schedules, &file, |name| runtime.blueprint(name).is_some())?;
+                for warning in &loaded.warnings {
+                    warning.log();
+                }
+                for schedule in loaded.schedules.iter().filter(|s| !s.enabled) {
+                    tracing::info!(schedule = %schedule.name, file = %file, "schedule disabled (enabled = false): it creates no jobs");
+                }
+                loaded.schedules
             }
             None => Vec::new(),
         };

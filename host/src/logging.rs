@@ -1,6 +1,7 @@
 //! Process-wide structured logging (`LOG_LEVEL`, `LOG_FORMAT`), with
 //! timestamps in the configured `TZ`, and the optional export of spans to an
-//! OpenTelemetry collector over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+//! OpenTelemetry collector over OTLP, by gRPC or HTTP/protobuf
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`).
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -23,7 +24,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter};
 use uuid::Uuid;
 
-use crate::config::{Config, ConfigError, LogFormat, LogLevel, OtlpConfig};
+use crate::config::{Config, ConfigError, LogFormat, LogLevel, OtlpConfig, OtlpProtocol, ProtocolSource};
 
 /// RFC 3339 timestamps in the operator's time zone, offset included.
 struct ZonedTime(Tz);
@@ -78,7 +79,18 @@ pub fn init(config: &Config) -> Result<Option<TraceExport>, ConfigError> {
     let installed = tracing_subscriber::registry().with(fmt.with_filter(env_filter)).with(otel).try_init().is_ok();
     EXPORTING.store(installed && export.is_some(), Ordering::Relaxed);
     if let Some(otlp) = &config.otlp {
-        tracing::info!(endpoint = %otlp.traces_endpoint, service = %otlp.service_name, "exporting spans over OTLP/HTTP");
+        let chosen_by = match otlp.protocol_source {
+            ProtocolSource::Variable(variable) => variable,
+            ProtocolSource::GrpcPort => "port 4317 (OTLP/gRPC's); set OTEL_EXPORTER_OTLP_PROTOCOL to choose",
+            ProtocolSource::Default => "default",
+        };
+        tracing::info!(
+            endpoint = %otlp.traces_endpoint,
+            protocol = otlp.protocol.as_str(),
+            chosen_by,
+            service = %otlp.service_name,
+            "exporting spans over OTLP"
+        );
     }
     Ok(export)
 }
@@ -98,8 +110,8 @@ fn exported(target: &str, level: Level, is_span: bool, events: Level) -> bool {
     ours && level <= if is_span { Level::DEBUG } else { events }
 }
 
-/// Spans on their way to an OTLP collector: batched, and sent over HTTP
-/// from a task on the tokio runtime.
+/// Spans on their way to an OTLP collector: batched, and sent over gRPC or
+/// HTTP from a task on the tokio runtime.
 pub struct TraceExport {
     provider: SdkTracerProvider,
 }
@@ -116,12 +128,18 @@ impl TraceExport {
         // with its own rules, so its refusal is still reported, not unwrapped.
         // Its request timeout and headers follow the standard
         // OTEL_EXPORTER_OTLP_TIMEOUT and OTEL_EXPORTER_OTLP_HEADERS.
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(otlp.traces_endpoint.as_str())
-            .build()
-            .map_err(|e| ConfigError { variable: VARIABLE, problem: format!("cannot export spans there: {e}") })?;
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        let exporter = match otlp.protocol {
+            // The channel connects lazily: a collector that is not up yet
+            // costs failed exports, not start-up.
+            OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(otlp.traces_endpoint.as_str()).build(),
+            OtlpProtocol::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(otlp.traces_endpoint.as_str())
+                .build(),
+        }
+        .map_err(|e| ConfigError { variable: VARIABLE, problem: format!("cannot export spans there: {e}") })?;
         let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
         let resource = Resource::builder()
             .with_service_name(otlp.service_name.clone())

@@ -3,7 +3,8 @@
 //! `hello` job runs through a worker, the server stops on SIGTERM, and the
 //! collector must by then hold protobuf batches with the job's steps, in the
 //! trace whose id is the job id (the trace the task's `traceparent` names),
-//! and the requests, all filed under `OTEL_SERVICE_NAME`.
+//! and the requests, all filed under `OTEL_SERVICE_NAME`. The same over
+//! OTLP/gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`), to a tonic `TraceService`.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -48,6 +50,40 @@ async fn start_collector() -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
     let addr = listener.local_addr().expect("collector address");
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+/// What the gRPC collector received.
+type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+/// A collector serving OTLP's `TraceService/Export` over gRPC.
+#[derive(Clone, Default)]
+struct GrpcCollector {
+    received: Exports,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.received.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+async fn start_grpc_collector() -> (String, Exports) {
+    let collector = GrpcCollector::default();
+    let received = collector.received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gRPC collector");
+    let addr = listener.local_addr().expect("collector address");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector))
+            .serve_with_incoming(incoming),
+    );
     (format!("http://{addr}"), received)
 }
 
@@ -233,4 +269,73 @@ async fn a_jobs_spans_reach_the_collector_in_the_trace_named_by_the_job_id() {
         requests.iter().any(|s| string_attribute(&s.attributes, "path") == Some("/api/v1/jobs/hello")),
         "no request span for the job's creation among {requests:?}"
     );
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`: the requests' spans arrive at a gRPC
+/// collector, under the service name, and the start-up log says which
+/// protocol was chosen and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_grpc_collector_when_the_protocol_is_grpc() {
+    let (collector, received) = start_grpc_collector().await;
+    let server = Server::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", SERVICE),
+        ("CLIENT_TOKEN", CLIENT_TOKEN),
+        ("LOG_FORMAT", "text"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/api/v1/jobs/hello", server.base))
+        .header("X-Avtomatika-Token", CLIENT_TOKEN)
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.contains("exporting spans over OTLP")
+            && l.contains("protocol=\"grpc\"")
+            && l.contains("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        "{log:#?}"
+    );
+    server.stop().await;
+
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty(), "the gRPC collector received nothing");
+    let mut spans: Vec<Span> = Vec::new();
+    for request in received {
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans.resource.expect("a resource");
+            assert_eq!(string_attribute(&resource.attributes, "service.name"), Some(SERVICE));
+            spans.extend(resource_spans.scope_spans.into_iter().flat_map(|s| s.spans));
+        }
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "request" && string_attribute(&s.attributes, "path") == Some("/api/v1/jobs/hello")),
+        "no request span for the job's creation among {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+}
+
+/// An unknown protocol stops start-up, naming the variable.
+#[tokio::test]
+async fn an_invalid_otlp_protocol_stops_start_up_naming_the_variable() {
+    let output = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("PLUGIN_CACHE_DIR", "off")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("API_PORT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run avtomatika");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && stderr.contains("http/json"), "{stderr}");
 }

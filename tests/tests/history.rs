@@ -157,6 +157,52 @@ async fn a_sqlite_file_records_every_step_of_a_job_in_order() {
     server.stop().await;
 }
 
+/// `HISTORY_DATABASE_URI` as the example application's `.env` writes it:
+/// `sqlite:` and a path, no slashes. Read from the variable, not built in
+/// code, so the URI parsing is what is tested; the file is created at that
+/// path (not at one named `sqlite:…`) and holds the job's history.
+#[tokio::test]
+async fn a_sqlite_uri_without_slashes_writes_the_named_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("avtomatika_history.db");
+    let uri = format!("sqlite:{}", file.display());
+    let from_env = Config::from_lookup(|name| (name == "HISTORY_DATABASE_URI").then(|| uri.clone())).unwrap();
+    let database = from_env.history_database.expect("HISTORY_DATABASE_URI is read");
+    assert_eq!(database, HistoryDatabase::Sqlite(file.clone()));
+    let server = TestServer::start_with(history_config(database, dir.path())).await;
+    assert!(file.exists(), "the SQLite file is created where the URI says");
+    let stray: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("sqlite"))
+        .collect();
+    assert!(stray.is_empty(), "no file named after the URI: {stray:?}");
+    let worker = server.worker("greeter");
+    worker.register(&["greet"]).await;
+    let job_id = worker.run_hello("Ada").await;
+    let events = wait_for_history(&server, &job_id, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
+    assert_hello_history(&events, &job_id, "Ada", "greeter");
+    server.stop().await;
+}
+
+/// `:memory:` keeps one database for the server's life: the writer's
+/// events are what the API reads back.
+#[tokio::test]
+async fn an_in_memory_sqlite_database_keeps_the_history_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_env =
+        Config::from_lookup(|name| (name == "HISTORY_DATABASE_URI").then(|| "sqlite::memory:".to_owned())).unwrap();
+    let database = from_env.history_database.expect("HISTORY_DATABASE_URI is read");
+    assert_eq!(database, HistoryDatabase::SqliteMemory);
+    let server = TestServer::start_with(history_config(database, dir.path())).await;
+    let worker = server.worker("greeter");
+    worker.register(&["greet"]).await;
+    let job_id = worker.run_hello("Ada").await;
+    let events = wait_for_history(&server, &job_id, HELLO_EVENTS.len(), Duration::from_secs(10)).await;
+    assert_hello_history(&events, &job_id, "Ada", "greeter");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn history_off_means_no_history_route() {
     let server = TestServer::start_with(test_config()).await;

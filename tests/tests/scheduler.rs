@@ -119,6 +119,48 @@ async fn schedules_are_listed_with_their_next_run_in_tz() {
     server.stop().await;
 }
 
+/// The example application's `schedules.toml` shape (`enabled = true`, data
+/// under `[x.initial_data]`) starts the server; a schedule with
+/// `enabled = false` is listed as such and never creates a job.
+#[tokio::test]
+async fn enabled_and_initial_data_as_the_example_application_writes_them() {
+    let file = schedules_file(
+        "[maintenance_task]\nblueprint = \"misbehave\"\ninterval_seconds = 60\nenabled = true\n\n\
+         [maintenance_task.initial_data]\nmode = \"ok\"\nsource = \"scheduler\"\n\n\
+         [paused]\nblueprint = \"misbehave\"\ninterval_seconds = 60\nenabled = false\n",
+    );
+    let mut config = test_config();
+    let _dir = with_misbehave(&mut config);
+    config.schedules_config_path = Some(file.path().to_owned());
+    let server = TestServer::start_with(config).await;
+    let o = &server.orchestrator;
+
+    let created = o.tick_schedules(utc("2026-05-01T10:00:05Z")).await.unwrap();
+    assert_eq!(created.len(), 1, "only the enabled schedule runs");
+    let job = o.storage.get_job(created[0]).await.unwrap().unwrap();
+    assert_eq!(job.client, "scheduler:maintenance_task");
+    assert_eq!(job.initial_data, json!({"mode": "ok", "source": "scheduler"}));
+
+    let listed: Value = server
+        .http
+        .get(server.url("/api/v1/schedules"))
+        .header("X-Avtomatika-Token", CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let find = |name: &str| listed.as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap();
+    let paused = find("paused");
+    assert_eq!(paused["enabled"], false);
+    assert_eq!(paused["next_run_at"], Value::Null);
+    let maintenance = find("maintenance_task");
+    assert_eq!(maintenance["enabled"], true);
+    assert!(maintenance["next_run_at"].is_string(), "{maintenance}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_create_one_job_per_slot() {
     const DB: u32 = 13;

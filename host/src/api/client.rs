@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use super::public::PageQuery;
+use super::versions::AliasedFrom;
 use super::{AppState, RouteLabel};
 use crate::orchestrator::Cancellation;
 
@@ -144,7 +145,7 @@ pub async fn create_job(
     client: Result<ClientAuth, ApiError>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let miss = ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()));
+    let miss = ApiError::NotFound(format!("no route for {} {}", request.method(), requested_path(&request)));
     create_job_or(state, client, request, miss).await
 }
 
@@ -164,7 +165,7 @@ async fn create_job_or(
     request: Request,
     miss: ApiError,
 ) -> Result<Response, ApiError> {
-    let path = request.uri().path().trim_end_matches('/');
+    let path = requested_path(&request).trim_end_matches('/');
     let blueprint = (request.method() == Method::POST)
         .then(|| state.orchestrator.runtime.by_endpoint(path))
         .flatten()
@@ -182,6 +183,16 @@ async fn create_job_or(
     let mut response = created.await.into_response();
     response.extensions_mut().insert(RouteLabel(CREATE_ROUTE));
     Ok(response)
+}
+
+/// The path the client sent: a client route under another API version was
+/// rewritten to `/api/v1/` (`api::versions`), which is not what a
+/// blueprint endpoint is looked up by.
+fn requested_path(request: &Request) -> &str {
+    match request.extensions().get::<AliasedFrom>() {
+        Some(AliasedFrom(original)) => original,
+        None => request.uri().path(),
+    }
 }
 
 /// The route label of every blueprint endpoint in `avtomatika_http_requests_total`.

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod files;
 mod public;
+mod versions;
 mod worker;
 mod ws;
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderName, Request};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state, map_request_with_state};
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -49,7 +50,7 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id));
 
     let files = if state.orchestrator.files.is_some() { files::routes() } else { Router::new() };
-    Router::new()
+    let api = Router::new()
         .merge(public::routes(&state.orchestrator.config))
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()))
@@ -60,7 +61,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))
         .layer(from_fn_with_state(state.clone(), count_request))
         .layer(middleware)
-        .with_state(state)
+        .with_state(state.clone());
+    // The version aliases rewrite the path before `api` routes it: a layer
+    // on `api` itself would run after its routing.
+    Router::new().fallback_service(api).layer(map_request_with_state(state, versions::alias))
 }
 
 /// The route label of a response whose request no fixed route matched but a

@@ -38,6 +38,74 @@ impl fmt::Display for FileError {
     }
 }
 
+/// Something in a configuration file that does not stop start-up but that
+/// the operator should hear about: a field this server does not read (most
+/// likely a typo, or a field of another Avtomatika implementation). Loaders
+/// return these so tests can check them; start-up logs each one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub file: String,
+    pub section: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(section) = &self.section {
+            write!(f, ": section [{section}]")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl ConfigWarning {
+    /// Logs the warning with its place as separate fields, so a JSON log
+    /// can be filtered by file or section.
+    pub fn log(&self) {
+        tracing::warn!(
+            file = %self.file,
+            section = self.section.as_deref().unwrap_or(""),
+            field = self.field.as_deref().unwrap_or(""),
+            "{self}"
+        );
+    }
+}
+
+/// The entry of `known` closest to `unknown` when it is close enough to be a
+/// likely typo: at most two single-character edits (insertion, deletion,
+/// substitution), or the same name with `-` for `_` or other case.
+pub fn did_you_mean<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    let normal = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let unknown_normal = normal(unknown);
+    known
+        .iter()
+        .map(|&k| (edit_distance(&unknown_normal, &normal(k)), k))
+        .filter(|&(distance, _)| distance <= 2)
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters; field names are short, so the
+/// quadratic table is cheap.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// Reads and parses one TOML file into its top-level table.
 pub fn read_table(path: &Path) -> Result<Table, FileError> {
     let file = path.display().to_string();
@@ -136,6 +204,24 @@ impl<'a> Section<'a> {
         }
     }
 
+    pub fn optional_bool(&self, field: &str) -> Result<Option<bool>, FileError> {
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.wrong_type(field, "a boolean (true or false)", other)),
+        }
+    }
+
+    /// A warning located at this section and `field`.
+    pub fn warning(&self, field: Option<&str>, message: impl Into<String>) -> ConfigWarning {
+        ConfigWarning {
+            file: self.file.to_owned(),
+            section: Some(self.name.to_owned()),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
     pub fn optional_array(&self, field: &str) -> Result<Option<&'a Vec<toml::Value>>, FileError> {
         match self.table.get(field) {
             None => Ok(None),
@@ -223,6 +309,31 @@ mod tests {
         assert!(err.to_string().ends_with("field `missing`: missing mandatory field"));
         let root = parse_table("w.toml", "stray = 1\n").unwrap();
         assert!(Section::all("w.toml", &root).unwrap_err().to_string().contains("expected a [section]"));
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_names_only() {
+        let known = ["input_data", "interval_seconds", "daily_at", "time"];
+        assert_eq!(did_you_mean("input_dat", &known), Some("input_data"));
+        assert_eq!(did_you_mean("daily-at", &known), Some("daily_at"));
+        assert_eq!(did_you_mean("Daily_At", &known), Some("daily_at"));
+        assert_eq!(did_you_mean("tme", &known), Some("time"));
+        assert_eq!(did_you_mean("cron", &known), None);
+        assert_eq!(did_you_mean("initial_data", &known), None, "too far for a typo; aliases are per file");
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn warnings_name_file_section_and_field() {
+        let root = parse_table("s.toml", "[job]\nx = 1\n").unwrap();
+        let sections = Section::all("s.toml", &root).unwrap();
+        let warning = sections[0].warning(Some("x"), "unknown field; ignored");
+        assert_eq!(warning.to_string(), "s.toml: section [job], field `x`: unknown field; ignored");
+        assert_eq!(
+            sections[0].optional_bool("x").unwrap_err().problem,
+            "expected a boolean (true or false), found integer"
+        );
     }
 
     #[test]

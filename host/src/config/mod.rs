@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod file;
+mod history_uri;
 pub mod limits;
 pub mod schedules;
 pub mod workers;
@@ -177,17 +178,56 @@ impl Default for WebhookSettings {
     }
 }
 
-/// Span export over OTLP/HTTP with protobuf bodies; set only when
+/// Span export over OTLP, with gRPC or HTTP/protobuf; set only when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpConfig {
-    /// The URL spans are POSTed to: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as
-    /// it is, or else `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended
-    /// to its path, as the OpenTelemetry exporter spec says.
+    /// Where spans are sent: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is,
+    /// or else `OTEL_EXPORTER_OTLP_ENDPOINT`, with `/v1/traces` appended to
+    /// its path over HTTP (gRPC names the service in its own path), as the
+    /// OpenTelemetry exporter spec says.
     pub traces_endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Why `protocol` was chosen, for the start-up log.
+    pub protocol_source: ProtocolSource,
     /// `OTEL_SERVICE_NAME` (`avtomatika`): the `service.name` spans are filed under.
     pub service_name: String,
 }
+
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`), named as the OpenTelemetry spec names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc`: the `TraceService/Export` call, over HTTP/2 without TLS.
+    Grpc,
+    /// `http/protobuf`: protobuf bodies POSTed to `…/v1/traces`.
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// How the OTLP protocol was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolSource {
+    /// Named by this variable.
+    Variable(&'static str),
+    /// None set, and the endpoint's port is 4317, the port OTLP/gRPC is
+    /// registered on (collectors and Jaeger listen there for gRPC only);
+    /// POSTing HTTP there could never work.
+    GrpcPort,
+    /// None set: the spec's default, `http/protobuf`.
+    Default,
+}
+
+/// The port registered for OTLP over gRPC.
+const OTLP_GRPC_PORT: u16 = 4317;
 
 /// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`); unset means memory storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,12 +237,16 @@ pub struct RedisConfig {
     pub db: u32,
 }
 
-/// The job history database (`HISTORY_DATABASE_URI`).
+/// The job history database (`HISTORY_DATABASE_URI`; the accepted URI forms
+/// are listed in `history_uri`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryDatabase {
-    /// `sqlite:///path/to/db`: the file path.
+    /// The file path: absolute, or relative to the working directory.
     Sqlite(PathBuf),
-    /// `postgresql://…` or `postgres://…`, kept whole for the driver.
+    /// `:memory:`: a database that lives as long as the process.
+    SqliteMemory,
+    /// `postgresql://…` (also given as `postgres://…` or with a `+driver`),
+    /// kept whole for the driver.
     Postgres(Secret),
 }
 
@@ -210,7 +254,14 @@ impl HistoryDatabase {
     /// Which database, for logs and errors: never the password.
     pub fn describe(&self) -> String {
         match self {
+            // A relative path is shown resolved too: it depends on where
+            // the server was started from.
+            Self::Sqlite(path) if path.is_relative() => match std::path::absolute(path) {
+                Ok(absolute) => format!("SQLite file {} ({})", path.display(), absolute.display()),
+                Err(_) => format!("SQLite file {}", path.display()),
+            },
             Self::Sqlite(path) => format!("SQLite file {}", path.display()),
+            Self::SqliteMemory => "SQLite in memory (lost when the server stops)".to_owned(),
             Self::Postgres(uri) => match url::Url::parse(uri.expose()) {
                 Ok(url) => format!(
                     "PostgreSQL at {}:{}, database {}",
@@ -456,7 +507,7 @@ impl Config {
             max_transitions_per_job: env.positive("MAX_TRANSITIONS_PER_JOB")?.unwrap_or(d.max_transitions_per_job),
             job_retention: env.seconds("JOB_RETENTION_SECONDS")?.unwrap_or(d.job_retention),
             shutdown_grace: env.shutdown_grace()?.unwrap_or(d.shutdown_grace),
-            history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_database(&env, &uri)).transpose()?,
+            history_database: env.string("HISTORY_DATABASE_URI").map(|uri| history_uri::parse(&uri)).transpose()?,
             history_buffer_size: env.positive("HISTORY_BUFFER_SIZE")?.unwrap_or(d.history_buffer_size),
             s3: s3(&env)?,
             s3_default_bucket: env.string("S3_DEFAULT_BUCKET").unwrap_or(d.s3_default_bucket),
@@ -540,34 +591,6 @@ impl Config {
     }
 }
 
-fn history_database<F: Fn(&str) -> Option<String>>(
-    env: &Env<'_, F>,
-    uri: &str,
-) -> Result<HistoryDatabase, ConfigError> {
-    const VARIABLE: &str = "HISTORY_DATABASE_URI";
-    // Never echo the URI: a PostgreSQL URI carries a password.
-    let invalid = |problem: &str| ConfigError { variable: VARIABLE, problem: problem.to_owned() };
-    let parsed = url::Url::parse(uri.trim()).map_err(|e| invalid(&format!("not a valid URI ({e})")))?;
-    match parsed.scheme() {
-        "sqlite" => {
-            // sqlite:///abs/path (empty host) or sqlite://relative/path
-            let path = uri.trim().trim_start_matches("sqlite://");
-            if path.is_empty() {
-                return Err(invalid("sqlite URI names no file; expected sqlite:///path/to/db"));
-            }
-            Ok(HistoryDatabase::Sqlite(PathBuf::from(path)))
-        }
-        "postgres" | "postgresql" => {
-            if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(invalid("postgresql URI names no host"));
-            }
-            let _ = env;
-            Ok(HistoryDatabase::Postgres(Secret::from(uri.trim())))
-        }
-        other => Err(invalid(&format!("unsupported scheme {other:?}; expected sqlite:// or postgresql://"))),
-    }
-}
-
 /// `PLUGIN_CACHE_DIR`: an absolute path, `off`, or unset for the per-user
 /// cache directory of the XDG Base Directory spec.
 fn plugin_cache_dir<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<PathBuf>, ConfigError> {
@@ -637,22 +660,67 @@ fn otlp<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<OtlpCo
         .string("OTEL_EXPORTER_OTLP_ENDPOINT")
         .map(|url| otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", &url))
         .transpose()?;
-    let traces_endpoint = match (traces, base) {
-        (Some(traces), _) => traces,
-        (None, Some(mut base)) => {
+    let traces_protocol = otlp_protocol(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?;
+    let base_protocol = otlp_protocol(env, "OTEL_EXPORTER_OTLP_PROTOCOL")?;
+    let (variable, endpoint) = match (traces, base) {
+        (Some(traces), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces),
+        (None, Some(base)) => ("OTEL_EXPORTER_OTLP_ENDPOINT", base),
+        (None, None) => return Ok(None),
+    };
+    let (protocol, protocol_source) = match (traces_protocol, base_protocol) {
+        (Some(protocol), _) => (protocol, ProtocolSource::Variable("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")),
+        (None, Some(protocol)) => (protocol, ProtocolSource::Variable("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        (None, None) if endpoint.port_or_known_default() == Some(OTLP_GRPC_PORT) => {
+            (OtlpProtocol::Grpc, ProtocolSource::GrpcPort)
+        }
+        (None, None) => (OtlpProtocol::HttpProtobuf, ProtocolSource::Default),
+    };
+    let traces_endpoint = match protocol {
+        OtlpProtocol::Grpc => {
+            // The exporter speaks gRPC without TLS: an https:// collector
+            // would fail on every export, so it fails here, once, instead.
+            if endpoint.scheme() == "https" {
+                return Err(ConfigError {
+                    variable,
+                    problem: "OTLP over gRPC is sent without TLS: use an http:// URL, or \
+                              OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for an https:// collector"
+                        .to_owned(),
+                });
+            }
+            endpoint
+        }
+        OtlpProtocol::HttpProtobuf if variable == "OTEL_EXPORTER_OTLP_ENDPOINT" => {
             // A base path is kept (`http://collector/otlp` posts to
             // `/otlp/v1/traces`), with or without its trailing slash.
+            let mut base = endpoint;
             let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
             base.set_path(&path);
             base
         }
-        (None, None) => return Ok(None),
+        OtlpProtocol::HttpProtobuf => endpoint,
     };
     let service_name = env.string("OTEL_SERVICE_NAME").map_or_else(|| "avtomatika".to_owned(), |s| s.trim().to_owned());
-    Ok(Some(OtlpConfig { traces_endpoint: traces_endpoint.to_string(), service_name }))
+    Ok(Some(OtlpConfig { traces_endpoint: traces_endpoint.to_string(), protocol, protocol_source, service_name }))
 }
 
-/// An OTLP/HTTP collector URL: `http(s)://host[:port][/path]`.
+/// One of the OTLP protocol variables, as the OpenTelemetry spec spells the values.
+fn otlp_protocol<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+    variable: &'static str,
+) -> Result<Option<OtlpProtocol>, ConfigError> {
+    let Some(value) = env.string(variable) else { return Ok(None) };
+    match value.trim() {
+        "grpc" => Ok(Some(OtlpProtocol::Grpc)),
+        "http/protobuf" => Ok(Some(OtlpProtocol::HttpProtobuf)),
+        "http/json" => Err(ConfigError {
+            variable,
+            problem: "http/json is not supported by this server; use grpc or http/protobuf".to_owned(),
+        }),
+        _ => Err(env.invalid(variable, &value, "grpc or http/protobuf")),
+    }
+}
+
+/// An OTLP collector URL: `http(s)://host[:port][/path]`.
 fn otlp_url(variable: &'static str, value: &str) -> Result<url::Url, ConfigError> {
     // The value is not echoed: a URL may carry credentials.
     let invalid = |problem: String| ConfigError { variable, problem };
@@ -660,7 +728,7 @@ fn otlp_url(variable: &'static str, value: &str) -> Result<url::Url, ConfigError
         .map_err(|e| invalid(format!("not a valid URL ({e}); expected e.g. http://127.0.0.1:4318")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(format!(
-            "unsupported scheme {:?}: spans are sent over OTLP/HTTP, expected an http:// or https:// URL",
+            "unsupported scheme {:?}: expected an http:// or https:// URL (for gRPC too, as the OpenTelemetry spec says)",
             url.scheme()
         )));
     }
@@ -910,7 +978,12 @@ mod tests {
         let base = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
         assert_eq!(
             base,
-            OtlpConfig { traces_endpoint: "http://127.0.0.1:4318/v1/traces".into(), service_name: "avtomatika".into() }
+            OtlpConfig {
+                traces_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+                protocol: OtlpProtocol::HttpProtobuf,
+                protocol_source: ProtocolSource::Default,
+                service_name: "avtomatika".into()
+            }
         );
         for (endpoint, expected) in [
             ("https://collector.example/", "https://collector.example/v1/traces"),
@@ -926,7 +999,12 @@ mod tests {
         ]);
         assert_eq!(
             named,
-            OtlpConfig { traces_endpoint: "http://traces:9999/custom".into(), service_name: "orchestrator-eu".into() }
+            OtlpConfig {
+                traces_endpoint: "http://traces:9999/custom".into(),
+                protocol: OtlpProtocol::HttpProtobuf,
+                protocol_source: ProtocolSource::Default,
+                service_name: "orchestrator-eu".into()
+            }
         );
         assert_eq!(config(&[("OTEL_SERVICE_NAME", "lonely")]).unwrap().otlp, None, "a name alone exports nothing");
         let pg = config(&[("HISTORY_DATABASE_URI", "postgresql://u:pw@127.0.0.1:5432/db")]).unwrap();
@@ -957,6 +1035,61 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         let err = config(&[("HISTORY_DATABASE_URI", "mysql://u:db-s3cret@h/db")]).unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn the_otlp_protocol_follows_the_variables_or_else_the_grpc_port() {
+        let otlp = |vars: &[(&str, &str)]| config(vars).unwrap().otlp.unwrap();
+        // The example application's docker-compose: Jaeger's gRPC port.
+        let jaeger = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4317")]);
+        assert_eq!(
+            (jaeger.protocol, jaeger.protocol_source, jaeger.traces_endpoint.as_str()),
+            (OtlpProtocol::Grpc, ProtocolSource::GrpcPort, "http://jaeger:4317/"),
+            "gRPC takes the endpoint as it is"
+        );
+        let explicit =
+            otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:9000"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert_eq!(explicit.protocol, OtlpProtocol::Grpc);
+        assert_eq!(explicit.protocol_source, ProtocolSource::Variable("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        assert_eq!(explicit.traces_endpoint, "http://collector:9000/");
+        // A named protocol wins over the port.
+        let http = otlp(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]);
+        assert_eq!(
+            (http.protocol, http.traces_endpoint.as_str()),
+            (OtlpProtocol::HttpProtobuf, "http://collector:4317/v1/traces")
+        );
+        // The traces-only variable wins over the general one.
+        let traces = otlp(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!(traces.protocol, OtlpProtocol::Grpc);
+        assert_eq!(traces.protocol_source, ProtocolSource::Variable("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"));
+        assert_eq!(traces.traces_endpoint, "http://collector:4318/");
+        let named = otlp(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317/")]);
+        assert_eq!((named.protocol, named.traces_endpoint.as_str()), (OtlpProtocol::Grpc, "http://traces:4317/"));
+
+        for (var, value, problem) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/json is not supported"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "gRPC", "expected grpc or http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http", "expected grpc or http/protobuf"),
+        ] {
+            let err = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"), (var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{err}");
+            assert!(err.problem.contains(problem), "{err}");
+        }
+        // Checked even without an endpoint: the typo is there either way.
+        assert_eq!(
+            config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grcp")]).unwrap_err().variable,
+            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        );
+        let err = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]).unwrap_err();
+        assert_eq!(err.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        assert!(err.problem.contains("without TLS"), "{err}");
     }
 
     #[test]

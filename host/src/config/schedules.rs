@@ -5,6 +5,11 @@
 //!
 //! Every mistake is a [`FileError`] naming the file, the section and the
 //! field, so a bad schedule stops start-up instead of silently never firing.
+//! A field this server does not read is not a mistake of that kind: files
+//! written for the Python orchestrator carry some (its loader ignores what it
+//! does not know), so it becomes a [`ConfigWarning`], with a "did you mean"
+//! when it looks like a typo. `initial_data` (the job API's name for the
+//! same thing) is read as `input_data`.
 //! Unlike `clients.toml` and `workers.toml`, these fields hold no secrets, so
 //! messages may quote the offending time or day name; `input_data` is never
 //! quoted, as it is the one place a token could be put.
@@ -14,7 +19,7 @@ use std::path::Path;
 use chrono::{NaiveTime, Weekday};
 use serde_json::{Map, Value};
 
-use super::file::{FileError, Section, read_table, table_to_json};
+use super::file::{ConfigWarning, FileError, Section, did_you_mean, read_table, table_to_json};
 
 /// One `[section]` of `schedules.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +30,16 @@ pub struct Schedule {
     /// The new job's initial data; empty when the file gives none.
     pub input_data: Map<String, Value>,
     pub trigger: Trigger,
+    /// `enabled` (default true): a disabled schedule is checked like any
+    /// other and listed, but never creates jobs.
+    pub enabled: bool,
+}
+
+/// `schedules.toml` as loaded: its schedules, and what in it was ignored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScheduleFile {
+    pub schedules: Vec<Schedule>,
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// When a schedule fires. Times of day are wall-clock times in `TZ`.
@@ -50,8 +65,19 @@ pub enum Trigger {
     },
 }
 
-const FIELDS: [&str; 7] =
-    ["blueprint", "input_data", "interval_seconds", "daily_at", "weekly_days", "monthly_dates", "time"];
+const FIELDS: [&str; 8] =
+    ["blueprint", "input_data", "interval_seconds", "daily_at", "weekly_days", "monthly_dates", "time", "enabled"];
+
+/// Another name for `input_data`: the job API's request body calls a job's
+/// data `initial_data`, so schedules get written with it (the published
+/// example application does). The Python loader silently drops it, leaving
+/// the job without its data; reading it is what the file's author meant.
+const INPUT_DATA_ALIAS: &str = "initial_data";
+
+/// Fields the Python orchestrator's loader reads and passes to the job it
+/// creates, which this server has no equivalent for: ignored, and the warning
+/// says so instead of calling them unknown.
+const NOT_SUPPORTED: [&str; 4] = ["dispatch_timeout", "result_timeout", "security", "metadata"];
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -85,7 +111,7 @@ const DAYS: [(&str, Weekday); 7] = [
 const DAY_NAMES: &str = "mon, tue, wed, thu, fri, sat, sun";
 
 /// Reads and validates `schedules.toml`.
-pub fn load(path: &Path) -> Result<Vec<Schedule>, FileError> {
+pub fn load(path: &Path) -> Result<ScheduleFile, FileError> {
     let file = path.display().to_string();
     from_table(&file, &read_table(path)?)
 }
@@ -93,15 +119,21 @@ pub fn load(path: &Path) -> Result<Vec<Schedule>, FileError> {
 /// Validates an already parsed file; `file` names it in errors. Schedules
 /// come in the table's iteration order (by section name, unless toml's
 /// `preserve_order` feature is enabled somewhere in the build).
-pub fn from_table(file: &str, root: &toml::Table) -> Result<Vec<Schedule>, FileError> {
-    Section::all(file, root)?.iter().map(schedule).collect()
+pub fn from_table(file: &str, root: &toml::Table) -> Result<ScheduleFile, FileError> {
+    let mut loaded = ScheduleFile::default();
+    for section in Section::all(file, root)? {
+        loaded.schedules.push(schedule(&section, &mut loaded.warnings)?);
+    }
+    Ok(loaded)
 }
 
-/// Fails on the first schedule whose blueprint `is_loaded` does not know.
-/// Separate from [`from_table`] because blueprints are loaded independently
-/// of this file, and the file alone can be validated without them.
+/// Fails on the first enabled schedule whose blueprint `is_loaded` does not
+/// know. Separate from [`from_table`] because blueprints are loaded
+/// independently of this file, and the file alone can be validated without
+/// them. Disabled schedules are skipped: switching one off is how an operator
+/// keeps it in the file while its blueprint is not deployed.
 pub fn check_blueprints(schedules: &[Schedule], file: &str, is_loaded: impl Fn(&str) -> bool) -> Result<(), FileError> {
-    match schedules.iter().find(|s| !is_loaded(&s.blueprint)) {
+    match schedules.iter().find(|s| s.enabled && !is_loaded(&s.blueprint)) {
         Some(schedule) => Err(FileError {
             file: file.to_owned(),
             section: Some(schedule.name.clone()),
@@ -113,26 +145,91 @@ pub fn check_blueprints(schedules: &[Schedule], file: &str, is_loaded: impl Fn(&
     }
 }
 
-fn schedule(section: &Section<'_>) -> Result<Schedule, FileError> {
-    // Unknown fields first: a misspelt trigger (`daily-at`) should be named
-    // as such, not reported as "no trigger".
-    section.only(&FIELDS)?;
+fn schedule(section: &Section<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<Schedule, FileError> {
+    let unknown = unknown_fields(section);
     let blueprint = section.required_str("blueprint")?.to_owned();
-    let trigger = trigger(section)?;
-    let input_data = section.optional_table("input_data")?.map(table_to_json).unwrap_or_default();
-    Ok(Schedule { name: section.name.to_owned(), blueprint, input_data, trigger })
+    let trigger = trigger(section, &unknown)?;
+    let input_data = input_data(section)?;
+    let enabled = section.optional_bool("enabled")?.unwrap_or(true);
+    warnings.extend(unknown.iter().map(|(field, hint)| section.warning(Some(field), ignored(*hint))));
+    if section.table.contains_key(INPUT_DATA_ALIAS) {
+        warnings.push(section.warning(
+            Some(INPUT_DATA_ALIAS),
+            "read as `input_data`, the name this file's specification uses (the Python orchestrator ignores it)",
+        ));
+    }
+    Ok(Schedule { name: section.name.to_owned(), blueprint, input_data, trigger, enabled })
 }
 
-fn trigger(section: &Section<'_>) -> Result<Trigger, FileError> {
+/// What an unrecognised field may have been meant as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    /// Close to a field of this file: likely a typo.
+    Typo(&'static str),
+    /// Read by the Python orchestrator, not by this server.
+    NotSupported,
+    Nothing,
+}
+
+/// The section's fields this server does not read, in the table's order.
+fn unknown_fields<'a>(section: &Section<'a>) -> Vec<(&'a str, Hint)> {
+    section
+        .table
+        .keys()
+        .map(String::as_str)
+        .filter(|field| !FIELDS.contains(field) && *field != INPUT_DATA_ALIAS)
+        .map(|field| {
+            let hint = if NOT_SUPPORTED.contains(&field) {
+                Hint::NotSupported
+            } else {
+                did_you_mean(field, &FIELDS).map_or(Hint::Nothing, Hint::Typo)
+            };
+            (field, hint)
+        })
+        .collect()
+}
+
+fn ignored(hint: Hint) -> String {
+    match hint {
+        Hint::Typo(known) => format!("unknown field, ignored; did you mean `{known}`?"),
+        Hint::NotSupported => "read by the Python orchestrator but not supported by this server; ignored".to_owned(),
+        Hint::Nothing => format!("unknown field, ignored; the known fields are: {}", FIELDS.join(", ")),
+    }
+}
+
+/// `input_data`, or its alias `initial_data`; both at once is refused, as
+/// either choice would silently drop the other.
+fn input_data(section: &Section<'_>) -> Result<Map<String, Value>, FileError> {
+    let main = section.optional_table("input_data")?;
+    let alias = section.optional_table(INPUT_DATA_ALIAS)?;
+    match (main, alias) {
+        (Some(_), Some(_)) => Err(section.error(
+            Some(INPUT_DATA_ALIAS),
+            "conflicts with `input_data`: they are two names for the job's data; keep one",
+        )),
+        (Some(table), None) | (None, Some(table)) => Ok(table_to_json(table)),
+        (None, None) => Ok(Map::new()),
+    }
+}
+
+fn trigger(section: &Section<'_>, unknown: &[(&str, Hint)]) -> Result<Trigger, FileError> {
     let mut present = TRIGGERS.iter().filter(|(field, _)| section.table.contains_key(*field));
     let has_time = section.table.contains_key("time");
     let Some(&(first, kind)) = present.next() else {
+        // A misspelt trigger (`daily-at`) is named as such: "no trigger"
+        // alone would send the reader looking in the wrong place.
+        let misspelt = unknown.iter().find_map(|&(field, hint)| match hint {
+            Hint::Typo(known) if TRIGGERS.iter().any(|(t, _)| *t == known) => Some((field, known)),
+            _ => None,
+        });
         // A lone `time` most likely means its companion list was forgotten;
         // pointing at `time` says more than "no trigger" alone.
-        return Err(if has_time {
-            section.error(Some("time"), format!("{TIME_MISPLACED}; {NO_TRIGGER}"))
-        } else {
-            section.error(None, NO_TRIGGER)
+        return Err(match misspelt {
+            Some((field, known)) => {
+                section.error(Some(field), format!("unknown field; did you mean `{known}`? {NO_TRIGGER}"))
+            }
+            None if has_time => section.error(Some("time"), format!("{TIME_MISPLACED}; {NO_TRIGGER}")),
+            None => section.error(None, NO_TRIGGER),
         });
     };
     if let Some((second, _)) = present.next() {
@@ -262,6 +359,10 @@ mod tests {
     const FILE: &str = "schedules.toml";
 
     fn parse(text: &str) -> Result<Vec<Schedule>, FileError> {
+        parse_with_warnings(text).map(|file| file.schedules)
+    }
+
+    fn parse_with_warnings(text: &str) -> Result<ScheduleFile, FileError> {
         from_table(FILE, &parse_table(FILE, text).unwrap())
     }
 
@@ -449,11 +550,91 @@ input_data = { compression = "max" }
         rejected("blueprint = \"b\"\ninterval_seconds = 5\ninput_data = [1]", Some("input_data"), "expected a table");
     }
 
+    /// The warnings of a one-section file under `[job]`, as (field, message).
+    fn warnings(body: &str) -> Vec<(String, String)> {
+        let file = parse_with_warnings(&format!("[job]\n{body}\n")).unwrap();
+        file.warnings
+            .into_iter()
+            .map(|w| {
+                assert_eq!((w.file.as_str(), w.section.as_deref()), (FILE, Some("job")), "{w}");
+                (w.field.unwrap_or_default(), w.message)
+            })
+            .collect()
+    }
+
     #[test]
-    fn unknown_fields_are_rejected() {
-        rejected("blueprint = \"b\"\ninterval_seconds = 5\ncron = \"* * * * *\"", Some("cron"), "unknown field");
-        // Reported as a typo, not as a missing trigger.
-        rejected("blueprint = \"b\"\ndaily-at = \"10:00\"", Some("daily-at"), "unknown field");
+    fn unknown_fields_are_warned_about_and_ignored() {
+        let found = warnings("blueprint = \"b\"\ninterval_seconds = 5\ncron = \"* * * * *\"");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "cron");
+        assert!(found[0].1.contains("unknown field, ignored") && found[0].1.contains("input_data"), "{found:?}");
+
+        let found = warnings("blueprint = \"b\"\ninterval_seconds = 5\ninput_dat = { a = 1 }");
+        assert_eq!(found, vec![("input_dat".into(), "unknown field, ignored; did you mean `input_data`?".into())]);
+
+        let found = warnings("blueprint = \"b\"\ninterval_seconds = 5\nresult_timeout = 30");
+        assert!(found[0].1.contains("not supported by this server"), "{found:?}");
+
+        assert_eq!(warnings("blueprint = \"b\"\ninterval_seconds = 5\ninput_data = {}"), vec![]);
+    }
+
+    #[test]
+    fn a_misspelt_trigger_is_named_rather_than_no_trigger() {
+        let err = rejected("blueprint = \"b\"\ndaily-at = \"10:00\"", Some("daily-at"), "did you mean `daily_at`?");
+        assert!(err.problem.contains("no trigger"), "{err}");
+        // Misspelt but another trigger is present: only a warning.
+        let found = warnings("blueprint = \"b\"\ninterval_seconds = 5\nmonthly_date = [1]");
+        assert_eq!(found[0].0, "monthly_date");
+        assert!(found[0].1.contains("did you mean `monthly_dates`?"), "{found:?}");
+    }
+
+    /// The published example application's `schedules.toml`, unchanged.
+    #[test]
+    fn the_example_applications_schedule_loads_with_initial_data_as_input_data() {
+        let text = r#"
+# Example Schedule Configuration for Avtomatika Native Scheduler
+
+[maintenance_task]
+blueprint = "periodic_maintenance"
+interval_seconds = 60
+enabled = true
+
+[maintenance_task.initial_data]
+source = "scheduler"
+task_type = "cleanup"
+"#;
+        let file = parse_with_warnings(text).unwrap();
+        let [task] = file.schedules.as_slice() else { panic!("{file:?}") };
+        assert_eq!(task.name, "maintenance_task");
+        assert!(task.enabled);
+        assert_eq!(task.trigger, Trigger::Interval { seconds: 60 });
+        assert_eq!(
+            Value::Object(task.input_data.clone()),
+            serde_json::json!({"source": "scheduler", "task_type": "cleanup"})
+        );
+        let [warning] = file.warnings.as_slice() else { panic!("{file:?}") };
+        assert_eq!(warning.field.as_deref(), Some("initial_data"));
+        assert!(warning.message.contains("read as `input_data`"), "{warning}");
+        assert!(warning.to_string().starts_with("schedules.toml: section [maintenance_task], field `initial_data`"));
+    }
+
+    #[test]
+    fn input_data_and_its_alias_together_are_refused() {
+        rejected(
+            "blueprint = \"b\"\ninterval_seconds = 5\ninput_data = {}\ninitial_data = {}",
+            Some("initial_data"),
+            "conflicts with `input_data`",
+        );
+        rejected("blueprint = \"b\"\ninterval_seconds = 5\ninitial_data = 1", Some("initial_data"), "expected a table");
+    }
+
+    #[test]
+    fn enabled_is_an_optional_boolean() {
+        assert!(one("[j]\nblueprint = \"b\"\ninterval_seconds = 5\n").enabled);
+        assert!(!one("[j]\nblueprint = \"b\"\ninterval_seconds = 5\nenabled = false\n").enabled);
+        rejected("blueprint = \"b\"\ninterval_seconds = 5\nenabled = \"no\"", Some("enabled"), "expected a boolean");
+        // A disabled schedule is still checked in full.
+        rejected("blueprint = \"b\"\nenabled = false", None, NO_TRIGGER);
     }
 
     #[test]
@@ -476,6 +657,12 @@ input_data = { compression = "max" }
         assert_eq!(err.field.as_deref(), Some("blueprint"));
         assert!(err.problem.contains("no loaded blueprint is named \"missing\""), "{err}");
         assert_eq!(check_blueprints(&[], FILE, |_| false), Ok(()));
+        let disabled = parse("[b]\nblueprint = \"missing\"\ndaily_at = \"01:00\"\nenabled = false\n").unwrap();
+        assert_eq!(
+            check_blueprints(&disabled, FILE, |_| false),
+            Ok(()),
+            "a disabled schedule may name an absent blueprint"
+        );
     }
 
     #[test]
@@ -485,7 +672,7 @@ input_data = { compression = "max" }
 
         let good = dir.join("good.toml");
         std::fs::write(&good, "[j]\nblueprint = \"b\"\ninterval_seconds = 60\n").unwrap();
-        let schedules = load(&good).unwrap();
+        let schedules = load(&good).unwrap().schedules;
         assert_eq!(schedules[0].trigger, Trigger::Interval { seconds: 60 });
 
         let bad = dir.join("bad.toml");

@@ -92,6 +92,23 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
                 Self::Sqlite(pool)
             }
+            HistoryDatabase::SqliteMemory => {
+                // Every connection to `:memory:` opens a database of its
+                // own, and it is gone once that connection closes: a single
+                // connection that is never recycled keeps one database for
+                // the server's life.
+                let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+                let pool = SqlitePoolOptions::new()
+                    .min_connections(1)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                Self::Sqlite(pool)
+            }
             HistoryDatabase::Postgres(uri) => {
                 // History may lose its last few milliseconds in a database
                 // crash (never consistency), which spares a WAL flush per batch.

@@ -5,6 +5,14 @@
 //! ends at once can never find its parent still running. When the child
 //! ends, the storage update that ends it also queues the parent, and the
 //! executor brings the parent here ([`Orchestrator::resume_after_child`]).
+//!
+//! The step's transitions are keyed by the child's terminal status
+//! (`finished`, `failed`, `cancelled`, `quarantined`). Blueprints ported from
+//! the Python orchestrator key them `success` / `failure` instead, which is
+//! all it knows (a finished child is a success, anything else a failure), so
+//! those keys are read too: see [`child_transition`].
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
@@ -65,6 +73,7 @@ impl Orchestrator {
             return Ok(());
         }
         let status = child.status.as_str();
+        let next_state = child_transition(&wait.transitions, child.status).cloned();
         let result = json!({
             "job_id": child.id,
             "blueprint": child.blueprint_name,
@@ -78,14 +87,14 @@ impl Orchestrator {
                 "status": status,
                 "error_message": child.error_message,
             }));
-            match wait.transitions.get(status) {
+            match &next_state {
                 Some(next) => event.next_state(next.clone()),
                 None => event,
             }
         });
-        let follow_up = match wait.transitions.get(status) {
+        let follow_up = match next_state {
             Some(next) => {
-                let follow_up = self.move_on(&mut job, next.clone(), None);
+                let follow_up = self.move_on(&mut job, next, None);
                 job.sub_job_result = Some(result);
                 follow_up
             }
@@ -104,5 +113,42 @@ impl Orchestrator {
             tracing::info!(job_id = %job.id, child_job_id = %child.id, child_status = status, "parent resumed");
         }
         Ok(())
+    }
+}
+
+/// The parent's next state for a child that ended `status`: the transition
+/// keyed by the status itself, or else the Python orchestrator's key for it,
+/// `success` for `finished` and `failure` for any other end. An exact key
+/// wins, so a blueprint can still tell `cancelled` apart from `failed`.
+fn child_transition(transitions: &BTreeMap<String, String>, status: JobStatus) -> Option<&String> {
+    let python_key = if status == JobStatus::Finished { "success" } else { "failure" };
+    transitions.get(status.as_str()).or_else(|| transitions.get(python_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transitions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+
+    #[test]
+    fn success_and_failure_keys_are_read_as_finished_and_any_other_end() {
+        let python = transitions(&[("success", "next_step"), ("failure", "sub_failed")]);
+        assert_eq!(child_transition(&python, JobStatus::Finished).map(String::as_str), Some("next_step"));
+        for status in [JobStatus::Failed, JobStatus::Cancelled, JobStatus::Quarantined, JobStatus::Error] {
+            assert_eq!(child_transition(&python, status).map(String::as_str), Some("sub_failed"), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_key_wins_over_the_python_key() {
+        let both = transitions(&[("finished", "a"), ("success", "b"), ("cancelled", "c"), ("failure", "d")]);
+        assert_eq!(child_transition(&both, JobStatus::Finished).map(String::as_str), Some("a"));
+        assert_eq!(child_transition(&both, JobStatus::Cancelled).map(String::as_str), Some("c"));
+        assert_eq!(child_transition(&both, JobStatus::Failed).map(String::as_str), Some("d"));
+        let ours = transitions(&[("finished", "a")]);
+        assert_eq!(child_transition(&ours, JobStatus::Failed), None, "no transition: the parent fails, as before");
     }
 }

@@ -28,6 +28,9 @@ pub struct Graph {
     pub name: String,
     /// `POST` path creating jobs of this blueprint, e.g. `/api/v1/jobs/hello`.
     pub endpoint: Option<String>,
+    /// The API version of `endpoint` (`v1`), without slashes; `None` for an
+    /// unversioned endpoint (`/api/…`) or none at all.
+    pub api_version: Option<String>,
     pub start: String,
     pub states: BTreeMap<String, StateNode>,
 }
@@ -120,16 +123,23 @@ impl Graph {
         if info.name.chars().any(char::is_control) {
             return Err(format!("the blueprint's name {:?} holds a control character", info.name));
         }
-        let endpoint = match (info.api_version, info.api_endpoint) {
-            (_, None) => None,
+        let (endpoint, api_version) = match (info.api_version, info.api_endpoint) {
+            (_, None) => (None, None),
             (version, Some(endpoint)) => {
                 let endpoint = endpoint.trim_matches('/');
                 if endpoint.is_empty() || endpoint.contains(['{', '}', '*', '?', '#', ' ']) {
                     return Err(format!("api-endpoint {endpoint:?} is not a plain path"));
                 }
                 match version.as_deref().map(|v| v.trim_matches('/')) {
-                    Some(version) if !version.is_empty() => Some(format!("/api/{version}/{endpoint}")),
-                    _ => Some(format!("/api/{endpoint}")),
+                    Some(version) if !version.is_empty() => {
+                        // The version prefixes the client routes too
+                        // (`api::versions`), so it must be a plain path.
+                        if version.contains(['{', '}', '*', '?', '#', ' ']) {
+                            return Err(format!("api-version {version:?} is not a plain path"));
+                        }
+                        (Some(format!("/api/{version}/{endpoint}")), Some(version.to_owned()))
+                    }
+                    _ => (Some(format!("/api/{endpoint}")), None),
                 }
             }
         };
@@ -168,7 +178,7 @@ impl Graph {
                 return Err(format!("state {name:?} has a transition to unknown state {unknown:?}"));
             }
         }
-        Ok(Self { name: info.name, endpoint, start, states })
+        Ok(Self { name: info.name, endpoint, api_version, start, states })
     }
 
     /// The graph in Graphviz DOT: the start state in bold, `finished` end
@@ -396,6 +406,7 @@ mod tests {
         let graph = Graph::from_info(hello()).unwrap();
         assert_eq!(graph.start, "start");
         assert_eq!(graph.endpoint.as_deref(), Some("/api/v1/jobs/hello"));
+        assert_eq!(graph.api_version.as_deref(), Some("v1"));
         assert_eq!(graph.end_of("finished"), Some(EndKind::Finished));
         assert_eq!(graph.end_of("failed"), Some(EndKind::Failed));
         assert_eq!(graph.end_of("start"), None);
@@ -425,6 +436,7 @@ mod tests {
             (Box::new(|i| i.states[1].transitions.push("start".into())), "end states run no handler"),
             (Box::new(|i| i.name = " ".into()), "name is empty"),
             (Box::new(|i| i.api_endpoint = Some("/jobs/{id}".into())), "not a plain path"),
+            (Box::new(|i| i.api_version = Some("v{2}".into())), "api-version \"v{2}\" is not a plain path"),
         ];
         for (mutate, expected) in cases {
             let mut info = hello();

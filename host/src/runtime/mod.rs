@@ -381,6 +381,23 @@ impl Runtime {
         self.versions.current().by_endpoint(path).cloned()
     }
 
+    /// The API versions the current blueprints' endpoints use, longest
+    /// first; `None` stands for unversioned endpoints (`/api/…`).
+    pub fn api_versions(&self) -> Vec<Option<String>> {
+        let mut versions: Vec<Option<String>> = self
+            .versions
+            .current()
+            .iter()
+            .filter(|b| b.graph.endpoint.is_some())
+            .map(|b| b.graph.api_version.clone())
+            .collect();
+        // Longest first, so `v2/beta` is tried before `v2`; equal ones
+        // side by side for `dedup`.
+        versions.sort_by_key(|v| (std::cmp::Reverse(v.as_ref().map_or(0, String::len)), v.clone()));
+        versions.dedup();
+        versions
+    }
+
     /// The current blueprints, in name order.
     pub fn blueprints(&self) -> Vec<Arc<Blueprint>> {
         let mut all: Vec<_> = self.versions.current().iter().cloned().collect();

@@ -39,10 +39,11 @@ pub fn client_name(schedule: &str) -> String {
 impl Orchestrator {
     /// Ticks until `shutdown`; does nothing without schedules.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.schedules.is_empty() {
+        let enabled = self.schedules.iter().filter(|s| s.enabled).count();
+        if enabled == 0 {
             return;
         }
-        tracing::info!(schedules = self.schedules.len(), "scheduler started");
+        tracing::info!(schedules = enabled, disabled = self.schedules.len() - enabled, "scheduler started");
         loop {
             tokio::select! {
                 () = tokio::time::sleep(TICK) => {}
@@ -60,7 +61,7 @@ impl Orchestrator {
     pub async fn tick_schedules(&self, now: DateTime<Utc>) -> OrchestratorResult<Vec<JobId>> {
         let grace = chrono::Duration::from_std(GRACE).unwrap_or(chrono::Duration::MAX);
         let mut created = Vec::new();
-        for schedule in &self.schedules {
+        for schedule in self.schedules.iter().filter(|s| s.enabled) {
             let Some(slot) = slots::latest_at_or_before(&schedule.trigger, self.config.tz, now) else { continue };
             if now - slot > grace {
                 continue;
@@ -105,12 +106,18 @@ fn view(schedule: &Schedule, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Value {
         }),
         Trigger::Monthly { dates, at } => json!({ "monthly_dates": dates, "time": time(at) }),
     };
-    let next = slots::next_after(&schedule.trigger, tz, now).map(|t| t.with_timezone(&tz).to_rfc3339());
+    // A disabled schedule has no next run: `null`, with `enabled` saying why.
+    let next = schedule
+        .enabled
+        .then(|| slots::next_after(&schedule.trigger, tz, now))
+        .flatten()
+        .map(|t| t.with_timezone(&tz).to_rfc3339());
     json!({
         "name": schedule.name,
         "blueprint": schedule.blueprint,
         "trigger": trigger,
         "input_data": schedule.input_data,
+        "enabled": schedule.enabled,
         "next_run_at": next,
         "time_zone": tz.name(),
     })
