@@ -307,6 +307,92 @@ async fn cancel_and_progress_cross_instances_on_redis() {
     b.stop().await;
 }
 
+/// `POST /_worker/auth/token` as `avtomatika_tests` sends it: `token`, and
+/// `X-Worker-ID` when given.
+async fn exchange(server: &TestServer, token: &str, worker_id: Option<&str>) -> (u16, Value) {
+    let mut request = server.http.post(server.url("/_worker/auth/token")).header("X-Worker-Token", token);
+    if let Some(id) = worker_id {
+        request = request.header("X-Worker-ID", id);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn poll_with(server: &TestServer, worker_id: &str, token: &str) -> u16 {
+    let path = format!("/_worker/workers/{worker_id}/tasks/next");
+    let response = server.http.get(server.url(&path)).header("X-Worker-Token", token).send().await.unwrap();
+    response.status().as_u16()
+}
+
+/// Short-lived access tokens: issued for a worker's own token (or the global
+/// one naming the worker), good for that worker only, renewed by
+/// themselves, revoked by `reload-workers`; on Redis, any instance accepts
+/// what another issued.
+#[tokio::test]
+async fn access_tokens_are_issued_scoped_renewed_and_revoked() {
+    const DB: u32 = 4;
+    let client = redis::Client::open(format!("redis://127.0.0.1:6379/{DB}")).expect("a Redis URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
+    let dir = tempfile::tempdir().unwrap();
+    let workers = dir.path().join("workers.toml");
+    std::fs::write(&workers, "[own]\ntoken = \"own-token\"\n").unwrap();
+    let start = |instance: &str| {
+        TestServer::start_with(Config {
+            redis: Some(avtomatika::config::RedisConfig { host: "127.0.0.1".into(), port: 6379, db: DB }),
+            instance_id: instance.into(),
+            workers_config_path: Some(workers.clone()),
+            ..manual_watcher_config()
+        })
+    };
+    let (a, b) = (start("sts-a").await, start("sts-b").await);
+
+    let (status, issued) = exchange(&a, "own-token", None).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!((issued["worker_id"].as_str(), issued["expires_in"].as_u64()), (Some("own"), Some(3600)));
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    assert!(!token.contains("own-token"), "the secret is not in the token");
+    // Good for its worker, on either instance, for every worker route.
+    let registration = json!({"worker_id": "own", "supported_tasks": ["greet"]}).to_string();
+    let registered = b.send(Method::POST, "/_worker/workers/register", Auth::Worker(&token), Some(&registration)).await;
+    assert_eq!(registered.status, 200, "{registered:?}");
+    assert_eq!(poll_with(&b, "own", &token).await, 204);
+    assert!(open(&b, "/_worker/ws", &[("X-Worker-Token", &token)]).await.is_ok(), "the socket knows it by its token");
+    // Not for another worker, nor as a client token.
+    assert_eq!(poll_with(&a, "someone-else", &token).await, 401);
+    assert_eq!(server_get(&a, "/api/v1/jobs", &token).await, 401);
+    // Forged or wrong tokens are refused.
+    assert_eq!(poll_with(&a, "own", &format!("{token}0")).await, 401);
+    assert_eq!(exchange(&a, "wrong", None).await.0, 401);
+    // The global token must name the worker.
+    assert_eq!(exchange(&a, WORKER_TOKEN, None).await.0, 400);
+    let (status, anon) = exchange(&a, WORKER_TOKEN, Some("anon")).await;
+    assert_eq!((status, anon["worker_id"].as_str()), (200, Some("anon")));
+    assert_eq!(exchange(&a, WORKER_TOKEN, Some("own")).await.0, 401, "own has a token of its own");
+    // An access token renews itself.
+    let (status, renewed) = exchange(&b, &token, None).await;
+    assert_eq!((status, renewed["worker_id"].as_str()), (200, Some("own")));
+    let renewed = renewed["access_token"].as_str().unwrap().to_owned();
+
+    // reload-workers on A revokes every access token, on B too.
+    let reload = a.send(Method::POST, "/api/v1/admin/reload-workers", Auth::Client(CLIENT_TOKEN), None).await;
+    assert_eq!(reload.status, 200, "{reload:?}");
+    let started = Instant::now();
+    while poll_with(&b, "own", &renewed).await != 401 {
+        assert!(started.elapsed() < Duration::from_secs(7), "instance b still accepts a revoked token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(poll_with(&a, "own", &token).await, 401);
+    // The worker's own token still gets a new one.
+    assert_eq!(exchange(&b, "own-token", None).await.0, 200);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn server_get(server: &TestServer, path: &str, client_token: &str) -> u16 {
+    server.send(Method::GET, path, Auth::Client(client_token), None).await.status
+}
+
 #[tokio::test]
 async fn the_rxon_generation_is_served_like_the_first() {
     let server = TestServer::start().await;

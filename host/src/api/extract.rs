@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{Client, WorkerToken, hash};
+use crate::auth::{Client, WorkerToken, access, hash};
 
 /// A JSON body, whatever its `Content-Type`, parsed into `T`. Malformed JSON is
 /// a 400 and a body over `MAX_REQUEST_BODY_BYTES` a 413, both in the API's
@@ -79,6 +79,8 @@ const CLIENT_TOKEN_HEADER: &str = "X-Avtomatika-Token";
 const RXON_CLIENT_TOKEN_HEADER: &str = "X-Client-Token";
 const WORKER_TOKEN_HEADER: &str = "X-Worker-Token";
 pub const RXON_VERSION_HEADER: &str = "X-RXON-Version";
+/// The header the newest `rxon` SDKs name their worker in.
+const WORKER_ID_HEADER: &str = "X-Worker-ID";
 
 fn header<'a>(parts: &'a Parts, name: &'static str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
@@ -112,13 +114,20 @@ impl FromRequestParts<AppState> for WorkerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = header(parts, WORKER_TOKEN_HEADER)
+        let presented = header(parts, WORKER_TOKEN_HEADER)
             .filter(|token| !token.is_empty())
-            .map(|token| WorkerToken(hash(token)))
             .ok_or(ApiError::Unauthorized(WORKER_TOKEN_HEADER))?;
         let orchestrator = &state.orchestrator;
+        if access::is_access_token(presented) {
+            return match orchestrator.verify_access_token(presented).await? {
+                Some(worker_id) => Ok(WorkerAuth(WorkerToken::Access { worker_id })),
+                None => Err(ApiError::InvalidWorkerToken("access token invalid, expired or revoked".into())),
+            };
+        }
+        let digest = hash(presented);
+        let token = WorkerToken::Secret(digest);
         if orchestrator.credentials.is_global_worker(&token)
-            || orchestrator.storage.worker_for_token(&token.0).await?.is_some()
+            || orchestrator.storage.worker_for_token(&digest).await?.is_some()
         {
             Ok(WorkerAuth(token))
         } else {
@@ -136,5 +145,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RxonVersion {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(header(parts, RXON_VERSION_HEADER).map(str::to_owned)))
+    }
+}
+
+/// The worker id a request names in `X-Worker-ID` (the newest `rxon` SDKs
+/// send it with every request), if any.
+pub struct WorkerIdHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for WorkerIdHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(header(parts, WORKER_ID_HEADER).filter(|id| !id.is_empty()).map(str::to_owned)))
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, body_limit};
+use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, WorkerIdHeader, body_limit};
 use crate::config::Config;
 use crate::model::{ResultWire, WorkerPatch, WorkerRegistration};
 use crate::orchestrator::Heartbeat;
@@ -30,6 +30,7 @@ pub fn routes(config: &Config) -> Router<AppState> {
         .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
         .route("/_worker/tasks/result", post(result))
         .route("/_worker/workers/{worker_id}/jobs/{job_id}/tasks/{task_id}", get(task_status))
+        .route("/_worker/auth/token", post(access_token).layer(small()))
 }
 
 async fn register(
@@ -109,4 +110,23 @@ async fn task_status(
     let worker_id = orchestrator.authorize_worker(&token, Some(&worker_id)).await?;
     let cancelled = orchestrator.cancellation_requested(&worker_id, &job_id, &task_id).await?;
     Ok(Json(json!({ "job_id": job_id, "task_id": task_id, "cancellation_requested": cancelled })))
+}
+
+/// `POST /_worker/auth/token`, the STS exchange of the `rxon` SDKs: a
+/// short-lived access token for the worker the presented token may act as
+/// (its own token, the global one with `X-Worker-ID`, or a current access
+/// token, which renews itself).
+async fn access_token(
+    State(state): State<AppState>,
+    WorkerAuth(token): WorkerAuth,
+    WorkerIdHeader(claimed): WorkerIdHeader,
+) -> Result<Json<Value>, ApiError> {
+    let (worker_id, access_token, expires_in) =
+        state.orchestrator.issue_access_token(&token, claimed.as_deref()).await?;
+    Ok(Json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "worker_id": worker_id,
+    })))
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, WorkerAuth};
+use super::extract::{ApiJson, WorkerAuth, WorkerIdHeader};
 use crate::orchestrator::ProgressReport;
 use crate::storage::INBOX_CAPACITY;
 
@@ -40,9 +39,6 @@ const SILENT_FOR: Duration = Duration::from_secs(60);
 const PROGRESS_FLUSH: Duration = Duration::from_millis(100);
 /// Tasks whose progress one socket may have waiting for the next write.
 const MAX_PENDING_TASKS: usize = 256;
-
-/// The header the newest `rxon` SDKs name their worker in.
-const WORKER_ID_HEADER: &str = "X-Worker-ID";
 
 pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     let small = || super::extract::body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
@@ -66,10 +62,10 @@ async fn connect_named(
 async fn connect_anonymous(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
-    headers: HeaderMap,
+    WorkerIdHeader(claimed): WorkerIdHeader,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let claimed = headers.get(WORKER_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|id| !id.is_empty());
+    let claimed = claimed.as_deref();
     let worker_id = match state.orchestrator.authorize_worker(&token, claimed).await {
         Err(crate::orchestrator::OrchestratorError::BadRequest(_)) if claimed.is_none() => {
             return Err(ApiError::BadRequest(
@@ -253,14 +249,10 @@ fn truncate(text: &str) -> &str {
 async fn event(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
-    headers: HeaderMap,
+    WorkerIdHeader(header): WorkerIdHeader,
     ApiJson(event): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let claimed = event
-        .get("worker_id")
-        .and_then(Value::as_str)
-        .or_else(|| headers.get(WORKER_ID_HEADER).and_then(|v| v.to_str().ok()))
-        .filter(|id| !id.is_empty());
+    let claimed = event.get("worker_id").and_then(Value::as_str).or(header.as_deref()).filter(|id| !id.is_empty());
     let worker_id = state.orchestrator.authorize_worker(&token, claimed).await?;
     match progress_in(&event) {
         Ok(Some(report)) => state.orchestrator.report_progress(&worker_id, report).await?,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
-use crate::auth::{WorkerToken, same, worker_token_hashes};
+use crate::auth::{WorkerToken, access, same, worker_token_hashes};
 use crate::config::workers;
 use crate::history::{WorkerEvent, WorkerEventKind};
 use crate::model::{TaskPayload, WorkerInfo, WorkerPatch, WorkerRegistration};
@@ -127,8 +127,20 @@ impl Orchestrator {
         if let Some(worker_id) = claimed {
             self.config.limits.check_name("worker_id", worker_id).map_err(OrchestratorError::BadRequest)?;
         }
+        let hash = match token {
+            WorkerToken::Access { worker_id } => {
+                return match claimed {
+                    Some(claimed) if claimed != worker_id => {
+                        tracing::warn!(worker_id = claimed, "access token of another worker rejected");
+                        Err(OrchestratorError::Unauthorized(format!("invalid token for worker {claimed}")))
+                    }
+                    _ => Ok(worker_id.clone()),
+                };
+            }
+            WorkerToken::Secret(hash) => hash,
+        };
         let Some(worker_id) = claimed else {
-            if let Some(worker_id) = self.storage.worker_for_token(&token.0).await? {
+            if let Some(worker_id) = self.storage.worker_for_token(hash).await? {
                 return Ok(worker_id);
             }
             return Err(if self.credentials.is_global_worker(token) {
@@ -138,7 +150,7 @@ impl Orchestrator {
             });
         };
         let allowed = match self.storage.worker_token(worker_id).await? {
-            Some(own) => same(&own, &token.0),
+            Some(own) => same(&own, hash),
             None => self.credentials.is_global_worker(token),
         };
         if allowed {
@@ -147,6 +159,27 @@ impl Orchestrator {
             tracing::warn!(worker_id, "worker token rejected");
             Err(OrchestratorError::Unauthorized(format!("invalid token for worker {worker_id}")))
         }
+    }
+
+    /// A short-lived access token for the worker `token` may act as
+    /// (`POST /_worker/auth/token`), and its lifetime in seconds.
+    pub async fn issue_access_token(
+        &self,
+        token: &WorkerToken,
+        claimed: Option<&str>,
+    ) -> OrchestratorResult<(String, String, u64)> {
+        let worker_id = self.authorize_worker(token, claimed).await?;
+        let key = self.storage.access_key().await?;
+        let token = access::issue(&key, &worker_id, unix_now());
+        tracing::info!(worker_id, "worker access token issued");
+        Ok((worker_id, token, access::ACCESS_TOKEN_TTL.as_secs()))
+    }
+
+    /// The worker an access token was issued to, if it is genuine, current,
+    /// and issued since the last `reload-workers`.
+    pub async fn verify_access_token(&self, token: &str) -> OrchestratorResult<Option<String>> {
+        let key = self.storage.access_key().await?;
+        Ok(access::verify(&key, token, unix_now()))
     }
 
     /// Re-reads `workers.toml` and swaps in its token digests; on any error
@@ -158,7 +191,13 @@ impl Orchestrator {
         let workers = workers::load(path).map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
         let count = workers.len();
         self.storage.replace_worker_tokens(worker_token_hashes(&workers)).await?;
-        tracing::info!(workers = count, "worker tokens reloaded");
+        // Access tokens issued under the old set go with it.
+        self.storage.rotate_access_key().await?;
+        tracing::info!(workers = count, "worker tokens reloaded; access tokens issued before are revoked");
         Ok(count)
     }
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default()
 }

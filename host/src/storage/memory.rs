@@ -21,9 +21,10 @@ use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
     BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, ChannelId, Coordination, DataStores, FollowUp, JobCounts,
     JobQueue, JobStore, JobTicket, Listings, ProgressReports, PurgedWorker, REPUTATION_WINDOW, Release, StorageResult,
-    TaskQueues, WorkerChannels, WorkerRegistry, reputation,
+    TaskQueues, WorkerChannels, WorkerRegistry, random_access_key, reputation,
 };
 use crate::auth::TokenHash;
+use crate::auth::access::AccessKey;
 use crate::model::{Job, JobId, JobStatus, Progress, TaskPayload, WorkerInfo, WorkerPatch};
 
 /// The in-memory backend.
@@ -40,6 +41,7 @@ pub struct MemoryStorage {
     workers: Mutex<WorkerTable>,
     /// Swapped whole, so a reload is atomic for readers.
     worker_tokens: Mutex<Arc<WorkerTokens>>,
+    access_key: Mutex<AccessKey>,
     /// Client → (period, attempts counted in it).
     quotas: Mutex<HashMap<String, (String, u64)>>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
@@ -333,6 +335,7 @@ impl MemoryStorage {
             tasks: Mutex::default(),
             workers: Mutex::default(),
             worker_tokens: Mutex::default(),
+            access_key: Mutex::new(random_access_key()),
             quotas: Mutex::default(),
             locks: Mutex::default(),
             slots: Mutex::default(),
@@ -689,6 +692,15 @@ impl WorkerRegistry for MemoryStorage {
 
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>> {
         Ok(lock(&self.worker_tokens).by_hash.get(hash).cloned())
+    }
+
+    async fn access_key(&self) -> StorageResult<AccessKey> {
+        Ok(*lock(&self.access_key))
+    }
+
+    async fn rotate_access_key(&self) -> StorageResult<()> {
+        *lock(&self.access_key) = random_access_key();
+        Ok(())
     }
 }
 

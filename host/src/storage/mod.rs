@@ -36,7 +36,7 @@ pub use progress::ProgressReports;
 pub use queue::{JobQueue, JobTicket};
 pub use redis::RedisStorage;
 pub use tasks::TaskQueues;
-pub use workers::{PurgedWorker, REPUTATION_WINDOW, WorkerRegistry, reputation};
+pub use workers::{PurgedWorker, REPUTATION_WINDOW, WorkerRegistry, random_access_key, reputation};
 
 /// A storage failure: the backend could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::StorageResult;
 use crate::auth::TokenHash;
+use crate::auth::access::AccessKey;
 use crate::model::{JobId, WorkerInfo, WorkerPatch};
 
 /// A worker whose liveness lapsed and was purged.
@@ -80,4 +81,21 @@ pub trait WorkerRegistry: Send + Sync {
 
     /// The worker whose own token has digest `hash`.
     async fn worker_for_token(&self, hash: &TokenHash) -> StorageResult<Option<String>>;
+
+    /// The key worker access tokens are signed with, the same on every
+    /// instance: made (at random) on first use.
+    async fn access_key(&self) -> StorageResult<AccessKey>;
+
+    /// Replaces the access token key (`reload-workers`): every access token
+    /// signed before is refused from then on, on every instance.
+    async fn rotate_access_key(&self) -> StorageResult<()>;
+}
+
+/// A new random access token key.
+pub fn random_access_key() -> AccessKey {
+    let mut key = [0u8; 32];
+    // Two v4 UUIDs: 244 bits from the operating system's CSPRNG.
+    key[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    key
 }

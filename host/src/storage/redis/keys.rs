@@ -56,6 +56,10 @@ impl Keys {
     pub(super) fn wake(&self) -> String {
         format!("{}:wake", self.prefix)
     }
+    /// The key worker access tokens are signed with (hex).
+    pub(super) fn access_key(&self) -> String {
+        format!("{}:access_key", self.prefix)
+    }
     pub(super) fn tokens_changed(&self) -> String {
         format!("{}:tokens", self.prefix)
     }

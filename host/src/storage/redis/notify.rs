@@ -11,6 +11,7 @@ use redis::Client;
 use tokio::sync::Notify;
 
 use crate::auth::TokenHash;
+use crate::auth::access::AccessKey;
 use crate::storage::record::lock;
 
 /// A waiting long-poll re-checks its queue this often even without a
@@ -58,6 +59,8 @@ impl Waiters {
 pub(super) struct TokenCache {
     pub(super) by_id: Mutex<HashMap<String, (Option<TokenHash>, Instant)>>,
     pub(super) by_hash: Mutex<HashMap<TokenHash, (Option<String>, Instant)>>,
+    /// The access token key as last read; a rotation clears it like a reload.
+    access_key: Mutex<Option<(AccessKey, Instant)>>,
 }
 
 impl TokenCache {
@@ -76,9 +79,18 @@ impl TokenCache {
         map.insert(key, (value, Instant::now()));
     }
 
+    pub(super) fn access_key(&self) -> Option<AccessKey> {
+        lock(&self.access_key).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(key, _)| key)
+    }
+
+    pub(super) fn keep_access_key(&self, key: AccessKey) {
+        *lock(&self.access_key) = Some((key, Instant::now()));
+    }
+
     pub(super) fn clear(&self) {
         lock(&self.by_id).clear();
         lock(&self.by_hash).clear();
+        *lock(&self.access_key) = None;
     }
 }
 

@@ -12,9 +12,12 @@ use redis::AsyncCommands;
 use super::notify::TokenCache;
 use super::{RedisStorage, corrupt, unavailable};
 use crate::auth::TokenHash;
+use crate::auth::access::AccessKey;
 use crate::model::{WorkerInfo, WorkerPatch};
 use crate::storage::record::lock;
-use crate::storage::{PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerRegistry, reputation};
+use crate::storage::{
+    PurgedWorker, REPUTATION_WINDOW, StorageError, StorageResult, WorkerRegistry, random_access_key, reputation,
+};
 
 /// Read-patch-write rounds a heartbeat tries when its worker keeps changing.
 const MAX_WORKER_CONFLICTS: usize = 32;
@@ -224,6 +227,32 @@ impl WorkerRegistry for RedisStorage {
             self.conn().hget(self.keys.tokens_by_hash(), hex(hash)).await.map_err(unavailable)?;
         TokenCache::put(&self.tokens.by_hash, *hash, worker.clone());
         Ok(worker)
+    }
+
+    async fn access_key(&self) -> StorageResult<AccessKey> {
+        if let Some(key) = self.tokens.access_key() {
+            return Ok(key);
+        }
+        // The first instance to ask makes it; the others read that one.
+        let fresh = hex(&random_access_key());
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys.access_key())
+            .arg(&fresh)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let stored: Option<String> = self.conn().get(self.keys.access_key()).await.map_err(unavailable)?;
+        let key = stored.as_deref().and_then(unhex).ok_or_else(|| corrupt("the access token key"))?;
+        self.tokens.keep_access_key(key);
+        Ok(key)
+    }
+
+    async fn rotate_access_key(&self) -> StorageResult<()> {
+        let _: () = self.conn().set(self.keys.access_key(), hex(&random_access_key())).await.map_err(unavailable)?;
+        self.tokens.clear();
+        let _: i64 = self.conn().publish(self.keys.tokens_changed(), "rotated").await.map_err(unavailable)?;
+        Ok(())
     }
 }
 

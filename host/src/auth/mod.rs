@@ -1,10 +1,14 @@
-//! Who may call: API clients by `X-Avtomatika-Token`, workers by `X-Worker-Token`.
+//! Who may call: API clients by `X-Avtomatika-Token` (or `X-Client-Token`),
+//! workers by `X-Worker-Token` — a secret token, or an access token issued
+//! for one (see [`access`]).
 //!
 //! Only SHA-256 digests of tokens are kept. A presented token is hashed and
 //! compared in constant time, so neither tokens nor their prefixes leak
 //! through response timing. Worker token digests live in storage (they are
 //! reloaded at run time and shared between instances); client tokens are
 //! fixed at start-up and kept here.
+
+pub mod access;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,9 +54,15 @@ impl Client {
     }
 }
 
-/// A worker token as presented in a request, already hashed. Which worker it
-/// belongs to is decided against storage (see `Orchestrator::authorize_worker`).
-pub struct WorkerToken(pub TokenHash);
+/// A worker token as presented in a request.
+pub enum WorkerToken {
+    /// A secret (the global token or a worker's own), already hashed. Which
+    /// worker it belongs to is decided against storage (see
+    /// `Orchestrator::authorize_worker`).
+    Secret(TokenHash),
+    /// A verified access token, good for this worker only.
+    Access { worker_id: String },
+}
 
 /// The client credentials the server accepts, and the global worker token.
 #[derive(Debug)]
@@ -114,7 +124,7 @@ impl Credentials {
 
     /// Whether `token` is the global worker token.
     pub fn is_global_worker(&self, token: &WorkerToken) -> bool {
-        same(&self.global_worker, &token.0)
+        matches!(token, WorkerToken::Secret(hash) if same(&self.global_worker, hash))
     }
 }
 
@@ -140,8 +150,8 @@ mod tests {
         assert_eq!(creds.client_by_token("c-token").unwrap().name, DEFAULT_CLIENT);
         assert!(creds.client_by_token("c-toke").is_none());
         assert!(creds.client_by_token("w-token").is_none());
-        assert!(creds.is_global_worker(&WorkerToken(hash("w-token"))));
-        assert!(!creds.is_global_worker(&WorkerToken(hash("c-token"))));
+        assert!(creds.is_global_worker(&WorkerToken::Secret(hash("w-token"))));
+        assert!(!creds.is_global_worker(&WorkerToken::Secret(hash("c-token"))));
         assert!(!format!("{creds:?}").contains("c-token"), "tokens must not be kept in clear");
     }
 
