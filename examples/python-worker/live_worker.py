@@ -11,6 +11,8 @@ Task types:
 - `permanent` fails with PERMANENT_ERROR
 - `transient` fails with TRANSIENT_ERROR
 - `custom`    answers the blueprint-defined status `needs_review`
+- `render`    progress 0.25, 0.5, 1.0, then `{"analysis_summary"}` (what the
+              published example application's client prints at the end)
 
 Configured by the SDK's environment variables (ORCHESTRATOR_URL, WORKER_ID,
 WORKER_TOKEN); set WORKER_ENABLE_WEBSOCKETS=true for progress and cancels.
@@ -63,6 +65,14 @@ async def permanent(params: dict, **kwargs):
 @handler("transient")
 async def transient(params: dict, **kwargs):
     return {"status": "failure", "error": {"code": "TRANSIENT_ERROR", "message": "try again"}}
+
+
+@handler("render")
+async def render(params: dict, **kwargs):
+    for value in (0.25, 0.5, 1.0):
+        await progress(kwargs, value, f"rendering: {int(value * 100)} %")
+        await asyncio.sleep(0.5)
+    return {"status": "success", "data": {"analysis_summary": "rendered and analysed"}}
 
 
 @handler("custom")

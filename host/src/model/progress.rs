@@ -45,8 +45,8 @@ impl Progress {
     }
 }
 
-/// Adds `progress` and `progress_message` to a job as the API shows it (the
-/// job serialised). A report counts while its task is the job's task or one
+/// Adds `progress` (a number) and `progress_message` (a string, empty when
+/// there is none) to a job as the API shows it (the job serialised). A report counts while its task is the job's task or one
 /// of its branches, and after the job ended; once the job moved on to another
 /// task the progress starts again from 0.
 pub fn attach_progress(job: &mut Value, report: Option<&Progress>) {
@@ -57,9 +57,10 @@ pub fn attach_progress(job: &mut Value, report: Option<&Progress>) {
         .and_then(|status| serde_json::from_value::<JobStatus>(json!(status)).ok())
         .is_some_and(JobStatus::is_terminal);
     let report = report.filter(|report| ended || job_has_task(fields, report.task_id));
+    // Always a string: the published example client slices it as one.
     let (progress, message) = match report {
-        Some(report) => (json!(report.progress), json!(report.message)),
-        None => (json!(0.0), Value::Null),
+        Some(report) => (json!(report.progress), json!(report.message.as_deref().unwrap_or_default())),
+        None => (json!(0.0), json!("")),
     };
     fields.insert("progress".into(), progress);
     fields.insert("progress_message".into(), message);
@@ -98,7 +99,7 @@ mod tests {
         assert_eq!((job["progress"].clone(), job["progress_message"].clone()), (json!(0.25), json!("a quarter")));
         let mut moved_on = json!({"status": "waiting_for_worker", "current_task": {"task_id": Uuid::new_v4()}});
         attach_progress(&mut moved_on, Some(&report));
-        assert_eq!((moved_on["progress"].clone(), moved_on["progress_message"].clone()), (json!(0.0), Value::Null));
+        assert_eq!((moved_on["progress"].clone(), moved_on["progress_message"].clone()), (json!(0.0), json!("")));
         let mut branch = json!({"status": "waiting_for_parallel_tasks", "parallel": {"branches": [{"task_id": task}]}});
         attach_progress(&mut branch, Some(&report));
         assert_eq!(branch["progress"], json!(0.25));
