@@ -1875,8 +1875,11 @@ mod cases {
         let later = Progress::new(report.task_id, 0.5, None).unwrap();
         assert!(s.record_progress(job.id, &later).await.unwrap());
         let read = s.progress_of(&[job.id, other.id, JobId::new_v4()]).await.unwrap();
-        assert_eq!(read, vec![Some(later), None, None], "the latest report, in order");
+        assert_eq!(read, vec![Some(later.clone()), None, None], "the latest report, in order");
         assert_eq!(s.progress_of(&[]).await.unwrap(), vec![]);
+        assert_eq!(s.job_with_progress(job.id).await.unwrap(), Some((job, Some(later))), "read together");
+        assert_eq!(s.job_with_progress(other.id).await.unwrap(), Some((other, None)));
+        assert_eq!(s.job_with_progress(JobId::new_v4()).await.unwrap(), None);
     }
 
     pub async fn progress_survives_job_updates_and_goes_with_the_job(s: Arc<dyn Storage>) {

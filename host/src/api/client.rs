@@ -129,12 +129,7 @@ async fn get_job(
     ClientAuth(client): ClientAuth,
     ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut job = state.orchestrator.job_for(&client, &job_id).await?;
-    state.orchestrator.sign_approval_links(&mut job);
-    let mut view = [serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?];
-    state.orchestrator.with_progress(&mut view).await?;
-    let [view] = view;
-    Ok(Json(view))
+    Ok(Json(state.orchestrator.job_view_for(&client, &job_id).await?))
 }
 
 /// `POST /api/{version}/{endpoint}`, reached as the router's fallback: blueprint

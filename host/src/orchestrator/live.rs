@@ -2,10 +2,11 @@
 //! cancel commands pushed to the worker holding a task, and progress
 //! reports taken from it.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
+use crate::auth::Client;
 use crate::history::{JobEvent, JobEventKind};
 use crate::model::{JobId, Progress, TaskRecord, attach_progress};
 
@@ -76,9 +77,24 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// `client`'s job `id` as the API shows it, with its progress; one
+    /// storage round trip.
+    pub async fn job_view_for(&self, client: &Client, id: &str) -> OrchestratorResult<Value> {
+        let not_found = || OrchestratorError::NotFound(format!("job {id} not found"));
+        let id: JobId = id.parse().map_err(|_| not_found())?;
+        let Some((mut job, report)) = self.storage.job_with_progress(id).await? else { return Err(not_found()) };
+        if job.client != client.name {
+            return Err(not_found());
+        }
+        self.sign_approval_links(&mut job);
+        let mut view = serde_json::to_value(&job).map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
+        attach_progress(&mut view, report.as_ref());
+        Ok(view)
+    }
+
     /// Adds each job's progress to its API form (`progress`,
     /// `progress_message`); one storage round trip for the lot.
-    pub async fn with_progress(&self, jobs: &mut [serde_json::Value]) -> OrchestratorResult<()> {
+    pub async fn with_progress(&self, jobs: &mut [Value]) -> OrchestratorResult<()> {
         let ids: Vec<Option<JobId>> =
             jobs.iter().map(|job| job.get("id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok())).collect();
         let known: Vec<JobId> = ids.iter().flatten().copied().collect();

@@ -881,6 +881,15 @@ impl ProgressReports for MemoryStorage {
         let jobs = lock(&self.jobs);
         Ok(ids.iter().map(|id| jobs.records.get(id).and_then(|s| s.progress.as_deref().cloned())).collect())
     }
+
+    async fn job_with_progress(&self, id: JobId) -> StorageResult<Option<(Job, Option<Progress>)>> {
+        let (bytes, progress) = {
+            let jobs = lock(&self.jobs);
+            let Some(stored) = jobs.records.get(&id) else { return Ok(None) };
+            (stored.bytes.clone(), stored.progress.as_deref().cloned())
+        };
+        Ok(Some((decode_job(id, &bytes)?, progress)))
+    }
 }
 
 #[async_trait]

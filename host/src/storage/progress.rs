@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::model::{JobId, Progress};
+use crate::model::{Job, JobId, Progress};
 
 #[async_trait]
 pub trait ProgressReports: Send + Sync {
@@ -15,4 +15,8 @@ pub trait ProgressReports: Send + Sync {
 
     /// The latest report of each job in `ids`, in order.
     async fn progress_of(&self, ids: &[JobId]) -> StorageResult<Vec<Option<Progress>>>;
+
+    /// Job `id` with its latest report, read together: a client's status
+    /// poll is one storage round trip.
+    async fn job_with_progress(&self, id: JobId) -> StorageResult<Option<(Job, Option<Progress>)>>;
 }

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 
 use super::{RedisStorage, corrupt, unavailable};
-use crate::model::{JobId, Progress};
+use crate::model::{Job, JobId, Progress};
+use crate::storage::record::decode_job;
 use crate::storage::{ProgressReports, StorageResult};
 
 /// The job hash's field holding the latest report.
@@ -37,5 +38,18 @@ impl ProgressReports for RedisStorage {
         let reports: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         // A report that does not read is dropped, not an error: it only decorates the job.
         Ok(reports.into_iter().map(|r| r.and_then(|json| serde_json::from_str(&json).ok())).collect())
+    }
+
+    async fn job_with_progress(&self, id: JobId) -> StorageResult<Option<(Job, Option<Progress>)>> {
+        let (record, report): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg("d")
+            .arg(FIELD)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = record else { return Ok(None) };
+        let report = report.and_then(|json| serde_json::from_str(&json).ok());
+        Ok(Some((decode_job(id, &record)?, report)))
     }
 }
