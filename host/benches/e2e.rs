@@ -22,8 +22,16 @@
 //! `--idle-workers N` registers N more workers, each of a task type of its own
 //! that no job uses: the fleet a dispatch must not scan.
 //!
+//! `--idle-sockets N` opens N worker WebSockets before the runs and reports
+//! the server's RSS and CPU with them open and nothing else to do (over
+//! `--rest-seconds`, default 5); they stay open through the runs.
+//! `--progress-sockets S` has S workers, each holding a `pipeline` job's
+//! `fetch` task, send progress reports over their sockets as fast as the
+//! server takes them during every run: the events/s it sustains beside the
+//! job load.
+//!
 //! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
-//!   [--idle-workers 0] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
+//!   [--idle-workers 0] [--idle-sockets 0 [--rest-seconds 5]] [--progress-sockets 0] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
 //!   [--redis-db N [--instances 2] [--monitor-seconds 3]] [--history-uri URI]`
 
 use std::collections::BTreeMap;
@@ -48,6 +56,11 @@ struct Options {
     workers: usize,
     /// Workers registered for task types no job uses.
     idle_workers: usize,
+    /// Worker WebSockets held open, idle.
+    idle_sockets: usize,
+    rest_seconds: u64,
+    /// Workers streaming progress reports over their sockets during the runs.
+    progress_sockets: usize,
     polls_per_worker: usize,
     seconds: u64,
     status_interval: Duration,
@@ -68,6 +81,9 @@ impl Options {
             clients: vec![32, 64, 128],
             workers: 8,
             idle_workers: 0,
+            idle_sockets: 0,
+            rest_seconds: 5,
+            progress_sockets: 0,
             polls_per_worker: 4,
             seconds: 10,
             status_interval: Duration::from_millis(1),
@@ -90,6 +106,15 @@ impl Options {
         }
         if let Some(v) = value("--idle-workers") {
             options.idle_workers = v.parse().expect("--idle-workers: a number");
+        }
+        if let Some(v) = value("--idle-sockets") {
+            options.idle_sockets = v.parse().expect("--idle-sockets: a number");
+        }
+        if let Some(v) = value("--rest-seconds") {
+            options.rest_seconds = v.parse().expect("--rest-seconds: a number");
+        }
+        if let Some(v) = value("--progress-sockets") {
+            options.progress_sockets = v.parse().expect("--progress-sockets: a number");
         }
         if let Some(v) = value("--seconds").and_then(|v| v.parse().ok()) {
             options.seconds = v;
@@ -176,7 +201,10 @@ fn start_server(port: u16, options: &Options, instance_id: &str) -> Child {
         .env("WORKER_POLL_TIMEOUT_SECONDS", "5")
         .env("INSTANCE_ID", instance_id)
         // The whole simulated fleet registers under the global token.
-        .env("MAX_WORKERS_PER_TOKEN", (options.workers + options.idle_workers + 1).to_string())
+        .env(
+            "MAX_WORKERS_PER_TOKEN",
+            (options.workers + options.idle_workers + options.progress_sockets + 1).to_string(),
+        )
         // Measured here is serving, not start-up; and a bench leaves no files
         // in the user's ~/.cache.
         .env("PLUGIN_CACHE_DIR", "off");
@@ -362,6 +390,92 @@ fn per_job(counts: &BTreeMap<String, u64>, jobs: u64) -> (f64, String) {
     (total, text.join(", "))
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A worker's WebSocket to `addr` under the global token.
+async fn open_socket(addr: &str, worker_id: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/_worker/ws/{worker_id}").into_client_request().expect("a WebSocket request");
+    request.headers_mut().insert("X-Worker-Token", WORKER_TOKEN.parse().expect("a header value"));
+    tokio_tungstenite::connect_async(request).await.expect("the socket opens").0
+}
+
+/// Keeps an idle socket answering the server's pings until it closes.
+async fn idle_socket(socket: Socket) {
+    use futures::StreamExt;
+    let (_, mut incoming) = socket.split();
+    while let Some(Ok(_)) = incoming.next().await {}
+}
+
+/// `--idle-sockets`: opens them, then reports the server at rest with them.
+async fn open_idle_sockets(addr: &str, count: usize, rest: Duration, pid: u32) -> Vec<tokio::task::JoinHandle<()>> {
+    let rss_before = rss_mb(pid);
+    let opened = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        held.push(tokio::spawn(idle_socket(open_socket(addr, &format!("bench-socket-{i}")).await)));
+    }
+    let opening = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = cpu_seconds(&pid.to_string());
+    tokio::time::sleep(rest).await;
+    let cpu = (cpu_seconds(&pid.to_string()) - cpu_before) / rest.as_secs_f64();
+    let rss = rss_mb(pid);
+    println!(
+        "{count} idle worker sockets opened in {opening:.2?}: server RSS {rss:.1} MB ({:+.1} MB, {:.1} KB per socket); \
+         CPU at rest {:.2} % of a core over {rest:?}",
+        rss - rss_before,
+        (rss - rss_before) * 1024.0 / count.max(1) as f64,
+        cpu * 100.0
+    );
+    held
+}
+
+/// `--progress-sockets`: a worker holding one `pipeline` job's `fetch` task
+/// sends progress over its socket until `stop`; counts what it sent.
+async fn progress_sender(addr: String, index: usize, sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> (String, f64) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let worker_id = format!("bench-progress-{index}");
+    let mut conn = Conn::open(&addr).await;
+    let body = serde_json::json!({"worker_id": worker_id, "supported_tasks": ["fetch"], "max_concurrent_tasks": 1});
+    let (status, _) = conn
+        .send(Method::POST, "/_worker/workers/register", ("X-Worker-Token", WORKER_TOKEN), Some(body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "progress worker registered");
+    let (status, _) = conn
+        .send(
+            Method::POST,
+            "/api/v1/jobs/pipeline",
+            ("X-Avtomatika-Token", CLIENT_TOKEN),
+            Some(r#"{"url":"https://example.com"}"#.into()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "pipeline job accepted");
+    let task: Value = loop {
+        let path = format!("/_worker/workers/{worker_id}/tasks/next");
+        let (status, body) = conn.send(Method::GET, &path, ("X-Worker-Token", WORKER_TOKEN), None).await;
+        if status == StatusCode::OK {
+            break serde_json::from_slice(&body).expect("task JSON");
+        }
+    };
+    let job_id = task["job_id"].as_str().expect("job_id").to_owned();
+    let mut socket = open_socket(&addr, &worker_id).await;
+    let mut last = 0.0;
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        last = (n % 1_000_000) as f64 / 1_000_000.0;
+        let event = serde_json::json!({"type": "progress_update", "job_id": job_id, "task_id": task["task_id"],
+                                       "progress": last, "message": "streaming"});
+        socket.send(Message::Text(event.to_string().into())).await.expect("progress sent");
+        sent.fetch_add(1, Ordering::Relaxed);
+        // One event per turn of the single-threaded runtime: the job load runs between.
+        tokio::task::yield_now().await;
+    }
+    (job_id, last)
+}
+
 async fn wait_until_serving(addr: &str) {
     let ready = Instant::now();
     loop {
@@ -416,6 +530,15 @@ async fn run(options: Options) {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    let idle_sockets = if options.idle_sockets > 0 {
+        open_idle_sockets(&addrs[0], options.idle_sockets, Duration::from_secs(options.rest_seconds), pids[0]).await
+    } else {
+        Vec::new()
+    };
+    let progress_sent = Arc::new(AtomicU64::new(0));
+    let progress_senders: Vec<_> = (0..options.progress_sockets)
+        .map(|i| tokio::spawn(progress_sender(addrs[0].clone(), i, progress_sent.clone(), stop.clone())))
+        .collect();
     let mut register = Conn::open(&addrs[0]).await;
     for w in 0..options.idle_workers {
         let body = serde_json::json!({
@@ -461,6 +584,7 @@ async fn run(options: Options) {
         let redis_before = redis.as_mut().map(RedisStats::read);
         let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_seconds(&p.to_string())).collect();
         let own_before = cpu_seconds(&own_pid);
+        let progress_before = progress_sent.load(Ordering::Relaxed);
         let until = Instant::now() + Duration::from_secs(options.seconds);
         let started = Instant::now();
         let handles: Vec<_> = (0..clients)
@@ -491,6 +615,14 @@ async fn run(options: Options) {
             rss_list(&pids),
         );
         let seconds = elapsed.as_secs_f64();
+        if options.progress_sockets > 0 {
+            let events = progress_sent.load(Ordering::Relaxed) - progress_before;
+            println!(
+                "              progress over {} sockets beside the load: {events} events = {:.0} events/s",
+                options.progress_sockets,
+                events as f64 / seconds
+            );
+        }
         let server_cores: Vec<String> = pids
             .iter()
             .zip(&cpu_before)
@@ -569,6 +701,20 @@ async fn run(options: Options) {
     }
 
     stop.store(true, Ordering::Relaxed);
+    let mut checked = Conn::open(&addrs[0]).await;
+    for sender in progress_senders {
+        let (job_id, last) = sender.await.expect("progress sender");
+        // Reports are written at most every 100 ms per socket: the last one lands by then.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, job) = checked
+            .send(Method::GET, &format!("/api/v1/jobs/{job_id}"), ("X-Avtomatika-Token", CLIENT_TOKEN), None)
+            .await;
+        let job: Value = serde_json::from_slice(&job).expect("job JSON");
+        assert_eq!(job["progress"].as_f64(), Some(last), "the last report sent is the job's progress");
+    }
+    for socket in idle_sockets {
+        socket.abort();
+    }
     for server in &mut servers {
         let _ = server.kill();
         let _ = server.wait();
