@@ -7,6 +7,37 @@ use std::io::Write;
 use avtomatika_tests::{TestServer, test_config};
 use serde_json::{Value, json};
 
+/// Runs a `misbehave` job in mode `ok` as the client holding `token`, to its end.
+async fn finished_job(server: &TestServer, token: &str) -> Value {
+    let response = server
+        .http
+        .post(server.url("/api/v1/jobs/misbehave"))
+        .header("X-Avtomatika-Token", token)
+        .json(&json!({"mode": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    loop {
+        let job: Value = server
+            .http
+            .get(server.url(&format!("/api/v1/jobs/{job_id}")))
+            .header("X-Avtomatika-Token", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "finished" {
+            return job;
+        }
+        assert!(job["status"] != "quarantined", "{job:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn client_name_plan_and_params_reach_the_handler() {
     let blueprints = tempfile::tempdir().unwrap();
@@ -30,34 +61,7 @@ async fn client_name_plan_and_params_reach_the_handler() {
     config.clients_config_path = Some(clients.path().to_owned());
     let server = TestServer::start_with(config).await;
 
-    let response = server
-        .http
-        .post(server.url("/api/v1/jobs/misbehave"))
-        .header("X-Avtomatika-Token", "acme-token-1f9e")
-        .json(&json!({"mode": "ok"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
-
-    let job = loop {
-        let job: Value = server
-            .http
-            .get(server.url(&format!("/api/v1/jobs/{job_id}")))
-            .header("X-Avtomatika-Token", "acme-token-1f9e")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "finished" {
-            break job;
-        }
-        assert!(job["status"] != "quarantined", "{job:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let job = finished_job(&server, "acme-token-1f9e").await;
     assert_eq!(job["client"], "acme");
     assert_eq!(
         job["state_history"]["client"],
@@ -94,33 +98,7 @@ monthly_attempts = 2
     config.clients_config_path = Some(clients.path().to_owned());
     let server = TestServer::start_with(config).await;
 
-    let response = server
-        .http
-        .post(server.url("/api/v1/jobs/misbehave"))
-        .header("X-Avtomatika-Token", "limited-access-token")
-        .json(&json!({"mode": "ok"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
-    let job = loop {
-        let job: Value = server
-            .http
-            .get(server.url(&format!("/api/v1/jobs/{job_id}")))
-            .header("X-Avtomatika-Token", "limited-access-token")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "finished" {
-            break job;
-        }
-        assert!(job["status"] != "quarantined", "{job:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let job = finished_job(&server, "limited-access-token").await;
     assert_eq!(
         job["state_history"]["client"],
         json!({
