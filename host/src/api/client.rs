@@ -12,6 +12,7 @@ use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use super::public::PageQuery;
 use super::versions::AliasedFrom;
 use super::{AppState, RouteLabel};
+use crate::model::JobView;
 use crate::orchestrator::Cancellation;
 
 /// The client routes; the history route exists only when history is on
@@ -128,8 +129,9 @@ async fn get_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
     ApiPath(job_id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.orchestrator.job_view_for(&client, &job_id).await?))
+) -> Result<Response, ApiError> {
+    let (job, progress) = state.orchestrator.job_with_progress_for(&client, &job_id).await?;
+    Ok(Json(JobView::new(&job, progress.as_ref())).into_response())
 }
 
 /// `POST /api/{version}/{endpoint}`, reached as the router's fallback: blueprint

@@ -29,6 +29,8 @@ use crate::storage::INBOX_CAPACITY;
 
 /// Largest message a worker may send over its socket; a larger one closes it.
 pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+/// A socket's read and write buffers (they grow for a larger message).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 /// How often the server pings an idle socket.
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A socket that sent nothing (not even a pong) for this long is closed.
@@ -81,6 +83,13 @@ async fn connect_anonymous(
 
 fn accept(state: AppState, worker_id: String, upgrade: WebSocketUpgrade) -> Response {
     upgrade
+        // tungstenite's 128 KiB default buffers cost ~130 KB per idle
+        // socket; the messages here are small (BENCHMARKS.md (k)).
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        // A worker that stops reading gets its socket closed, not an
+        // ever-growing buffer here.
+        .max_write_buffer_size(MAX_WS_MESSAGE_BYTES * 4)
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::info!(error = %e, "worker WebSocket upgrade failed"))

@@ -7,7 +7,7 @@ mod task;
 mod worker;
 
 pub use job::{ApprovalWait, ChildWait, Job, JobId, JobStatus, JobTimeouts, ParallelWait, TaskRecord};
-pub use progress::{MAX_PROGRESS_MESSAGE_BYTES, Progress, attach_progress};
+pub use progress::{JobView, MAX_PROGRESS_MESSAGE_BYTES, Progress, attach_progress};
 pub use routing::{Routing, Strategy};
 pub use task::{
     ErrorCode, FailureEffect, ResultError, ResultStatus, ResultWire, TaskPayload, WorkerResult, WorkerResultBody,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::JobStatus;
+use super::{Job, JobStatus};
 
 /// Longest progress message kept, in bytes; longer ones are cut at a
 /// character boundary.
@@ -42,6 +42,28 @@ impl Progress {
             m
         });
         Ok(Self { task_id, progress, message, at: Utc::now() })
+    }
+}
+
+/// A job as `GET /api/v1/jobs/{id}` shows it: the record and its progress,
+/// serialised in one pass (no intermediate JSON tree on the status-poll path).
+#[derive(Serialize)]
+pub struct JobView<'a> {
+    #[serde(flatten)]
+    job: &'a Job,
+    progress: f64,
+    progress_message: &'a str,
+}
+
+impl<'a> JobView<'a> {
+    /// The rule of [`attach_progress`], on the record itself.
+    pub fn new(job: &'a Job, report: Option<&'a Progress>) -> Self {
+        let report = report.filter(|report| job.status.is_terminal() || job.task(report.task_id).is_some());
+        Self {
+            job,
+            progress: report.map_or(0.0, |report| report.progress),
+            progress_message: report.and_then(|report| report.message.as_deref()).unwrap_or_default(),
+        }
     }
 }
 
@@ -88,6 +110,18 @@ mod tests {
         let long = "é".repeat(MAX_PROGRESS_MESSAGE_BYTES);
         let cut = Progress::new(task, 0.5, Some(long)).unwrap().message.unwrap();
         assert!(cut.len() <= MAX_PROGRESS_MESSAGE_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_view_of_a_record_follows_the_same_rule() {
+        let mut job = Job::new("b".into(), "c".into(), "start".into(), json!({}), None);
+        let report = Progress::new(Uuid::new_v4(), 0.5, Some("half".into())).unwrap();
+        let view = serde_json::to_value(JobView::new(&job, Some(&report))).unwrap();
+        assert_eq!((view["progress"].clone(), view["progress_message"].clone()), (json!(0.0), json!("")));
+        assert_eq!(view["id"], json!(job.id), "the record's fields are there");
+        job.end(JobStatus::Finished, None);
+        let view = serde_json::to_value(JobView::new(&job, Some(&report))).unwrap();
+        assert_eq!((view["progress"].clone(), view["progress_message"].clone()), (json!(0.5), json!("half")));
     }
 
     #[test]

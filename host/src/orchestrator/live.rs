@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
 use crate::history::{JobEvent, JobEventKind};
-use crate::model::{JobId, Progress, TaskRecord, attach_progress};
+use crate::model::{Job, JobId, Progress, TaskRecord, attach_progress};
 
 /// A progress report as a worker sends it, before it is checked.
 #[derive(Debug, Clone)]
@@ -77,19 +77,22 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// `client`'s job `id` as the API shows it, with its progress; one
-    /// storage round trip.
-    pub async fn job_view_for(&self, client: &Client, id: &str) -> OrchestratorResult<Value> {
+    /// `client`'s job `id` (approval links signed) with its latest
+    /// progress report; one storage round trip.
+    pub async fn job_with_progress_for(
+        &self,
+        client: &Client,
+        id: &str,
+    ) -> OrchestratorResult<(Job, Option<Progress>)> {
         let not_found = || OrchestratorError::NotFound(format!("job {id} not found"));
         let id: JobId = id.parse().map_err(|_| not_found())?;
-        let Some((mut job, report)) = self.storage.job_with_progress(id).await? else { return Err(not_found()) };
-        if job.client != client.name {
-            return Err(not_found());
+        match self.storage.job_with_progress(id).await? {
+            Some((mut job, report)) if job.client == client.name => {
+                self.sign_approval_links(&mut job);
+                Ok((job, report))
+            }
+            _ => Err(not_found()),
         }
-        self.sign_approval_links(&mut job);
-        let mut view = serde_json::to_value(&job).map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
-        attach_progress(&mut view, report.as_ref());
-        Ok(view)
     }
 
     /// Adds each job's progress to its API form (`progress`,
