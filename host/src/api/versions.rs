@@ -33,6 +33,11 @@ const CANONICAL: &str = "/api/v1/";
 pub async fn alias(State(state): State<AppState>, mut request: Request) -> Request {
     let runtime = &state.orchestrator.runtime;
     let path = request.uri().path();
+    // The hot paths (`/api/v1/…`, `/_worker/…`) leave here, before the
+    // blueprints are looked at.
+    if !path.starts_with("/api/") || path.starts_with(CANONICAL) {
+        return request;
+    }
     if request.method() == Method::POST && runtime.by_endpoint(path.trim_end_matches('/')).is_some() {
         return request;
     }
