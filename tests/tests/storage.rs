@@ -165,6 +165,7 @@ macro_rules! conformance {
             progress_is_kept_beside_existing_jobs_only,
             progress_survives_job_updates_and_goes_with_the_job,
             a_worker_channel_delivers_until_it_is_replaced_or_closed,
+            held_cancels_are_taken_once_for_the_tasks_a_worker_runs,
         );
     };
     (@cases $backend:ident, $make:expr, $($case:ident,)*) => {
@@ -338,6 +339,27 @@ mod redis_backend {
         delete_keys(prefix).await;
     }
 
+    /// A read dropped while it waits (its blocking `XREADGROUP` still open in
+    /// Redis) is handed the next job, and nobody reads that reply: the next
+    /// read finds the job among this instance's own entries instead of
+    /// leaving it pending until a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_dropped_while_it_waits_loses_no_job() {
+        let prefix = format!("avtomatika-test:{}", Uuid::new_v4());
+        let config = RedisConfig { host: HOST.into(), port: PORT, db: DB };
+        let a = RedisStorage::connect(&config, &prefix, "instance-a", RETENTION).await.expect("Redis");
+        for _ in 0..5 {
+            let waiting = tokio::time::timeout(Duration::from_millis(200), a.next_job(Duration::from_secs(5))).await;
+            assert!(waiting.is_err(), "nothing was queued");
+            let job = plain_job();
+            a.create_job(&job).await.unwrap();
+            let ticket = a.next_job(PRESENT).await.unwrap().expect("the job the dropped read was handed");
+            assert_eq!(ticket.job_id, job.id);
+            a.ack_job(ticket).await.unwrap();
+        }
+        delete_keys(prefix).await;
+    }
+
     /// Held-back acknowledgements survive a read cancelled while it sends
     /// them (the executor's read is dropped when shutdown starts): `leave`
     /// still sends them, so no step that ran is delivered again.
@@ -349,14 +371,10 @@ mod redis_backend {
         for _ in 0..20 {
             let job = plain_job();
             a.create_job(&job).await.unwrap();
-            // A read has been seen (twice, on a loaded 2-core machine) to
-            // return nothing here although the entry was there: a second
-            // look tells a late read from a lost entry, which still fails.
-            let mut ticket = a.next_job(PRESENT).await.unwrap();
-            if ticket.is_none() {
-                eprintln!("acknowledgements_survive_a_read_cancelled_mid_flush: a read came back empty; reading again");
-                ticket = a.next_job(PRESENT).await.unwrap();
-            }
+            // When the dropped read below got past its flush into its
+            // blocking read, Redis hands that read this entry; the next read
+            // must then find it among this consumer's own entries.
+            let ticket = a.next_job(PRESENT).await.unwrap();
             a.ack_job(ticket.expect("the created job")).await.unwrap();
             // The next read sends the held-back acknowledgement first; it
             // is dropped at its first wait, as a `select!` drops it.
@@ -1924,6 +1942,18 @@ mod cases {
             }
         });
         closed.await.expect("a closed channel stops taking messages");
+    }
+
+    pub async fn held_cancels_are_taken_once_for_the_tasks_a_worker_runs(s: Arc<dyn Storage>) {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(s.take_cancels("w", &[a]).await.unwrap(), Vec::<Uuid>::new(), "nothing held");
+        s.hold_cancel("w", a).await.unwrap();
+        s.hold_cancel("w", b).await.unwrap();
+        s.hold_cancel("other", c).await.unwrap();
+        assert_eq!(s.take_cancels("w", &[]).await.unwrap(), Vec::<Uuid>::new());
+        assert_eq!(s.take_cancels("w", &[c, a]).await.unwrap(), vec![a], "only its own, only those it runs");
+        assert_eq!(s.take_cancels("w", &[a, b]).await.unwrap(), vec![b], "each once");
+        assert_eq!(s.take_cancels("other", &[c]).await.unwrap(), vec![c]);
     }
 
     pub async fn data_stores_get_set_and_delete_per_scope(s: Arc<dyn Storage>) {

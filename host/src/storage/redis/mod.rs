@@ -146,6 +146,7 @@ impl RedisStorage {
                 buffered: VecDeque::new(),
                 last_claim: Instant::now(),
                 recover_from: Some("0".to_owned()),
+                reading_new: false,
             }),
             keys,
             scripts: Scripts::load(),

@@ -56,6 +56,12 @@ pub(super) struct Reader {
     /// under the same `INSTANCE_ID`) and after a failed read, whose reply may
     /// have been lost after Redis had already assigned entries to us.
     pub(super) recover_from: Option<String>,
+    /// Set while a blocking read of new entries is in flight. Still set at
+    /// the next read means that read was dropped mid-wait (a `select!`, a
+    /// shutdown): Redis may have handed it entries whose reply nobody read,
+    /// so they sit in this consumer's pending list, and only a re-read of
+    /// its own entries brings them back.
+    pub(super) reading_new: bool,
 }
 
 /// Renews this instance's liveness key until the task is aborted.
@@ -107,6 +113,10 @@ fn parse_entries(value: &RedisValue) -> StorageResult<Vec<(String, JobId)>> {
 impl JobQueue for RedisStorage {
     async fn next_job(&self, timeout: Duration) -> StorageResult<Option<JobTicket>> {
         let mut reader = self.reader.lock().await;
+        if std::mem::take(&mut reader.reading_new) && reader.recover_from.is_none() {
+            tracing::debug!("the last read was dropped while it waited; re-reading this instance's own entries");
+            reader.recover_from = Some("0".to_owned());
+        }
         if reader.last_claim.elapsed() >= CLAIM_EVERY {
             reader.last_claim = Instant::now();
             self.claim_abandoned(&mut reader).await?;
@@ -123,7 +133,10 @@ impl JobQueue for RedisStorage {
                 read.arg("BLOCK").arg(timeout.as_millis().max(1) as u64);
             }
             read.arg("STREAMS").arg(self.keys.jobs()).arg(own.as_deref().unwrap_or(">"));
-            let reply: RedisValue = match read.query_async(&mut reader.conn).await {
+            reader.reading_new = own.is_none();
+            let reply = read.query_async(&mut reader.conn).await;
+            reader.reading_new = false;
+            let reply: RedisValue = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
                     reader.recover_from = Some("0".to_owned());
