@@ -151,6 +151,14 @@ async fn a_cancel_is_pushed_to_the_workers_socket_at_once() {
         )
         .await;
     assert_eq!(flag.json()["cancellation_requested"], true, "{flag:?}");
+    // The newest SDKs learn it from their heartbeat's answer instead: the
+    // tasks they say they run that they should stop, once.
+    let worker = server.worker("poller");
+    let beat = json!({"status": "busy", "current_tasks": [task["task_id"], uuid::Uuid::new_v4()]});
+    let answer = worker.heartbeat(Some(beat.clone())).await;
+    assert_eq!(answer.json()["cancel_task_ids"], json!([task["task_id"]]), "{answer:?}");
+    let again = worker.heartbeat(Some(beat)).await;
+    assert!(again.json().get("cancel_task_ids").is_none(), "{again:?}");
     server.stop().await;
 }
 

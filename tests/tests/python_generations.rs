@@ -179,6 +179,32 @@ async fn generation_across_instances(version: &str, db: u32) {
     b.stop().await;
 }
 
+/// The newest SDK without a socket (its default) learns of a cancel from
+/// its next heartbeat's answer (`cancel_task_ids`).
+#[tokio::test]
+async fn newest_sdk_without_a_socket_is_cancelled_by_its_heartbeat() {
+    sdk_python(SDK_NEWEST);
+    let id = id_for("beat", SDK_NEWEST);
+    let setup = Setup::new(&[&id]);
+    let server = TestServer::start_with(setup.config()).await;
+    let env = [("WORKER_TOKEN", token(&id)), ("WORKER_HEARTBEAT_COOLDOWN", "0.2".to_owned())];
+    let mut worker = PythonWorker::spawn_sdk(SDK_NEWEST, &server, &id, "live_worker.py", &env);
+    let job_id = server.create_job(ROUTED, json!({"task_type": "hold"})).await;
+    // Without a socket its progress comes as events over HTTP.
+    wait_until(&server, &mut worker, &job_id, |job| job["progress"].as_f64() == Some(0.5)).await;
+    let asked = Instant::now();
+    let answer =
+        server.send(Method::POST, &format!("/api/v1/jobs/{job_id}/cancel"), Auth::Client(CLIENT_TOKEN), None).await;
+    assert_eq!(answer.json(), json!({"status": "cancellation_request_accepted"}), "{answer:?}");
+    let job = wait_until(&server, &mut worker, &job_id, |job| job["status"] == "cancelled").await;
+    let latency = asked.elapsed();
+    eprintln!("SDK {SDK_NEWEST} without a socket: cancelled in {latency:?} (heartbeat every 1 s)");
+    assert_eq!(job["status"], "cancelled");
+    assert!(latency < Duration::from_secs(5), "cancelled in {latency:?}");
+    drop(worker);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn sdk_1_0b3_reports_progress_and_is_cancelled() {
     generation_on_memory(SDK_1_0B3).await;

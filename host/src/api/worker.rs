@@ -60,7 +60,13 @@ async fn heartbeat(
     };
     Ok(match state.orchestrator.heartbeat(&token, &worker_id, patch).await? {
         Heartbeat::Refreshed => Json(json!({ "status": "ttl_refreshed" })).into_response(),
-        Heartbeat::Updated(worker) => Json(worker).into_response(),
+        Heartbeat::Updated { worker, cancel } if cancel.is_empty() => Json(worker).into_response(),
+        // The newest `rxon` SDKs stop the tasks listed here.
+        Heartbeat::Updated { worker, cancel } => {
+            let mut body = serde_json::to_value(&worker).map_err(|e| ApiError::Internal(e.into()))?;
+            body["cancel_task_ids"] = json!(cancel);
+            Json(body).into_response()
+        }
     })
 }
 

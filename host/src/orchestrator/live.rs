@@ -1,6 +1,6 @@
 //! The live channel to workers (`/_worker/ws`, `POST /_worker/events`):
-//! cancel commands pushed to the worker holding a task, and progress
-//! reports taken from it.
+//! cancel commands pushed to the worker holding a task (or, without a
+//! socket, held for its next heartbeat), and progress reports taken from it.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -9,6 +9,7 @@ use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
 use crate::history::{JobEvent, JobEventKind};
 use crate::model::{Job, JobId, Progress, TaskRecord, attach_progress};
+use crate::storage::MAX_HELD_CANCELS;
 
 /// A progress report as a worker sends it, before it is checked.
 #[derive(Debug, Clone)]
@@ -33,14 +34,31 @@ impl Orchestrator {
             "task_id": task.task_id,
             "params": {},
         });
-        match self.storage.send_to_worker(worker_id, &command.to_string()).await {
-            Ok(sent) => {
-                tracing::info!(%job_id, task_id = %task.task_id, worker_id, sent, "cancel pushed to the worker's socket");
-                sent
-            }
+        let sent = match self.storage.send_to_worker(worker_id, &command.to_string()).await {
+            Ok(sent) => sent,
             Err(e) => {
                 tracing::warn!(%job_id, task_id = %task.task_id, worker_id, error = %e, "cannot push a cancel");
                 false
+            }
+        };
+        tracing::info!(%job_id, task_id = %task.task_id, worker_id, sent, "cancel for the worker holding the task");
+        if !sent && let Err(e) = self.storage.hold_cancel(worker_id, task.task_id).await {
+            tracing::warn!(%job_id, task_id = %task.task_id, worker_id, error = %e, "cannot hold a cancel");
+        }
+        sent
+    }
+
+    /// The tasks a heartbeat's `current_tasks` (the newest `rxon` SDKs send
+    /// the task ids they run) that their worker was asked to stop and could
+    /// not be told over a socket.
+    pub(super) async fn cancels_for(&self, worker_id: &str, current_tasks: Option<&Value>) -> Vec<Uuid> {
+        let Some(Value::Array(tasks)) = current_tasks else { return Vec::new() };
+        let running: Vec<Uuid> = tasks.iter().take(MAX_HELD_CANCELS).filter_map(|t| t.as_str()?.parse().ok()).collect();
+        match self.storage.take_cancels(worker_id, &running).await {
+            Ok(cancels) => cancels,
+            Err(e) => {
+                tracing::warn!(worker_id, error = %e, "cannot read the cancels held for the worker");
+                Vec::new()
             }
         }
     }

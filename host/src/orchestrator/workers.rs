@@ -18,8 +18,9 @@ pub const RELOAD_WITHOUT_PATH: &str = "WORKERS_CONFIG_PATH is not set, cannot re
 pub enum Heartbeat {
     /// An empty ping renewed the worker's liveness.
     Refreshed,
-    /// A JSON update was applied; the worker as now registered.
-    Updated(Box<WorkerInfo>),
+    /// A JSON update was applied: the worker as now registered, and the
+    /// tasks it runs that it should stop (`cancel_task_ids`).
+    Updated { worker: Box<WorkerInfo>, cancel: Vec<uuid::Uuid> },
 }
 
 impl Orchestrator {
@@ -67,6 +68,7 @@ impl Orchestrator {
             patch.check(&self.config.limits).map_err(OrchestratorError::BadRequest)?;
         }
         let is_ping = patch.is_none();
+        let running = patch.as_ref().and_then(|p| p.extra.get("current_tasks")).cloned();
         let worker = self
             .storage
             .refresh_worker(worker_id, patch, self.config.worker_ttl())
@@ -80,7 +82,8 @@ impl Orchestrator {
         if worker.is_idle() {
             self.assign_parked(&worker.supported_tasks).await?;
         }
-        Ok(Heartbeat::Updated(Box::new(worker)))
+        let cancel = self.cancels_for(worker_id, running.as_ref()).await;
+        Ok(Heartbeat::Updated { worker: Box::new(worker), cancel })
     }
 
     /// Waits up to `wait` for a task queued for `worker_id`. Only a

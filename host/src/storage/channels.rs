@@ -8,8 +8,16 @@
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::StorageResult;
+
+/// Cancels held for one worker without a socket, at most (the oldest
+/// worker-held tasks are not more than a worker's concurrency).
+pub const MAX_HELD_CANCELS: usize = 1024;
+
+/// How long a held cancel waits for the worker's heartbeat.
+pub const HELD_CANCEL_SECS: u64 = 86_400;
 
 /// Messages waiting for one socket's writer, at most.
 pub const INBOX_CAPACITY: usize = 64;
@@ -32,4 +40,13 @@ pub trait WorkerChannels: Send + Sync {
     /// Sends `message` to `worker_id`'s socket; `false` when no instance
     /// holds one (or its inbox is full), so the caller can fall back.
     async fn send_to_worker(&self, worker_id: &str, message: &str) -> StorageResult<bool>;
+
+    /// Holds a cancel for `worker_id`'s task `task_id` that no socket
+    /// carried, for the worker's next heartbeat (the newest `rxon` SDKs
+    /// stop the tasks a heartbeat answer lists in `cancel_task_ids`).
+    async fn hold_cancel(&self, worker_id: &str, task_id: Uuid) -> StorageResult<()>;
+
+    /// Of `running` (the tasks the worker says it runs), those it was asked
+    /// to stop; they are forgotten once taken.
+    async fn take_cancels(&self, worker_id: &str, running: &[Uuid]) -> StorageResult<Vec<Uuid>>;
 }

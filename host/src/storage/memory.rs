@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use super::record::{Effects, VersionStep, decode_job, encode_job, lock};
 use super::{
-    BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, ChannelId, Coordination, DataStores, FollowUp, JobCounts,
-    JobQueue, JobStore, JobTicket, Listings, ProgressReports, PurgedWorker, REPUTATION_WINDOW, Release, StorageResult,
-    TaskQueues, WorkerChannels, WorkerRegistry, random_access_key, reputation,
+    BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS, ChannelId, Coordination, DataStores, FollowUp, HELD_CANCEL_SECS,
+    JobCounts, JobQueue, JobStore, JobTicket, Listings, MAX_HELD_CANCELS, ProgressReports, PurgedWorker,
+    REPUTATION_WINDOW, Release, StorageResult, TaskQueues, WorkerChannels, WorkerRegistry, random_access_key,
+    reputation,
 };
 use crate::auth::TokenHash;
 use crate::auth::access::AccessKey;
@@ -62,6 +63,8 @@ pub struct MemoryStorage {
     /// Worker id → the inbox of its socket's writer.
     channels: Mutex<HashMap<String, (ChannelId, mpsc::Sender<String>)>>,
     next_channel: AtomicU64,
+    /// Worker id → cancels held for its next heartbeat, and when each was held.
+    held_cancels: Mutex<HashMap<String, HashMap<Uuid, Instant>>>,
 }
 
 /// Fan-outs closed in the last [`CLOSED_FAN_OUT_SECS`], oldest first so that
@@ -348,6 +351,7 @@ impl MemoryStorage {
             data: Mutex::default(),
             channels: Mutex::default(),
             next_channel: AtomicU64::new(0),
+            held_cancels: Mutex::default(),
         }
     }
 
@@ -912,6 +916,28 @@ impl WorkerChannels for MemoryStorage {
     async fn send_to_worker(&self, worker_id: &str, message: &str) -> StorageResult<bool> {
         let channels = lock(&self.channels);
         Ok(channels.get(worker_id).is_some_and(|(_, inbox)| inbox.try_send(message.to_owned()).is_ok()))
+    }
+
+    async fn hold_cancel(&self, worker_id: &str, task_id: Uuid) -> StorageResult<()> {
+        let now = Instant::now();
+        let lifetime = Duration::from_secs(HELD_CANCEL_SECS);
+        let mut held = lock(&self.held_cancels);
+        let tasks = held.entry(worker_id.to_owned()).or_default();
+        tasks.retain(|_, at| now.saturating_duration_since(*at) < lifetime);
+        if tasks.len() < MAX_HELD_CANCELS {
+            tasks.insert(task_id, now);
+        }
+        Ok(())
+    }
+
+    async fn take_cancels(&self, worker_id: &str, running: &[Uuid]) -> StorageResult<Vec<Uuid>> {
+        let mut held = lock(&self.held_cancels);
+        let Some(tasks) = held.get_mut(worker_id) else { return Ok(Vec::new()) };
+        let taken: Vec<Uuid> = running.iter().filter(|task| tasks.remove(task).is_some()).copied().collect();
+        if tasks.is_empty() {
+            held.remove(worker_id);
+        }
+        Ok(taken)
     }
 }
 

@@ -26,7 +26,7 @@ mod tasks;
 mod workers;
 
 pub use branches::{BranchRecord, BranchResults, CLOSED_FAN_OUT_SECS};
-pub use channels::{ChannelId, INBOX_CAPACITY, WorkerChannels};
+pub use channels::{ChannelId, HELD_CANCEL_SECS, INBOX_CAPACITY, MAX_HELD_CANCELS, WorkerChannels};
 pub use coordination::Coordination;
 pub use data::DataStores;
 pub use jobs::{Assignment, FollowUp, JobStore, Release};

@@ -13,10 +13,11 @@ use futures::StreamExt;
 use redis::Client;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::{RedisStorage, unavailable};
 use crate::storage::record::lock;
-use crate::storage::{ChannelId, StorageResult, WorkerChannels};
+use crate::storage::{ChannelId, HELD_CANCEL_SECS, MAX_HELD_CANCELS, StorageResult, WorkerChannels};
 
 /// Marks a control message: JSON for a worker never starts with it. The
 /// only one, `REPLACED` + instance, tells other instances that the worker's
@@ -170,5 +171,32 @@ impl WorkerChannels for RedisStorage {
             .await
             .map_err(unavailable)?;
         Ok(receivers > 0)
+    }
+
+    async fn hold_cancel(&self, worker_id: &str, task_id: Uuid) -> StorageResult<()> {
+        let key = self.keys.held_cancels(worker_id);
+        let _: i64 = self
+            .scripts
+            .hold_cancel
+            .key(key)
+            .arg(task_id.to_string())
+            .arg(MAX_HELD_CANCELS)
+            .arg(HELD_CANCEL_SECS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_cancels(&self, worker_id: &str, running: &[Uuid]) -> StorageResult<Vec<Uuid>> {
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.scripts.take_cancels.key(self.keys.held_cancels(worker_id));
+        for task in running {
+            call.arg(task.to_string());
+        }
+        let taken: Vec<String> = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(taken.iter().filter_map(|id| id.parse().ok()).collect())
     }
 }

@@ -56,6 +56,10 @@ impl Keys {
     pub(super) fn wake(&self) -> String {
         format!("{}:wake", self.prefix)
     }
+    /// Cancels held for a worker's next heartbeat (a set of task ids).
+    pub(super) fn held_cancels(&self, worker_id: &str) -> String {
+        format!("{}:cancels:{worker_id}", self.prefix)
+    }
     /// The key worker access tokens are signed with (hex).
     pub(super) fn access_key(&self) -> String {
         format!("{}:access_key", self.prefix)

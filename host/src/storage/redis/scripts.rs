@@ -21,6 +21,8 @@ pub(super) struct Scripts {
     pub(super) list_jobs: Script,
     pub(super) worker_census: Script,
     pub(super) record_progress: Script,
+    pub(super) hold_cancel: Script,
+    pub(super) take_cancels: Script,
 }
 
 impl Scripts {
@@ -43,6 +45,8 @@ impl Scripts {
             list_jobs: Script::new(include_str!("lua/list_jobs.lua")),
             worker_census: Script::new(include_str!("lua/worker_census.lua")),
             record_progress: Script::new(include_str!("lua/record_progress.lua")),
+            hold_cancel: Script::new(include_str!("lua/hold_cancel.lua")),
+            take_cancels: Script::new(include_str!("lua/take_cancels.lua")),
         }
     }
 }
