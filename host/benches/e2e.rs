@@ -25,13 +25,15 @@
 //! `--idle-sockets N` opens N worker WebSockets before the runs and reports
 //! the server's RSS and CPU with them open and nothing else to do (over
 //! `--rest-seconds`, default 5); they stay open through the runs.
+//! `--listing` reads the first client's 1,000-job listing afterwards, as
+//! is, gzip and zstd (20 reads each): bytes on the wire and median time.
 //! `--progress-sockets S` has S workers, each holding a `pipeline` job's
 //! `fetch` task, send progress reports over their sockets as fast as the
 //! server takes them during every run: the events/s it sustains beside the
 //! job load.
 //!
 //! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
-//!   [--idle-workers 0] [--idle-sockets 0 [--rest-seconds 5]] [--progress-sockets 0] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
+//!   [--idle-workers 0] [--idle-sockets 0 [--rest-seconds 5]] [--progress-sockets 0] [--listing] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
 //!   [--redis-db N [--instances 2] [--monitor-seconds 3]] [--history-uri URI]`
 
 use std::collections::BTreeMap;
@@ -61,6 +63,8 @@ struct Options {
     rest_seconds: u64,
     /// Workers streaming progress reports over their sockets during the runs.
     progress_sockets: usize,
+    /// Read a 1,000-job listing plain, gzip and zstd after the runs.
+    listing: bool,
     polls_per_worker: usize,
     seconds: u64,
     status_interval: Duration,
@@ -84,6 +88,7 @@ impl Options {
             idle_sockets: 0,
             rest_seconds: 5,
             progress_sockets: 0,
+            listing: false,
             polls_per_worker: 4,
             seconds: 10,
             status_interval: Duration::from_millis(1),
@@ -116,6 +121,7 @@ impl Options {
         if let Some(v) = value("--progress-sockets") {
             options.progress_sockets = v.parse().expect("--progress-sockets: a number");
         }
+        options.listing = args.iter().any(|a| a == "--listing");
         if let Some(v) = value("--seconds").and_then(|v| v.parse().ok()) {
             options.seconds = v;
         }
@@ -476,6 +482,37 @@ async fn progress_sender(addr: String, index: usize, sent: Arc<AtomicU64>, stop:
     (job_id, last)
 }
 
+/// `--listing`: the 1,000-job listing as is and compressed.
+async fn listing_figures(addr: &str) {
+    let mut conn = Conn::open(addr).await;
+    for encoding in ["identity", "gzip", "zstd"] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri("/api/v1/jobs?limit=1000")
+                .header("host", &conn.host)
+                .header("X-Avtomatika-Token", CLIENT_TOKEN)
+                .header("Accept-Encoding", encoding)
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let started = Instant::now();
+            conn.sender.ready().await.expect("connection ready");
+            let response = conn.sender.send_request(request).await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK, "listing");
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            times.push(started.elapsed());
+            bytes = body.len();
+        }
+        times.sort();
+        println!(
+            "1,000-job listing, {encoding:>8}: {bytes:>9} bytes, median {:.2} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3
+        );
+    }
+}
+
 async fn wait_until_serving(addr: &str) {
     let ready = Instant::now();
     loop {
@@ -700,6 +737,9 @@ async fn run(options: Options) {
         println!("  run by Lua scripts per job {lua_total:.1}: {lua_text}");
     }
 
+    if options.listing {
+        listing_figures(&addrs[0]).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut checked = Conn::open(&addrs[0]).await;
     for sender in progress_senders {
