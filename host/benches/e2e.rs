@@ -439,7 +439,13 @@ async fn open_idle_sockets(addr: &str, count: usize, rest: Duration, pid: u32) -
 
 /// `--progress-sockets`: a worker holding one `pipeline` job's `fetch` task
 /// sends progress over its socket until `stop`; counts what it sent.
-async fn progress_sender(addr: String, index: usize, sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> (String, f64) {
+async fn progress_sender(
+    addr: String,
+    index: usize,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    holding: tokio::sync::oneshot::Sender<()>,
+) -> (String, f64) {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let worker_id = format!("bench-progress-{index}");
@@ -458,13 +464,17 @@ async fn progress_sender(addr: String, index: usize, sent: Arc<AtomicU64>, stop:
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "pipeline job accepted");
+    let deadline = Instant::now() + Duration::from_secs(30);
     let task: Value = loop {
         let path = format!("/_worker/workers/{worker_id}/tasks/next");
         let (status, body) = conn.send(Method::GET, &path, ("X-Worker-Token", WORKER_TOKEN), None).await;
-        if status == StatusCode::OK {
-            break serde_json::from_slice(&body).expect("task JSON");
+        match status {
+            StatusCode::OK => break serde_json::from_slice(&body).expect("task JSON"),
+            StatusCode::NO_CONTENT => assert!(Instant::now() < deadline, "{worker_id} got no fetch task in 30 s"),
+            other => panic!("{worker_id} polled and got {other}"),
         }
     };
+    let _ = holding.send(());
     let job_id = task["job_id"].as_str().expect("job_id").to_owned();
     let mut socket = open_socket(&addr, &worker_id).await;
     let mut last = 0.0;
@@ -573,9 +583,15 @@ async fn run(options: Options) {
         Vec::new()
     };
     let progress_sent = Arc::new(AtomicU64::new(0));
-    let progress_senders: Vec<_> = (0..options.progress_sockets)
-        .map(|i| tokio::spawn(progress_sender(addrs[0].clone(), i, progress_sent.clone(), stop.clone())))
-        .collect();
+    // One at a time: each creates its job and holds its task before the
+    // next registers, so every sender holds a task of its own.
+    let mut progress_senders = Vec::new();
+    for i in 0..options.progress_sockets {
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let sender = progress_sender(addrs[0].clone(), i, progress_sent.clone(), stop.clone(), holding);
+        progress_senders.push(tokio::spawn(sender));
+        held.await.expect("the progress sender got its task");
+    }
     let mut register = Conn::open(&addrs[0]).await;
     for w in 0..options.idle_workers {
         let body = serde_json::json!({
