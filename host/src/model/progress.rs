@@ -76,7 +76,7 @@ pub fn attach_progress(job: &mut Value, report: Option<&Progress>) {
     let ended = fields
         .get("status")
         .and_then(Value::as_str)
-        .and_then(|status| serde_json::from_value::<JobStatus>(json!(status)).ok())
+        .and_then(|status| status.parse::<JobStatus>().ok())
         .is_some_and(JobStatus::is_terminal);
     let report = report.filter(|report| ended || job_has_task(fields, report.task_id));
     // Always a string: the published example client slices it as one.

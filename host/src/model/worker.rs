@@ -64,15 +64,15 @@ pub struct WorkerRegistration {
 
 #[derive(Deserialize)]
 struct RegistrationWire {
-    pub worker_id: Option<String>,
+    worker_id: Option<String>,
     #[serde(default)]
-    pub worker_type: Option<String>,
+    worker_type: Option<String>,
     #[serde(default)]
-    pub supported_tasks: Vec<String>,
+    supported_tasks: Vec<String>,
     #[serde(default)]
-    pub max_concurrent_tasks: Option<u32>,
+    max_concurrent_tasks: Option<u32>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    extra: Map<String, Value>,
 }
 
 impl From<RegistrationWire> for WorkerRegistration {
@@ -313,5 +313,16 @@ mod tests {
         assert_eq!(patch.supported_tasks.as_deref(), Some(&["x".to_owned()][..]));
         let unchanged: WorkerPatch = serde_json::from_value(json!({"status": "busy", "available_skills": []})).unwrap();
         assert_eq!(unchanged.supported_tasks, None);
+    }
+
+    #[test]
+    fn skills_count_against_the_task_type_limit() {
+        let limits = Limits { worker_supported_tasks: 2, ..Limits::default() };
+        let skills: Vec<Value> = (0..3).map(|i| json!({"name": format!("s{i}")})).collect();
+        let reg: WorkerRegistration =
+            serde_json::from_value(json!({"worker_id": "w", "supported_skills": skills.clone()})).unwrap();
+        assert!(reg.check(&limits).unwrap_err().contains("WORKER_MAX_SUPPORTED_TASKS"));
+        let patch: WorkerPatch = serde_json::from_value(json!({"supported_skills": skills})).unwrap();
+        assert!(patch.check(&limits).unwrap_err().contains("WORKER_MAX_SUPPORTED_TASKS"));
     }
 }

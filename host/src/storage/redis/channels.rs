@@ -150,14 +150,17 @@ impl WorkerChannels for RedisStorage {
 
     async fn close_channel(&self, worker_id: &str, id: ChannelId) -> StorageResult<()> {
         let sockets = &self.sockets;
-        let removed = {
+        // Ours: leave the channel. Gone already (replaced from another
+        // instance): leave it too. A newer socket's here: keep it.
+        let leave = {
             let mut local = lock(&sockets.local);
-            let ours = local.get(worker_id).is_some_and(|(open, _)| *open == id);
-            ours && local.remove(worker_id).is_some()
+            match local.get(worker_id) {
+                Some((open, _)) if *open == id => local.remove(worker_id).is_some(),
+                Some(_) => false,
+                None => true,
+            }
         };
-        // A socket replaced from another instance lost its entry already;
-        // it still leaves the channel, unless a newer socket here holds it.
-        if removed || !lock(&sockets.local).contains_key(worker_id) {
+        if leave {
             sockets.follow(sockets.channel(worker_id), false).await;
         }
         Ok(())
