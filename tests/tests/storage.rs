@@ -114,6 +114,7 @@ macro_rules! conformance {
             refused_updates_apply_no_follow_up,
             one_of_concurrent_updates_from_one_version_wins,
             ended_jobs_are_forgotten_after_the_retention,
+            a_revived_job_outlives_the_retention_of_its_first_end,
             queued_jobs_come_out_in_order,
             a_waiting_next_job_wakes_when_a_job_is_queued,
             concurrent_next_job_calls_share_the_queue,
@@ -910,6 +911,38 @@ mod cases {
         assert!(!s.update_job(&mut first, FollowUp::None).await.unwrap(), "a forgotten job cannot be updated");
         assert_eq!(s.get_job(later.id).await.unwrap().as_ref(), Some(&later));
         assert_eq!(s.get_job(waiting.id).await.unwrap(), Some(waiting), "jobs that have not ended are kept");
+    }
+
+    /// An operator's retry brings a quarantined job back to `running`: the
+    /// retention its end started no longer applies, in the record, the status
+    /// index or the client's index.
+    pub async fn a_revived_job_outlives_the_retention_of_its_first_end(s: Arc<dyn Storage>) {
+        let mut job = created(&s).await;
+        job.end(JobStatus::Quarantined, Some("permanent".into()));
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        job.status = JobStatus::Running;
+        job.error_message = None;
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        tokio::time::sleep(EXPIRED).await;
+
+        // The memory backend forgets ended jobs as later ones end, so end one.
+        let mut later = created(&s).await;
+        later.end(JobStatus::Failed, Some("boom".into()));
+        assert!(s.update_job(&mut later, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(job.id).await.unwrap().as_ref(), Some(&job), "a revived job is kept");
+        assert_eq!(with_status(&s, JobStatus::Running).await, vec![job.id]);
+        assert!(with_status(&s, JobStatus::Quarantined).await.is_empty());
+        let listed = s.client_jobs(&job.client, 10, 0).await.unwrap();
+        assert!(ids(&listed).contains(&job.id), "still in its client's index: {:?}", ids(&listed));
+
+        // Ending again starts a new retention.
+        job.end(JobStatus::Finished, None);
+        assert!(s.update_job(&mut job, FollowUp::None).await.unwrap());
+        tokio::time::sleep(EXPIRED).await;
+        let mut last = created(&s).await;
+        last.end(JobStatus::Failed, Some("boom".into()));
+        assert!(s.update_job(&mut last, FollowUp::None).await.unwrap());
+        assert_eq!(s.get_job(job.id).await.unwrap(), None, "ended again more than the retention ago");
     }
 
     // ---- the job queue ------------------------------------------------------

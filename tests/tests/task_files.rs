@@ -311,6 +311,53 @@ async fn a_failed_cleanup_is_retried_until_s3_is_back_and_never_holds_up_the_job
     server.stop().await;
 }
 
+/// A quarantined job's files are scheduled for deletion when it ends; an
+/// operator's retry within the retention keeps them for the new run, and its
+/// next end schedules their deletion again.
+#[tokio::test]
+async fn a_retried_job_keeps_its_files_past_the_cleanup_its_quarantine_scheduled() {
+    let s3 = TestS3::new().await;
+    let mut config = s3.config(Config { worker_poll_timeout: Duration::from_secs(1), ..test_config() });
+    config.task_files_cleanup.retention = Duration::from_millis(500);
+    let server = TestServer::start_with(config).await;
+    let worker = server.worker("uppercaser");
+    worker.register(&["uppercase_file"]).await;
+    let job_id = server.create_job("/api/v1/jobs/uppercase", json!({"text": "hello"})).await;
+    let task = worker.next_task(Duration::from_secs(10)).await;
+    let permanent = json!({"status": "failure", "error": {"code": "PERMANENT_ERROR", "message": "no GPU"}});
+    assert_eq!(worker.post_result(&task, permanent).await.0, 200);
+    server.wait_for_status(&job_id, "quarantined").await;
+    let retry = server
+        .send(reqwest::Method::POST, &format!("/api/v1/jobs/{job_id}/retry"), Auth::Client(CLIENT_TOKEN), None)
+        .await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    let again = worker.next_task(Duration::from_secs(10)).await;
+    assert_eq!(again["job_id"], job_id.as_str(), "{again:#}");
+
+    // The quarantine's cleanup comes due while the job runs again: kept.
+    let files = server.orchestrator.files.clone().expect("S3 is configured");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while files.cleanup_stats().kept < 1 {
+        assert!(Instant::now() < deadline, "the cleanup never came due: {:?}", files.cleanup_stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prefix = format!("jobs/{job_id}/");
+    assert_eq!(s3.keys(&prefix).await, vec![format!("{prefix}input.txt")], "{:?}", files.cleanup_stats());
+    assert_eq!(files.cleanup_stats().cleaned, 0);
+
+    // The second end cleans up as usual.
+    let cancelled = server
+        .send(reqwest::Method::POST, &format!("/api/v1/jobs/{job_id}/cancel"), Auth::Client(CLIENT_TOKEN), None)
+        .await;
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    assert_eq!(worker.post_result(&again, json!({"status": "cancelled"})).await.0, 200);
+    server.wait_for_status(&job_id, "cancelled").await;
+    s3.wait_until_empty(&prefix, Duration::from_secs(20)).await;
+    let stats = wait_for_cleanups(&files, 1).await;
+    assert_eq!((stats.kept, stats.cleaned, stats.pending), (1, 1, 0), "{stats:?}");
+    server.stop().await;
+}
+
 /// Waits until `n` cleanups have finished (the last S3 listing of one comes
 /// after its objects are gone).
 async fn wait_for_cleanups(files: &avtomatika::files::TaskFiles, n: u64) -> avtomatika::files::CleanupStats {

@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -12,8 +13,9 @@ use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
 use super::public::PageQuery;
 use super::versions::AliasedFrom;
 use super::{AppState, RouteLabel};
-use crate::model::JobView;
+use crate::model::{JobFilter, JobView};
 use crate::orchestrator::Cancellation;
+use crate::runtime::EndKind;
 
 /// The client routes; the history route exists only when history is on
 /// (the spec: "only when history storage is enabled").
@@ -24,10 +26,13 @@ pub fn routes(history: bool) -> Router<AppState> {
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{job_id}", get(get_job))
         .route("/api/v1/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{job_id}/retry", post(retry_job))
+        .route("/api/v1/jobs/{job_id}/webhook", post(resend_webhook))
         .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/admin/reload-workers", post(reload_workers))
         .route("/api/v1/admin/reload-blueprints", post(reload_blueprints))
         .route("/api/v1/schedules", get(schedules))
+        .route("/api/v1/blueprints", get(blueprints))
         .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
         .route("/api/v1/workers", get(workers))
 }
@@ -83,15 +88,106 @@ async fn reload_blueprints(
     Ok(Json(body))
 }
 
-/// The caller's jobs, newest first (`?limit=&offset=`).
+/// `GET /api/v1/jobs`'s query: the page and the filter.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    status: Option<String>,
+    blueprint: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The caller's jobs, newest first (`?limit=&offset=`), those passing the
+/// filter when one is given (`?status=a,b&blueprint=&since=&until=`).
 async fn list_jobs(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let mut jobs = state.orchestrator.list_jobs(&client, query.page()?).await?;
+    let filter = JobFilter::parse(
+        query.status.as_deref(),
+        query.blueprint.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+        state.orchestrator.config.limits.name_bytes,
+    )
+    .map_err(ApiError::BadRequest)?;
+    let mut jobs = state.orchestrator.list_jobs(&client, &filter, query.page.page()?).await?;
     state.orchestrator.with_progress(&mut jobs).await?;
     Ok(Json(jobs))
+}
+
+/// Runs a quarantined job again from the state it stopped in.
+async fn retry_job(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job_id = state.orchestrator.retry_job(&client, &job_id).await?;
+    Ok(Json(json!({ "status": "retry_accepted", "job_id": job_id })))
+}
+
+/// Queues an ended job's webhook again.
+async fn resend_webhook(
+    State(state): State<AppState>,
+    ClientAuth(client): ClientAuth,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let job_id = state.orchestrator.resend_webhook(&client, &job_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "webhook_queued", "job_id": job_id }))))
+}
+
+/// The loaded blueprints, by name: version (the component's SHA-256),
+/// endpoint and states.
+async fn blueprints(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Vec<BlueprintSummary>> {
+    Json(state.orchestrator.runtime.blueprints().iter().map(|b| BlueprintSummary::of(b)).collect())
+}
+
+/// One entry of `GET /api/v1/blueprints`.
+#[derive(Debug, Serialize)]
+struct BlueprintSummary {
+    name: String,
+    version: String,
+    endpoint: Option<String>,
+    api_version: Option<String>,
+    start: String,
+    states: Vec<StateSummary>,
+}
+
+/// A blueprint state: `end` is `finished` or `failed` on an end state.
+#[derive(Debug, Serialize)]
+struct StateSummary {
+    name: String,
+    end: Option<&'static str>,
+    transitions: Vec<String>,
+}
+
+impl BlueprintSummary {
+    fn of(blueprint: &crate::runtime::Blueprint) -> Self {
+        let graph = &blueprint.graph;
+        let states = graph
+            .states
+            .iter()
+            .map(|(name, node)| StateSummary {
+                name: name.clone(),
+                end: node.end.map(|end| match end {
+                    EndKind::Finished => "finished",
+                    EndKind::Failed => "failed",
+                }),
+                transitions: node.transitions.iter().cloned().collect(),
+            })
+            .collect();
+        Self {
+            name: graph.name.clone(),
+            version: blueprint.version.clone(),
+            endpoint: graph.endpoint.clone(),
+            api_version: graph.api_version.clone(),
+            start: graph.start.clone(),
+            states,
+        }
+    }
 }
 
 /// The job's history events in order (`?limit=&offset=`, up to 1000 at a

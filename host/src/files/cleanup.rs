@@ -9,11 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::TaskFiles;
 use crate::config::CleanupSettings;
 use crate::model::JobId;
+
+/// Whether the job still stands as it ended, asked when its cleanup is due.
+pub(super) type StillEnded = Box<dyn FnOnce() -> BoxFuture<'static, bool> + Send>;
 
 /// The longest wait between two attempts.
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -27,6 +31,9 @@ pub struct CleanupStats {
     pub given_up: u64,
     /// Attempts made, successful or not.
     pub attempts: u64,
+    /// Jobs running again when their cleanup was due (an operator retried
+    /// them): their files were kept for the run.
+    pub kept: u64,
     /// Cleanups scheduled and not yet done (waiting out the retention,
     /// running or waiting to retry).
     pub pending: u64,
@@ -37,6 +44,7 @@ struct Counters {
     cleaned: AtomicU64,
     given_up: AtomicU64,
     attempts: AtomicU64,
+    kept: AtomicU64,
     pending: AtomicU64,
 }
 
@@ -62,6 +70,7 @@ impl Cleanup {
             cleaned: c.cleaned.load(Ordering::Relaxed),
             given_up: c.given_up.load(Ordering::Relaxed),
             attempts: c.attempts.load(Ordering::Relaxed),
+            kept: c.kept.load(Ordering::Relaxed),
             pending: c.pending.load(Ordering::Relaxed),
         }
     }
@@ -69,7 +78,7 @@ impl Cleanup {
     /// Spawns the job's cleanup on the current Tokio runtime and returns.
     /// Each waiting cleanup is one sleeping task; S3 requests among them are
     /// bounded by `S3_MAX_CONCURRENCY` like every other.
-    pub(super) fn schedule(&self, job_id: JobId, files: TaskFiles) {
+    pub(super) fn schedule(&self, job_id: JobId, files: TaskFiles, still_ended: StillEnded) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(%job_id, "no runtime to clean up the job's files on; they are kept");
             return;
@@ -84,16 +93,27 @@ impl Cleanup {
                 () = shutdown.cancelled() => {
                     tracing::info!(%job_id, "shutting down; the job's files are not cleaned up");
                 }
-                () = run(job_id, &files, settings, &counters) => {}
+                () = run(job_id, &files, settings, &counters, still_ended) => {}
             }
             counters.pending.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn run(job_id: JobId, files: &TaskFiles, settings: CleanupSettings, counters: &Counters) {
+async fn run(
+    job_id: JobId,
+    files: &TaskFiles,
+    settings: CleanupSettings,
+    counters: &Counters,
+    still_ended: StillEnded,
+) {
     if !settings.retention.is_zero() {
         tokio::time::sleep(settings.retention).await;
+    }
+    if !still_ended().await {
+        counters.kept.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%job_id, "the job runs again; its files are kept");
+        return;
     }
     for attempt in 1..=settings.max_attempts {
         counters.attempts.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,9 @@
 //! if let Some(files) = TaskFiles::new(&config, CancellationToken::new()) {
 //!     let key = TaskFiles::key(job_id, "input.csv").unwrap();
 //!     files.store().put(&key, "a,b\n1,2\n".into()).await.unwrap();
-//!     files.job_ended(job_id); // returns at once; deletes jobs/{job_id}/ in the background
+//!     // Returns at once; deletes jobs/{job_id}/ in the background, unless the
+//!     // check then says the job no longer stands ended (an operator retried it).
+//!     files.job_ended(job_id, || Box::pin(async { true }));
 //! }
 //! # }
 //! ```
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -156,9 +159,11 @@ impl TaskFiles {
     }
 
     /// A job just ended: deletes its folder in S3 and its local folder after
-    /// the retention time, in the background, retrying failures. Returns at once.
-    pub fn job_ended(&self, job_id: JobId) {
-        self.inner.cleanup.schedule(job_id, self.clone());
+    /// the retention time, in the background, retrying failures. Returns at
+    /// once. `still_ended` is asked when the time comes: a job revived since
+    /// (an operator's retry) keeps its files, and its next end schedules again.
+    pub fn job_ended(&self, job_id: JobId, still_ended: impl FnOnce() -> BoxFuture<'static, bool> + Send + 'static) {
+        self.inner.cleanup.schedule(job_id, self.clone(), Box::new(still_ended));
     }
 
     /// Cleanups so far.

@@ -43,6 +43,10 @@ pub enum JobEventKind {
     JobFailed,
     JobCancelled,
     JobQuarantined,
+    /// A client retried the quarantined job (`by`, `previous_error`).
+    JobRetried,
+    /// A client had the ended job's webhook sent again (`by`).
+    WebhookResent,
 }
 
 impl JobEventKind {
@@ -69,6 +73,8 @@ impl JobEventKind {
             Self::JobFailed => "job_failed",
             Self::JobCancelled => "job_cancelled",
             Self::JobQuarantined => "job_quarantined",
+            Self::JobRetried => "job_retried",
+            Self::WebhookResent => "webhook_resent",
         }
     }
 

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HistoryDatabase;
-use crate::model::JobId;
+use crate::model::{JobFilter, JobId};
 use store::Store;
 
 /// Why the history could not be opened or read.
@@ -174,15 +174,16 @@ impl History {
         Some(inner.store.job(job_id).await.map_err(Into::into))
     }
 
-    /// `client`'s jobs as the history knows them, newest first.
+    /// `client`'s jobs passing `filter` as the history knows them, newest first.
     pub async fn client_jobs(
         &self,
         client: &str,
+        filter: &JobFilter,
         limit: usize,
         offset: usize,
     ) -> Option<Result<Vec<JobRow>, HistoryError>> {
         let inner = self.inner.as_ref()?;
-        Some(inner.store.client_jobs(client, limit, offset).await.map_err(Into::into))
+        Some(inner.store.client_jobs(client, filter, limit, offset).await.map_err(Into::into))
     }
 
     /// Jobs per status over everything the history has seen.

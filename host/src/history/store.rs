@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::event::{Event, JobEvent, JobEventKind, WorkerEvent};
 use crate::config::HistoryDatabase;
-use crate::model::{JobId, JobStatus};
+use crate::model::{JobFilter, JobId, JobStatus};
 
 /// How long a query waits for a connection before it fails (the writer then
 /// retries; an API read answers 503).
@@ -181,13 +181,36 @@ impl Store {
         })
     }
 
-    /// `client`'s jobs, newest first.
-    pub async fn client_jobs(&self, client: &str, limit: usize, offset: usize) -> Result<Vec<JobRow>, sqlx::Error> {
+    /// `client`'s jobs passing `filter`, newest first.
+    pub async fn client_jobs(
+        &self,
+        client: &str,
+        filter: &JobFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<JobRow>, sqlx::Error> {
         on_pool!(self, |pool| {
             let mut query = QueryBuilder::new(
                 "SELECT job_id, client, blueprint, status, current_state, created_us, updated_us FROM jobs WHERE client = ",
             );
             query.push_bind(client.to_owned());
+            if !filter.statuses.is_empty() {
+                query.push(" AND status IN (");
+                let mut list = query.separated(", ");
+                for status in &filter.statuses {
+                    list.push_bind(status.as_str());
+                }
+                list.push_unseparated(")");
+            }
+            if let Some(blueprint) = &filter.blueprint {
+                query.push(" AND blueprint = ").push_bind(blueprint.clone());
+            }
+            if let Some(since) = filter.since {
+                query.push(" AND created_us >= ").push_bind(since.timestamp_micros());
+            }
+            if let Some(until) = filter.until {
+                query.push(" AND created_us <= ").push_bind(until.timestamp_micros());
+            }
             query.push(" ORDER BY created_us DESC, job_id LIMIT ").push_bind(to_i64(limit));
             query.push(" OFFSET ").push_bind(to_i64(offset));
             query.build_query_as::<JobRow>().fetch_all(pool).await
@@ -251,14 +274,17 @@ fn job_rows<'a>(events: &[&'a JobEvent]) -> Vec<JobEventRow<'a>> {
         .collect()
 }
 
-/// What the `jobs` rows of `events`' jobs become: each job's latest creation
-/// or end. Only those two are kept there (the statuses in between are the
+/// What the `jobs` rows of `events`' jobs become: each job's latest creation,
+/// end or retry. Only those are kept there (the statuses in between are the
 /// live storage's to count), which keeps it to about two writes per job.
 /// Latest by timestamp, not by position: an event prepared before a change
 /// is recorded after it is stored, so it can follow the job's end in the buffer.
 fn latest_per_job<'a>(events: &[&'a JobEvent]) -> Vec<(&'a JobEvent, String)> {
     let mut latest: HashMap<JobId, &'a JobEvent> = HashMap::new();
-    for event in events.iter().filter(|e| e.kind == JobEventKind::JobCreated || e.status.is_terminal()) {
+    let kept = |e: &&&JobEvent| {
+        matches!(e.kind, JobEventKind::JobCreated | JobEventKind::JobRetried) || e.status.is_terminal()
+    };
+    for event in events.iter().filter(kept) {
         let newest = latest.entry(event.job_id).or_insert(event);
         if event.at_us > newest.at_us {
             *newest = event;
@@ -324,14 +350,18 @@ impl Statement<'_> {
                         .push_bind(e.at_us);
                 });
                 // A later event wins, except that an ended job stays ended
-                // (another instance's clock may run behind).
+                // (another instance's clock may run behind) unless an
+                // operator retried it: a retry is the one row written with
+                // status `running` (creations are `pending`).
                 let terminal: Vec<String> =
                     JobStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| format!("'{}'", s.as_str())).collect();
                 query.push(format!(
                     " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, \
                      current_state = excluded.current_state, updated_us = excluded.updated_us \
-                     WHERE jobs.updated_us <= excluded.updated_us AND jobs.status NOT IN ({})",
-                    terminal.join(", ")
+                     WHERE jobs.updated_us <= excluded.updated_us \
+                     AND (jobs.status NOT IN ({}) OR excluded.status = '{}')",
+                    terminal.join(", "),
+                    JobStatus::Running.as_str()
                 ));
             }
             Statement::WorkerEvents(rows) => {

@@ -40,11 +40,12 @@ impl Orchestrator {
     /// Cancels `client`'s job `id`.
     pub async fn cancel_job(&self, client: &Client, id: &str) -> OrchestratorResult<Cancellation> {
         let job = self.job_for(client, id).await?;
-        self.cancel(job.id).await
+        self.cancel(job.id, &client.name).await
     }
 
-    /// Cancels job `id` (a client's job, or a child whose parent was cancelled).
-    async fn cancel(&self, id: JobId) -> OrchestratorResult<Cancellation> {
+    /// Cancels job `id` (a client's job, or a child whose parent was
+    /// cancelled); `by` is who asked, for the history.
+    async fn cancel(&self, id: JobId, by: &str) -> OrchestratorResult<Cancellation> {
         // A task this call already took off its queue: on a retry after a
         // conflict it must still count as never taken.
         let mut withdrawn: Option<Uuid> = None;
@@ -61,7 +62,7 @@ impl Orchestrator {
                         None => true,
                         Some(worker) => self.storage.withdraw_task(worker, task.task_id).await?,
                     };
-                    let event = self.history.prepare(|| cancel_event(&job, &task, queued));
+                    let event = self.history.prepare(|| cancel_event(&job, &task, queued, by));
                     if queued {
                         withdrawn = Some(task.task_id);
                         tracing::info!(job_id = %id, task_id = %task.task_id, "task withdrawn before a worker took it");
@@ -95,7 +96,7 @@ impl Orchestrator {
                     }
                     let event = self.history.prepare(|| {
                         JobEvent::new(JobEventKind::CancellationRequested, &job)
-                            .context(json!({ "while": waiting.as_str() }))
+                            .context(json!({ "while": waiting.as_str(), "by": by }))
                     });
                     job.end(JobStatus::Cancelled, Some(format!("cancelled by the client while {waiting}")));
                     let applied = self.save(&mut job, FollowUp::None).await?;
@@ -128,7 +129,7 @@ impl Orchestrator {
         // A child that already ended is left as it is; one that is pending or
         // running is cancelled by the executor before its next step, since
         // its parent has ended.
-        match Box::pin(self.cancel(child)).await {
+        match Box::pin(self.cancel(child, "parent job")).await {
             Ok(_) => tracing::info!(job_id = %child, "child job cancelled with its parent"),
             Err(e) => tracing::info!(job_id = %child, reason = %e, "child job not cancelled"),
         }
@@ -200,10 +201,10 @@ impl Orchestrator {
 
 /// The history's record of a cancellation of `task`'s job: `queued` when
 /// the task was taken back before any worker had it.
-fn cancel_event(job: &Job, task: &TaskRecord, queued: bool) -> JobEvent {
+fn cancel_event(job: &Job, task: &TaskRecord, queued: bool, by: &str) -> JobEvent {
     let event = JobEvent::new(JobEventKind::CancellationRequested, job)
         .task(task.task_id)
-        .context(json!({ "while": job.status.as_str(), "task_withdrawn": queued }));
+        .context(json!({ "while": job.status.as_str(), "task_withdrawn": queued, "by": by }));
     match &task.worker_id {
         Some(worker) => event.worker(worker.clone()),
         None => event,

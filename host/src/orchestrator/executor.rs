@@ -263,7 +263,21 @@ impl Orchestrator {
             self.webhooks.send(delivery);
         }
         if let Some(files) = &self.files {
-            files.job_ended(job.id);
+            // A job gone from storage (its retention lapsed) or still at the
+            // version it ended with is cleaned; one retried since is not.
+            let (storage, id, version) = (self.storage.clone(), job.id, job.version);
+            files.job_ended(id, move || {
+                Box::pin(async move {
+                    match storage.get_job(id).await {
+                        Ok(Some(job)) => job.version == version,
+                        Ok(None) => true,
+                        Err(e) => {
+                            tracing::warn!(job_id = %id, error = %e, "cannot tell whether the job was retried; cleaning its files");
+                            true
+                        }
+                    }
+                })
+            });
         }
     }
 

@@ -6,12 +6,15 @@ use serde_json::{Map, Value, json};
 use super::{Orchestrator, OrchestratorError, OrchestratorResult};
 use crate::auth::Client;
 use crate::metrics::{BlueprintVersions, Snapshot};
-use crate::model::{JobId, JobStatus};
+use crate::model::{Job, JobFilter, JobId, JobStatus};
 
 /// Jobs returned when a listing names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most jobs one listing returns.
 pub const MAX_LIMIT: usize = 1000;
+/// Most of a client's jobs a filtered listing reads from storage (history
+/// off): a filter matching none of a large backlog answers in bounded time.
+pub const FILTER_SCAN_LIMIT: usize = 10_000;
 
 /// `limit` and `offset` of a listing, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,17 +43,55 @@ impl Page {
 }
 
 impl Orchestrator {
-    /// `client`'s jobs, newest first. With history on, the listing is the
-    /// history's and so includes jobs past `JOB_RETENTION_SECONDS`.
-    pub async fn list_jobs(&self, client: &Client, page: Page) -> OrchestratorResult<Vec<Value>> {
-        if let Some(rows) = self.history.client_jobs(&client.name, page.limit, page.offset).await {
+    /// `client`'s jobs that pass `filter`, newest first. With history on,
+    /// the listing is the history's (filtered in SQL) and so includes jobs
+    /// past `JOB_RETENTION_SECONDS`. From storage, a filtered listing reads
+    /// the client's jobs newest first and stops after [`FILTER_SCAN_LIMIT`].
+    pub async fn list_jobs(&self, client: &Client, filter: &JobFilter, page: Page) -> OrchestratorResult<Vec<Value>> {
+        if let Some(rows) = self.history.client_jobs(&client.name, filter, page.limit, page.offset).await {
             return self.list_jobs_from_history(client, rows?).await;
         }
-        let jobs = self.storage.client_jobs(&client.name, page.limit, page.offset).await?;
+        let jobs = if filter.is_empty() {
+            self.storage.client_jobs(&client.name, page.limit, page.offset).await?
+        } else {
+            self.scan_client_jobs(&client.name, filter, page).await?
+        };
         jobs.iter()
             .map(serde_json::to_value)
             .collect::<Result<_, _>>()
             .map_err(|e| OrchestratorError::BadRequest(e.to_string()))
+    }
+
+    /// The page of `client`'s jobs passing `filter`, read from storage in
+    /// chunks, newest first.
+    async fn scan_client_jobs(&self, client: &str, filter: &JobFilter, page: Page) -> OrchestratorResult<Vec<Job>> {
+        const CHUNK: usize = 256;
+        let (mut matched, mut skipped, mut read) = (Vec::new(), 0, 0);
+        while read < FILTER_SCAN_LIMIT {
+            let chunk = self.storage.client_jobs(client, CHUNK.min(FILTER_SCAN_LIMIT - read), read).await?;
+            let exhausted = chunk.len() < CHUNK;
+            read += chunk.len();
+            for job in chunk {
+                if !filter.reaches_back_to(job.created_at) {
+                    return Ok(matched);
+                }
+                if !filter.matches(&job) {
+                    continue;
+                }
+                if skipped < page.offset {
+                    skipped += 1;
+                    continue;
+                }
+                matched.push(job);
+                if matched.len() == page.limit {
+                    return Ok(matched);
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(matched)
     }
 
     /// Ids of quarantined jobs, most recently quarantined first.

@@ -52,7 +52,9 @@ pub struct MemoryStorage {
     turns: Mutex<HashMap<String, u64>>,
     /// How long ended jobs are kept, and the ended jobs in the order they ended.
     retention: Duration,
-    ended: Mutex<VecDeque<(Instant, JobId)>>,
+    /// Each entry carries the job's version when it ended: a job revived
+    /// since (an operator's retry) has moved past it and is not forgotten.
+    ended: Mutex<VecDeque<(Instant, JobId, u64)>>,
     watch: Mutex<Watch>,
     /// Fan-out id → branch task id → result (JSON).
     branches: Mutex<HashMap<Uuid, HashMap<Uuid, String>>>,
@@ -361,27 +363,29 @@ impl MemoryStorage {
         self
     }
 
-    /// Records that `id` ended and forgets jobs whose retention ran out.
-    fn ended(&self, id: JobId) {
+    /// Records that `id` ended at `version` and forgets jobs whose retention
+    /// ran out (those still at the version they ended at).
+    fn ended(&self, id: JobId, version: u64) {
         let now = Instant::now();
         let mut ended = lock(&self.ended);
-        ended.push_back((now + self.retention, id));
+        ended.push_back((now + self.retention, id, version));
         let mut expired = Vec::new();
-        while let Some((at, _)) = ended.front()
+        while let Some((at, _, _)) = ended.front()
             && *at <= now
         {
-            if let Some((_, id)) = ended.pop_front() {
-                expired.push(id);
+            if let Some((_, id, version)) = ended.pop_front() {
+                expired.push((id, version));
             }
         }
         drop(ended);
         if !expired.is_empty() {
             let mut jobs = lock(&self.jobs);
-            for id in &expired {
+            expired.retain(|(id, version)| jobs.records.get(id).is_some_and(|stored| stored.version == *version));
+            for (id, _) in &expired {
                 jobs.remove(*id);
             }
             drop(jobs);
-            for id in expired {
+            for (id, _) in expired {
                 self.set_watch(id, None);
             }
         }
@@ -462,7 +466,7 @@ impl JobStore for MemoryStorage {
         };
         let job = step.job();
         if job.status.is_terminal() {
-            self.ended(job.id);
+            self.ended(job.id, job.version);
             // This update ended the job: its parent (waiting for it) runs next.
             if !was_terminal && let Some(parent) = job.parent_job_id {
                 self.enqueue(parent);

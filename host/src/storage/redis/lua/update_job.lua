@@ -30,6 +30,8 @@
 -- ARGV[19 .. 18+3P] per pushed task: score (-priority), encoded payload, worker id
 -- ARGV[19+3P ..] job queue entries to acknowledge and delete (earlier steps'
 --          acknowledgements riding along; done whether or not this update applies)
+-- The ended statuses (JobStatus::is_terminal).
+local ENDED = { finished = true, failed = true, cancelled = true, error = true, quarantined = true }
 local pushes = tonumber(ARGV[17])
 local parks = tonumber(ARGV[18])
 local acks = 19 + 3 * pushes
@@ -46,6 +48,11 @@ local status = ARGV[9]
 redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2], 's', status)
 if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif old_status and ENDED[old_status] then
+  -- An ended job an operator revived (a retry): it keeps no expiry and
+  -- leaves the ended-jobs zset, whose prune would take it out of its index.
+  redis.call('PERSIST', KEYS[1])
+  redis.call('ZREM', ARGV[15], ARGV[5] .. ARGV[16])
 end
 if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
