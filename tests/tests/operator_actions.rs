@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use avtomatika::config::{Config, HistoryDatabase};
 use avtomatika::webhook::parse_networks;
+use avtomatika_tests::databases::ThrowawayDb;
 use avtomatika_tests::{Answer, Auth, CLIENT_TOKEN, TestServer, TestWorker, test_config};
 use axum::Router;
 use axum::extract::State;
@@ -24,12 +25,16 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Two clients (`tester` holds CLIENT_TOKEN), history in `dir` when asked,
 /// webhooks allowed to this machine.
 fn config(dir: &Path, history: bool) -> Config {
+    config_in(dir, history.then(|| HistoryDatabase::Sqlite(dir.join("history.db"))))
+}
+
+fn config_in(dir: &Path, history: Option<HistoryDatabase>) -> Config {
     let clients = dir.join("clients.toml");
     std::fs::write(&clients, format!("[tester]\ntoken = \"{CLIENT_TOKEN}\"\n\n[other]\ntoken = \"{OTHER_TOKEN}\"\n"))
         .expect("clients.toml");
     let mut config = Config {
         clients_config_path: Some(clients),
-        history_database: history.then(|| HistoryDatabase::Sqlite(dir.join("history.db"))),
+        history_database: history,
         worker_poll_timeout: Duration::from_secs(1),
         ..test_config()
     };
@@ -214,9 +219,8 @@ fn ids(listing: &Value) -> Vec<String> {
 }
 
 /// The same filters, from storage (history off) and from the history's SQL.
-async fn filters_select_by_status_blueprint_and_time(history: bool) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let server = TestServer::start_with(config(dir.path(), history)).await;
+async fn filters_select_by_status_blueprint_and_time(dir: &Path, history: Option<HistoryDatabase>) {
+    let server = TestServer::start_with(config_in(dir, history)).await;
     let worker = server.worker("greeter");
     worker.register(&["greet"]).await;
     let quarantined = create(&server, CLIENT_TOKEN, json!({"name": "A"})).await;
@@ -272,12 +276,24 @@ async fn filters_select_by_status_blueprint_and_time(history: bool) {
 
 #[tokio::test]
 async fn the_listing_filters_from_storage() {
-    filters_select_by_status_blueprint_and_time(false).await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    filters_select_by_status_blueprint_and_time(dir.path(), None).await;
 }
 
 #[tokio::test]
-async fn the_listing_filters_from_the_history() {
-    filters_select_by_status_blueprint_and_time(true).await;
+async fn the_listing_filters_from_a_sqlite_history() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    filters_select_by_status_blueprint_and_time(dir.path(), Some(HistoryDatabase::Sqlite(dir.path().join("h.db"))))
+        .await;
+}
+
+#[tokio::test]
+async fn the_listing_filters_from_a_postgres_history() {
+    let db = ThrowawayDb::create().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    filters_select_by_status_blueprint_and_time(dir.path(), Some(HistoryDatabase::Postgres(db.uri().as_str().into())))
+        .await;
+    db.drop_now().await;
 }
 
 #[tokio::test]
