@@ -359,12 +359,15 @@ fn no_route_is_registered_outside_the_documented_table() {
     assert!(files.len() > 5, "{files:?}");
     for file in files {
         let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        for forbidden in [".route(", ".route_service(", ".nest(", ".nest_service(", "axum::routing", "routing::{"] {
-            assert!(
-                !source.contains(forbidden),
-                "{} calls {forbidden}: register routes with routes!()",
-                file.display()
-            );
+        let code = source.lines().filter(|line| !line.trim_start().starts_with("//"));
+        for line in code {
+            for forbidden in [".route(", ".route_service(", ".nest(", ".nest_service(", "axum::routing", "routing::{"] {
+                assert!(
+                    !line.contains(forbidden),
+                    "{} calls {forbidden}: register routes with routes!() ({line})",
+                    file.display()
+                );
+            }
         }
     }
 }

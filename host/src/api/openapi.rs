@@ -432,7 +432,9 @@ const DESCRIPTION: &str = "\
 Job orchestration: clients create jobs at the blueprint endpoints and follow them under `/api/v1/jobs/…`; \
 workers take their tasks under `/_worker/…`.
 
-Every error is `{\"error\": \"<message>\"}` (schema `ErrorBody`) with the status code the operation lists.
+Every error is `{\"error\": \"<message>\"}` (schema `ErrorBody`) with the status code the operation lists; \
+a path no route or blueprint endpoint takes answers `404` (`NotFound`), a method a path does not list `405` \
+(`MethodNotAllowed`).
 
 **API versions.** The client routes are documented under `/api/v1/`. They answer under every API version a \
 loaded blueprint's endpoint uses as well (`/api/v2/jobs/{job_id}` beside a `v2` blueprint's \
