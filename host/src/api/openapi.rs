@@ -565,3 +565,41 @@ fn page_missing() -> Response {
     let body = json!({ "error": "the docs page is not in this build; the document is at /_public/openapi.json" });
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{Job as JobRecord, JobView, WorkerInfo, WorkerRegistration as Registration};
+
+    /// The properties `T`'s schema requires.
+    fn required<T: ToSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+        serde_json::from_value(schema["required"].clone()).unwrap_or_default()
+    }
+
+    /// The schemas of what the handlers answer by serialising a model type
+    /// are written beside it, not derived from it: these keep them in step.
+    #[test]
+    fn the_documented_job_and_worker_fields_are_what_the_api_shows() {
+        let record = JobRecord::new("hello".into(), "client".into(), "start".into(), json!({ "name": "Ada" }), None);
+        let job = serde_json::to_value(JobView::new(&record, None)).unwrap_or_default();
+        let fields = required::<Job>();
+        assert!(fields.len() >= 6, "{fields:?}");
+        for field in fields {
+            assert!(job.get(&field).is_some(), "the job has no {field}: {job:#}");
+        }
+        let status = serde_json::to_value(JobStatusSchema::schema()).unwrap_or_default();
+        assert!(status["enum"].as_array().is_some_and(|values| values.contains(&job["status"])), "{status}");
+
+        let registration: Registration =
+            serde_json::from_value(json!({ "worker_id": "w1", "supported_tasks": ["greet"] })).unwrap_or_else(|e| {
+                panic!("{e}");
+            });
+        let worker = serde_json::to_value(WorkerInfo::from_registration("w1".into(), registration)).unwrap_or_default();
+        for field in required::<Worker>() {
+            assert!(worker.get(&field).is_some(), "the worker has no {field}: {worker:#}");
+        }
+    }
+}
