@@ -1,15 +1,20 @@
 //! `/api/…`: the client API (client token).
 
+use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth, body_bytes, parse_json};
+use super::openapi::{
+    self as doc, BadRequest, Conflict, Internal, NotFound, TooManyRequests, Unauthorized, Unavailable, Unprocessable,
+    tags,
+};
 use super::public::PageQuery;
 use super::versions::AliasedFrom;
 use super::{AppState, RouteLabel};
@@ -19,25 +24,34 @@ use crate::runtime::EndKind;
 
 /// The client routes; the history route exists only when history is on
 /// (the spec: "only when history storage is enabled").
-pub fn routes(history: bool) -> Router<AppState> {
-    let router =
-        if history { Router::new().route("/api/v1/jobs/{job_id}/history", get(job_history)) } else { Router::new() };
+pub fn routes(history: bool) -> OpenApiRouter<AppState> {
+    let router = if history { OpenApiRouter::new().routes(routes!(job_history)) } else { OpenApiRouter::new() };
     router
-        .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{job_id}", get(get_job))
-        .route("/api/v1/jobs/{job_id}/cancel", post(cancel_job))
-        .route("/api/v1/jobs/{job_id}/retry", post(retry_job))
-        .route("/api/v1/jobs/{job_id}/webhook", post(resend_webhook))
-        .route("/api/v1/dashboard", get(dashboard))
-        .route("/api/v1/admin/reload-workers", post(reload_workers))
-        .route("/api/v1/admin/reload-blueprints", post(reload_blueprints))
-        .route("/api/v1/schedules", get(schedules))
-        .route("/api/v1/blueprints", get(blueprints))
-        .route("/api/v1/blueprints/{name}/graph", get(blueprint_graph))
-        .route("/api/v1/workers", get(workers))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(resend_webhook))
+        .routes(routes!(dashboard))
+        .routes(routes!(reload_workers))
+        .routes(routes!(reload_blueprints))
+        .routes(routes!(schedules))
+        .routes(routes!(blueprints))
+        .routes(routes!(blueprint_graph))
+        .routes(routes!(workers))
 }
 
 /// The live workers as they registered and last reported, with their tasks in flight.
+#[utoipa::path(
+    get, path = "/api/v1/workers", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "The live workers, by id.", body = Vec<doc::Worker>),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn workers(
     State(state): State<AppState>,
     ClientAuth(_): ClientAuth,
@@ -49,6 +63,17 @@ async fn workers(
 }
 
 /// The blueprint's declared state graph as Graphviz DOT.
+#[utoipa::path(
+    get, path = "/api/v1/blueprints/{name}/graph", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("name" = String, Path, description = "A loaded blueprint's name.")),
+    responses(
+        (status = 200, description = "Graphviz DOT.", content_type = "text/vnd.graphviz; charset=utf-8", body = String),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn blueprint_graph(
     State(state): State<AppState>,
     ClientAuth(_): ClientAuth,
@@ -62,10 +87,31 @@ async fn blueprint_graph(
     Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()))
 }
 
+/// The scheduled jobs of the loaded blueprints and when each runs next.
+#[utoipa::path(
+    get, path = "/api/v1/schedules", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "Each schedule with its next run in `TZ`.", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+    ),
+)]
 async fn schedules(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Value> {
     Json(Value::Array(state.orchestrator.schedules_view(chrono::Utc::now())))
 }
 
+/// Reads `WORKERS_CONFIG_PATH` (`workers.toml`) again.
+#[utoipa::path(
+    post, path = "/api/v1/admin/reload-workers", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "Reloaded.", body = doc::StatusBody, example = json!({ "status": "worker_configs_reloaded" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn reload_workers(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -77,6 +123,18 @@ async fn reload_workers(
 
 /// Reads `BLUEPRINTS_DIR` again; answers what changed, or 422 with the
 /// reason the new set was refused (the running set then stays as it was).
+#[utoipa::path(
+    post, path = "/api/v1/admin/reload-blueprints", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "What changed: each list holds `{\"name\", \"version\"}`.", body = Object,
+         example = json!({ "status": "blueprints_reloaded", "added": [], "updated": [{ "name": "hello", "version": "9f2c…" }], "removed": [], "unchanged": [] })),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn reload_blueprints(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -101,6 +159,24 @@ struct ListQuery {
 
 /// The caller's jobs, newest first (`?limit=&offset=`), those passing the
 /// filter when one is given (`?status=a,b&blueprint=&since=&until=`).
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(
+        PageQuery,
+        ("status" = Option<String>, Query, description = "Comma-separated job statuses; any of them matches."),
+        ("blueprint" = Option<String>, Query, description = "A blueprint name (at most `MAX_NAME_BYTES`)."),
+        ("since" = Option<String>, Query, description = "Created at or after this RFC 3339 time."),
+        ("until" = Option<String>, Query, description = "Created at or before this RFC 3339 time."),
+    ),
+    responses(
+        (status = 200, description = "The jobs passing the filter, newest first.", body = Vec<doc::Job>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list_jobs(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -119,7 +195,22 @@ async fn list_jobs(
     Ok(Json(jobs))
 }
 
-/// Runs a quarantined job again from the state it stopped in.
+/// Runs a quarantined job again from the state it stopped in: its handler
+/// runs anew. Recorded in the history as `job_retried` with who asked.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{job_id}/retry", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job runs again.", body = doc::JobAck, example = json!({ "status": "retry_accepted", "job_id": "0193b6de-7d2e-7a31-9b1c-2f0c5e8a4d10" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn retry_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -129,7 +220,23 @@ async fn retry_job(
     Ok(Json(json!({ "status": "retry_accepted", "job_id": job_id })))
 }
 
-/// Queues an ended job's webhook again.
+/// Queues an ended job's webhook again, at most once every 10 s per job.
+/// Recorded in the history as `webhook_resent` with who asked.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{job_id}/webhook", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 202, description = "The webhook is queued for delivery.", body = doc::JobAck, example = json!({ "status": "webhook_queued", "job_id": "0193b6de-7d2e-7a31-9b1c-2f0c5e8a4d10" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn resend_webhook(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -141,12 +248,20 @@ async fn resend_webhook(
 
 /// The loaded blueprints, by name: version (the component's SHA-256),
 /// endpoint and states.
+#[utoipa::path(
+    get, path = "/api/v1/blueprints", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "The loaded blueprints, by name.", body = Vec<BlueprintSummary>),
+        (status = 401, response = Unauthorized),
+    ),
+)]
 async fn blueprints(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Vec<BlueprintSummary>> {
     Json(state.orchestrator.runtime.blueprints().iter().map(|b| BlueprintSummary::of(b)).collect())
 }
 
 /// One entry of `GET /api/v1/blueprints`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct BlueprintSummary {
     name: String,
     version: String,
@@ -157,7 +272,7 @@ struct BlueprintSummary {
 }
 
 /// A blueprint state: `end` is `finished` or `failed` on an end state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StateSummary {
     name: String,
     end: Option<&'static str>,
@@ -192,6 +307,19 @@ impl BlueprintSummary {
 
 /// The job's history events in order (`?limit=&offset=`, up to 1000 at a
 /// time, all of a typical job by default). Routed only when history is on.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}/history", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id."), PageQuery),
+    responses(
+        (status = 200, description = "The job's history events, oldest first.", body = Vec<Object>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn job_history(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -202,6 +330,23 @@ async fn job_history(
     Ok(Json(state.orchestrator.job_history(&client, &job_id, page).await?))
 }
 
+/// Asks to cancel the job: pushed to its worker over the worker's WebSocket
+/// (`cancellation_request_sent`), or flagged for the worker to poll
+/// (`cancellation_request_accepted`); a job not yet at a worker ends at once.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{job_id}/cancel", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "`cancellation_request_sent` or `cancellation_request_accepted`.", body = doc::StatusBody, example = json!({ "status": "cancellation_request_sent" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn cancel_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -217,10 +362,35 @@ async fn cancel_job(
     Ok(Json(json!({ "status": status })))
 }
 
+/// Counts of workers and of jobs per status.
+#[utoipa::path(
+    get, path = "/api/v1/dashboard", tag = tags::ADMIN,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    responses(
+        (status = 200, description = "Counts.", body = Object, example = json!({ "workers": { "total": 2 }, "jobs": { "queued": 1, "running": 3, "finished": 10 } })),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn dashboard(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.orchestrator.dashboard().await?))
 }
 
+/// The job's full state, with its progress.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}", tag = tags::JOBS,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job.", body = doc::Job),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_job(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,

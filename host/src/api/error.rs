@@ -118,3 +118,34 @@ impl ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status an `ApiError` answers has its response in the OpenAPI
+    /// document, and the document lists no status the API never answers.
+    #[test]
+    fn every_error_status_is_documented() {
+        let errors = [
+            ApiError::BadRequest(String::new()),
+            ApiError::Unauthorized("X-Avtomatika-Token"),
+            ApiError::InvalidWorkerToken(String::new()),
+            ApiError::TooManyRequests(String::new()),
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::Conflict(String::new()),
+            ApiError::Unprocessable(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge(1),
+            ApiError::ShuttingDown,
+            ApiError::Internal(anyhow::anyhow!("fault")),
+        ];
+        let mut answered: Vec<u16> = errors.iter().map(|e| e.status().as_u16()).collect();
+        answered.sort_unstable();
+        answered.dedup();
+        let mut documented = super::super::openapi::ERROR_STATUSES.to_vec();
+        documented.sort_unstable();
+        assert_eq!(answered, documented);
+    }
+}

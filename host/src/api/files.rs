@@ -9,25 +9,27 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::Sender;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ClientAuth};
+use super::openapi::{
+    self as doc, BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable, tags,
+};
 use crate::files::{Download, S3Error, TaskFiles, UploadError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/jobs/{job_id}/files", get(list_files))
-        .route("/api/v1/jobs/{job_id}/files/{*name}", get(download).put(upload))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_files)).routes(routes!(download, upload))
 }
 
 fn service(state: &AppState) -> Result<&TaskFiles, ApiError> {
@@ -39,6 +41,19 @@ fn s3_failure(error: S3Error) -> ApiError {
 }
 
 /// The job's files: `[{"name", "size", "uri"}, …]` in name order (at most 1000).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}/files", tag = tags::FILES,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(("job_id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The files, in name order.", body = Vec<doc::JobFile>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list_files(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -58,6 +73,25 @@ async fn list_files(
 
 /// Stores the request body as the job's file `name` (created or replaced):
 /// `201 {"name", "size", "uri"}`. `409` once the job has ended.
+#[utoipa::path(
+    put, path = "/api/v1/jobs/{job_id}/files/{*name}", tag = tags::FILES,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(
+        ("job_id" = String, Path, description = "The job's id."),
+        ("name" = String, Path, description = "The file's name; it may contain `/`."),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes, streamed."),
+    responses(
+        (status = 201, description = "Stored.", body = doc::JobFile),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn upload(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,
@@ -85,6 +119,22 @@ async fn upload(
 
 /// The job's file `name`, streamed as `application/octet-stream`; `404` when
 /// there is no such file.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}/files/{*name}", tag = tags::FILES,
+    security(("client_token" = []), ("client_token_rxon" = [])),
+    params(
+        ("job_id" = String, Path, description = "The job's id."),
+        ("name" = String, Path, description = "The file's name; it may contain `/`."),
+    ),
+    responses(
+        (status = 200, description = "The file's bytes.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn download(
     State(state): State<AppState>,
     ClientAuth(client): ClientAuth,

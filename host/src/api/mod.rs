@@ -5,6 +5,7 @@ mod client;
 mod error;
 mod extract;
 mod files;
+pub mod openapi;
 mod public;
 mod versions;
 mod worker;
@@ -12,16 +13,17 @@ mod ws;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderName, Request};
 use axum::middleware::{Next, from_fn_with_state, map_request_with_state};
 use axum::response::Response;
+use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -50,22 +52,34 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id));
 
-    let files = if state.orchestrator.files.is_some() { files::routes() } else { Router::new() };
-    let api = Router::new()
-        .merge(public::routes(&state.orchestrator.config).layer(compression()))
-        .merge(files)
-        .merge(client::routes(state.orchestrator.history.is_enabled()).layer(compression()))
-        .merge(worker::routes(&state.orchestrator.config))
-        .merge(ws::routes(&state.orchestrator.config))
+    let (routes, document) = route_table(&state).split_for_parts();
+    let api = routes
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))
+        .layer(Extension(Arc::new(openapi::Document::new(document))))
         .layer(from_fn_with_state(state.clone(), count_request))
         .layer(middleware)
         .with_state(state.clone());
     // The version aliases rewrite the path before `api` routes it: a layer
     // on `api` itself would run after its routing.
     Router::new().fallback_service(api).layer(map_request_with_state(state, versions::alias))
+}
+
+/// Every route this server serves, each documented where its handler is
+/// (`openapi`): the router and the OpenAPI document both come from here,
+/// and no route is added anywhere else. The job file routes exist only with
+/// S3, the history route only with history.
+fn route_table(state: &AppState) -> OpenApiRouter<AppState> {
+    let config = &state.orchestrator.config;
+    let files = if state.orchestrator.files.is_some() { files::routes() } else { OpenApiRouter::new() };
+    OpenApiRouter::new()
+        .merge(public::routes(config).layer(compression()))
+        .merge(openapi::routes().layer(compression()))
+        .merge(files)
+        .merge(client::routes(state.orchestrator.history.is_enabled()).layer(compression()))
+        .merge(worker::routes(config))
+        .merge(ws::routes(config))
 }
 
 /// gzip or zstd, as the caller's `Accept-Encoding` asks, for what the client

@@ -2,17 +2,22 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, WorkerIdHeader, body_limit};
+use super::openapi::{
+    self as doc, BadRequest, Conflict, Forbidden, Internal, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
+    Unavailable, tags,
+};
 use crate::config::Config;
 use crate::model::{ResultWire, WorkerPatch, WorkerRegistration};
 use crate::orchestrator::Heartbeat;
@@ -22,17 +27,33 @@ const DRAINING_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// Registration and heartbeat bodies are small documents: they get
 /// `WORKER_MAX_BODY_BYTES`, not the limit results and jobs need.
-pub fn routes(config: &Config) -> Router<AppState> {
+pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
     let small = || body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
-    Router::new()
-        .route("/_worker/workers/register", post(register).layer(small()))
-        .route("/_worker/workers/{worker_id}", patch(heartbeat).layer(small()))
-        .route("/_worker/workers/{worker_id}/tasks/next", get(next_task))
-        .route("/_worker/tasks/result", post(result))
-        .route("/_worker/workers/{worker_id}/jobs/{job_id}/tasks/{task_id}", get(task_status))
-        .route("/_worker/auth/token", post(access_token).layer(small()))
+    OpenApiRouter::new()
+        .routes(routes!(register).layer(small()))
+        .routes(routes!(heartbeat).layer(small()))
+        .routes(routes!(next_task))
+        .routes(routes!(result))
+        .routes(routes!(task_status))
+        .routes(routes!(access_token).layer(small()))
 }
 
+/// Registers (or re-registers) a worker and what it can do.
+#[utoipa::path(
+    post, path = "/_worker/workers/register", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    request_body(content = doc::WorkerRegistration, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Registered.", body = doc::StatusBody, example = json!({ "status": "registered" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn register(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -43,6 +64,24 @@ async fn register(
 }
 
 /// An empty body (or `{}`) is a ping; a JSON object updates the worker.
+/// Each call renews the worker's liveness.
+#[utoipa::path(
+    patch, path = "/_worker/workers/{worker_id}", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("worker_id" = String, Path, description = "The worker's id.")),
+    request_body(content = Option<doc::WorkerUpdate>, content_type = "application/json", description = "Optional: none is a ping."),
+    responses(
+        (status = 200, description = "`{\"status\": \"ttl_refreshed\"}` for a ping, else the updated worker \
+            (with `cancel_task_ids` when the client asked to cancel tasks it holds).", body = doc::Worker),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -70,6 +109,23 @@ async fn heartbeat(
     })
 }
 
+/// Long-polls for the worker's next task, up to `WORKER_POLL_TIMEOUT_SECONDS`.
+#[utoipa::path(
+    get, path = "/_worker/workers/{worker_id}/tasks/next", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("worker_id" = String, Path, description = "The worker's id.")),
+    responses(
+        (status = 200, description = "A task for this worker.", body = doc::Task),
+        (status = 204, description = "No task came within the poll timeout."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn next_task(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -94,6 +150,26 @@ async fn next_task(
     })
 }
 
+/// A task's result; the job moves on by the blueprint's transitions.
+#[utoipa::path(
+    post, path = "/_worker/tasks/result", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("X-RXON-Version" = Option<String>, Header, description = "Sent by the `rxon` SDKs: the result is in their flat layout.")),
+    request_body(content = doc::TaskResult, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`result_accepted_success`, `result_accepted_failure`, `result_accepted_cancelled` \
+            or `parallel_branch_result_accepted`; a result for a task the job no longer waits on is ignored.",
+         body = doc::StatusBody, example = json!({ "status": "result_accepted_success" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn result(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -107,6 +183,24 @@ async fn result(
 
 /// Whether the client asked to cancel a task this worker holds: workers
 /// without a WebSocket poll this while they work.
+#[utoipa::path(
+    get, path = "/_worker/workers/{worker_id}/jobs/{job_id}/tasks/{task_id}", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(
+        ("worker_id" = String, Path, description = "The worker's id."),
+        ("job_id" = String, Path, description = "The job's id."),
+        ("task_id" = String, Path, description = "The task's id."),
+    ),
+    responses(
+        (status = 200, description = "Whether to stop the task.", body = doc::TaskCancellation),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn task_status(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -122,6 +216,20 @@ async fn task_status(
 /// short-lived access token for the worker the presented token may act as
 /// (its own token, the global one with `X-Worker-ID`, or a current access
 /// token, which renews itself).
+#[utoipa::path(
+    post, path = "/_worker/auth/token", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("X-Worker-ID" = Option<String>, Header, description = "The worker to act as, with the global worker token.")),
+    responses(
+        (status = 200, description = "A new access token.", body = doc::AccessToken),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn access_token(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,

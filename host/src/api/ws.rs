@@ -13,17 +13,21 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, WorkerAuth, WorkerIdHeader};
+use super::openapi::{
+    self as doc, BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable, tags,
+};
 use crate::orchestrator::ProgressReport;
 use crate::storage::INBOX_CAPACITY;
 
@@ -42,14 +46,33 @@ const PROGRESS_FLUSH: Duration = Duration::from_millis(100);
 /// Tasks whose progress one socket may have waiting for the next write.
 const MAX_PENDING_TASKS: usize = 256;
 
-pub fn routes(config: &crate::config::Config) -> Router<AppState> {
+pub fn routes(config: &crate::config::Config) -> OpenApiRouter<AppState> {
     let small = || super::extract::body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
-    Router::new()
-        .route("/_worker/ws", get(connect_anonymous))
-        .route("/_worker/ws/{worker_id}", get(connect_named))
-        .route("/_worker/events", post(event).layer(small()))
+    OpenApiRouter::new()
+        .routes(routes!(connect_anonymous))
+        .routes(routes!(connect_named))
+        .routes(routes!(event).layer(small()))
 }
 
+/// The worker's live channel, as a WebSocket (`Upgrade: websocket`). Server
+/// to worker: `{"type": "cancel_task", "command": "cancel_task", "job_id",
+/// "task_id"}`; worker to server: progress, `{"type": "progress_update", …}`,
+/// `{"event": "progress_update", …}` or `{"event_type": "progress", …}`.
+#[utoipa::path(
+    get, path = "/_worker/ws/{worker_id}", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("worker_id" = String, Path, description = "The worker's id.")),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open."),
+        (status = 426, description = "Not a WebSocket upgrade request (axum's plain-text answer)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn connect_named(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -61,6 +84,21 @@ async fn connect_named(
 }
 
 /// 1.0b3 names no worker: its own token does, or the `X-Worker-ID` header.
+#[utoipa::path(
+    get, path = "/_worker/ws", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("X-Worker-ID" = Option<String>, Header, description = "The worker, when the token is the global one.")),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open (messages as for `/_worker/ws/{worker_id}`)."),
+        (status = 426, description = "Not a WebSocket upgrade request (axum's plain-text answer)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn connect_anonymous(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
@@ -255,6 +293,23 @@ fn truncate(text: &str) -> &str {
 /// they have no socket): `{"worker_id", "event_type", "payload",
 /// "target_job_id", "target_task_id", …}`. Progress is kept; other event
 /// types are accepted and not acted on.
+/// A worker event over HTTP: progress of a task, from the newest `rxon` SDKs.
+#[utoipa::path(
+    post, path = "/_worker/events", tag = tags::WORKER,
+    security(("worker_token" = []), ("worker_access_token" = [])),
+    params(("X-Worker-ID" = Option<String>, Header, description = "The worker, when the body does not name it.")),
+    request_body(content = doc::WorkerEvent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Taken.", body = doc::StatusBody, example = json!({ "status": "event_accepted" })),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn event(
     State(state): State<AppState>,
     WorkerAuth(token): WorkerAuth,
