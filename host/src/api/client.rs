@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -14,6 +15,7 @@ use super::versions::AliasedFrom;
 use super::{AppState, RouteLabel};
 use crate::model::JobView;
 use crate::orchestrator::Cancellation;
+use crate::runtime::graph_svg::{MAX_SVG_STATES, Marks};
 
 /// The client routes; the history route exists only when history is on
 /// (the spec: "only when history storage is enabled").
@@ -43,18 +45,47 @@ async fn workers(
     Ok(Json(workers))
 }
 
-/// The blueprint's declared state graph as Graphviz DOT.
+/// `?format=svg&state=<current>&visited=a,b` of the graph route.
+#[derive(Debug, Default, Deserialize)]
+struct GraphQuery {
+    format: Option<String>,
+    state: Option<String>,
+    visited: Option<String>,
+}
+
+/// The blueprint's declared state graph: Graphviz DOT, or with `format=svg`
+/// an SVG drawing with `state` highlighted (the dashboard's job page).
 async fn blueprint_graph(
     State(state): State<AppState>,
     ClientAuth(_): ClientAuth,
     ApiPath(name): ApiPath<String>,
-) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    Query(query): Query<GraphQuery>,
+) -> Result<Response, ApiError> {
     let blueprint = state
         .orchestrator
         .runtime
         .blueprint(&name)
         .ok_or_else(|| ApiError::NotFound(format!("blueprint {name} not found")))?;
-    Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()))
+    match query.format.as_deref() {
+        None | Some("dot") => {
+            Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()).into_response())
+        }
+        Some("svg") => {
+            let visited: Vec<String> = query
+                .visited
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .take(MAX_SVG_STATES)
+                .map(str::to_owned)
+                .collect();
+            let marks = Marks { current: query.state.as_deref(), visited: &visited };
+            let svg = blueprint.graph.to_svg(marks).map_err(ApiError::Unprocessable)?;
+            Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8")], svg).into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest(format!("format {other:?} is not one of dot, svg"))),
+    }
 }
 
 async fn schedules(State(state): State<AppState>, ClientAuth(_): ClientAuth) -> Json<Value> {
