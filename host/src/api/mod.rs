@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     let files = if state.orchestrator.files.is_some() { files::routes() } else { Router::new() };
     let api = Router::new()
         .merge(public::routes(&state.orchestrator.config).layer(compression()))
+        .merge(crate::ui::routes().layer(compression()))
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()).layer(compression()))
         .merge(worker::routes(&state.orchestrator.config))
