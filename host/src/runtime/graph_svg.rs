@@ -67,6 +67,9 @@ enum Slot<'a> {
 struct Layout<'a> {
     columns: Vec<Vec<Slot<'a>>>,
     vias: BTreeMap<(&'a str, &'a str), Vec<Slot<'a>>>,
+    /// Whether any transition arcs over the boxes (loops, back edges, edges
+    /// within a column), which need room above them.
+    arcs: bool,
 }
 
 /// Waypoints above this many are not made (long transitions then cross
@@ -95,7 +98,7 @@ impl Graph {
             ));
         }
         let layout = self.layout();
-        let placed = place(&layout.columns);
+        let placed = place(&layout.columns, if layout.arcs { ARC_ROOM } else { 0.0 });
         let at = |name: &str| placed[&Slot::State(name)];
 
         let width = placed.values().map(|p| p.x + p.w).fold(0.0, f64::max) + PAD;
@@ -265,10 +268,12 @@ impl Graph {
         };
         let mut vias = BTreeMap::new();
         let mut made = 0;
+        let mut arcs = false;
         for (name, node) in &self.states {
             let (from, from_column) = (name.as_str(), column[name.as_str()]);
             for target in &node.transitions {
                 let to_column = column[target.as_str()];
+                arcs |= to_column <= from_column;
                 if target == name {
                     continue;
                 }
@@ -323,13 +328,13 @@ impl Graph {
                 }
             }
         }
-        Layout { columns, vias }
+        Layout { columns, vias, arcs }
     }
 }
 
 /// Coordinates: columns as wide as their widest box, each centred
 /// vertically. A waypoint spans its column's width.
-fn place<'a>(columns: &[Vec<Slot<'a>>]) -> BTreeMap<Slot<'a>, Placed> {
+fn place<'a>(columns: &[Vec<Slot<'a>>], arc_room: f64) -> BTreeMap<Slot<'a>, Placed> {
     let tallest = columns.iter().map(Vec::len).max().unwrap_or(0) as f64;
     let full_height = tallest * BOX_H + (tallest - 1.0).max(0.0) * ROW_GAP;
     let mut placed = BTreeMap::new();
@@ -342,7 +347,7 @@ fn place<'a>(columns: &[Vec<Slot<'a>>]) -> BTreeMap<Slot<'a>, Placed> {
         let width = states.fold(MIN_BOX_W, f64::max);
         let n = column.len() as f64;
         let height = n * BOX_H + (n - 1.0).max(0.0) * ROW_GAP;
-        let top = PAD + ARC_ROOM + (full_height - height) / 2.0;
+        let top = PAD + arc_room + (full_height - height) / 2.0;
         for (i, slot) in column.iter().enumerate() {
             let w = match slot {
                 Slot::State(name) => box_width(name),
