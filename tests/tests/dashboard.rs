@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use avtomatika_tests::config::Config;
+use avtomatika_tests::config::{Config, HistoryDatabase};
 use avtomatika_tests::{Auth, TestServer, WORKER_TOKEN, test_config};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::Method;
@@ -184,6 +184,11 @@ struct Setup {
 }
 
 async fn server() -> Setup {
+    server_with(test_config()).await
+}
+
+/// `config` with the two clients, short polls and no retries.
+async fn server_with(config: Config) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let clients: PathBuf = dir.path().join("clients.toml");
     std::fs::write(&clients, CLIENTS).expect("clients.toml");
@@ -191,7 +196,7 @@ async fn server() -> Setup {
         clients_config_path: Some(clients),
         worker_poll_timeout: Duration::from_millis(500),
         job_max_retries: 0,
-        ..test_config()
+        ..config
     };
     Setup { server: TestServer::start_with(config).await, _dir: dir }
 }
@@ -402,6 +407,43 @@ async fn an_operator_retries_filters_and_reads_blueprints_in_the_browser() {
     browser.until("section.blueprint[data-blueprint='moderation'] svg g.state[data-state='review']").await;
     browser.until("section.blueprint[data-blueprint='hello'] svg").await;
     browser.screenshot("blueprints").await;
+
+    let _ = browser.client.clone().close().await;
+    server.stop().await;
+}
+
+/// With history on, the job page lists the job's tasks and events and
+/// shades the states it went through on the graph.
+#[tokio::test]
+async fn the_job_page_shows_tasks_events_and_visited_states_from_the_history() {
+    let config = Config { history_database: Some(HistoryDatabase::SqliteMemory), ..test_config() };
+    let Setup { server, _dir } = server_with(config).await;
+    register(&server, "w-history").await;
+    let worker = server.worker("w-history");
+    let id = create(&server, ACME, "/api/v1/jobs/hello", json!({"name": "Ada"})).await;
+    let task = worker.next_task(WAIT).await;
+    let (status, _) = worker.post_result(&task, json!({"status": "success", "data": {"greeting": "Hi"}})).await;
+    assert_eq!(status, 200);
+    wait_status(&server, ACME, &id, "finished").await;
+
+    let browser = Browser::start().await;
+    browser.goto(&server.url(&format!("/ui/#/jobs/{id}"))).await;
+    browser.log_in(ACME).await;
+    browser.until("#job-status[data-status='finished']").await;
+    let task_id = task["task_id"].as_str().expect("task_id");
+    let tasks = browser.text("#tasks table").await;
+    assert!(tasks.contains(task_id) && tasks.contains("w-history"), "{tasks}");
+    let events = browser.text("#events table").await;
+    assert!(events.contains("task_dispatched") && events.contains("job_finished"), "{events}");
+    // The graph is drawn again once the history named the states.
+    browser.until("#graph svg g.state.visited[data-state='start']").await;
+    browser.until("#graph svg g.state.current[data-state='finished']").await;
+    assert!(browser.client.find_all(Locator::Css(".history-off")).await.expect("find").is_empty());
+    // Ended, without a webhook: no Cancel, no Retry, no Re-send.
+    for button in ["#cancel", "#retry", "#resend-webhook"] {
+        let shown = browser.client.find(Locator::Css(button)).await.expect(button).is_displayed().await;
+        assert!(!shown.expect("displayed"), "{button} is shown");
+    }
 
     let _ = browser.client.clone().close().await;
     server.stop().await;
