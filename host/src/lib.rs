@@ -19,6 +19,7 @@ pub mod scaffold;
 pub mod scheduler;
 pub mod server;
 pub mod storage;
+pub mod ui;
 pub mod webhook;
 
 use std::net::SocketAddr;

@@ -21,6 +21,7 @@ use super::{AppState, RouteLabel};
 use crate::model::{JobFilter, JobView};
 use crate::orchestrator::Cancellation;
 use crate::runtime::EndKind;
+use crate::runtime::graph_svg::{MAX_SVG_STATES, Marks};
 
 /// The client routes; the history route exists only when history is on
 /// (the spec: "only when history storage is enabled").
@@ -62,29 +63,66 @@ async fn workers(
     Ok(Json(workers))
 }
 
-/// The blueprint's declared state graph as Graphviz DOT.
+/// `?format=svg&state=<current>&visited=a,b` of the graph route.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GraphQuery {
+    /// `dot` (the default) or `svg`.
+    format: Option<String>,
+    /// With `svg`: the state to highlight (a job's current state).
+    state: Option<String>,
+    /// With `svg`: comma-separated states to shade (those a job went through).
+    visited: Option<String>,
+}
+
+/// The blueprint's declared state graph: Graphviz DOT, or with `format=svg`
+/// an SVG drawing with `state` highlighted (the dashboard's job page).
 #[utoipa::path(
     get, path = "/api/v1/blueprints/{name}/graph", tag = tags::ADMIN,
     security(("client_token" = []), ("client_token_rxon" = [])),
-    params(("name" = String, Path, description = "A loaded blueprint's name.")),
+    params(("name" = String, Path, description = "A loaded blueprint's name."), GraphQuery),
     responses(
-        (status = 200, description = "Graphviz DOT.", content_type = "text/vnd.graphviz; charset=utf-8", body = String),
+        (status = 200, description = "Graphviz DOT, or SVG with `format=svg`.", content(
+            (String = "text/vnd.graphviz; charset=utf-8"),
+            (String = "image/svg+xml; charset=utf-8"),
+        )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
     ),
 )]
 async fn blueprint_graph(
     State(state): State<AppState>,
     ClientAuth(_): ClientAuth,
     ApiPath(name): ApiPath<String>,
-) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    Query(query): Query<GraphQuery>,
+) -> Result<Response, ApiError> {
     let blueprint = state
         .orchestrator
         .runtime
         .blueprint(&name)
         .ok_or_else(|| ApiError::NotFound(format!("blueprint {name} not found")))?;
-    Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()))
+    match query.format.as_deref() {
+        None | Some("dot") => {
+            Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], blueprint.graph.to_dot()).into_response())
+        }
+        Some("svg") => {
+            let visited: Vec<String> = query
+                .visited
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .take(MAX_SVG_STATES)
+                .map(str::to_owned)
+                .collect();
+            let marks = Marks { current: query.state.as_deref(), visited: &visited };
+            let svg = blueprint.graph.to_svg(marks).map_err(ApiError::Unprocessable)?;
+            Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8")], svg).into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest(format!("format {other:?} is not one of dot, svg"))),
+    }
 }
 
 /// The scheduled jobs of the loaded blueprints and when each runs next.

@@ -76,6 +76,7 @@ fn route_table(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(public::routes(config).layer(compression()))
         .merge(openapi::routes().layer(compression()))
+        .merge(crate::ui::routes().layer(compression()))
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()).layer(compression()))
         .merge(worker::routes(config))

@@ -62,6 +62,7 @@ pub mod tags {
     pub const FILES: &str = "files";
     pub const ADMIN: &str = "admin";
     pub const WORKER: &str = "worker";
+    pub const UI: &str = "ui";
 }
 
 /// The security scheme names the `security(…)` of an operation lists. A
@@ -373,6 +374,7 @@ impl Document {
                 (tags::FILES, "A job's files in S3 (client token; only when S3 is configured)."),
                 (tags::ADMIN, "Workers, schedules, blueprints and reloads (client token)."),
                 (tags::WORKER, "The worker protocol (worker token)."),
+                (tags::UI, "The operator dashboard's page and files (no token; the page asks for a client token)."),
             ]
             .into_iter()
             .map(|(name, description)| TagBuilder::new().name(name).description(Some(description)).build())

@@ -15,6 +15,7 @@ mod caps;
 pub mod catalog;
 mod compat;
 mod graph;
+pub mod graph_svg;
 pub mod instances;
 mod sandbox;
 
