@@ -32,7 +32,12 @@
 //! server takes them during every run: the events/s it sustains beside the
 //! job load.
 //!
-//! `cargo bench -p avtomatika --bench e2e -- [--clients 32,64,128] [--workers 8]
+//! Every run prints the server's CPU time per finished job (user + system
+//! from `/proc/<pid>/stat`). `--bare` runs the same load against a bare
+//! in-memory axum server speaking the same four requests (`e2e/bare.rs`)
+//! instead; `--compare-bare` runs both, bare first, and prints the ratios.
+//!
+//! `cargo bench -p avtomatika --bench e2e -- [--bare | --compare-bare] [--clients 32,64,128] [--workers 8]
 //!   [--idle-workers 0] [--idle-sockets 0 [--rest-seconds 5]] [--progress-sockets 0] [--listing] [--polls-per-worker 4] [--seconds 10] [--status-interval-ms 1] [--rss-after 100000]
 //!   [--redis-db N [--instances 2] [--monitor-seconds 3]] [--history-uri URI]`
 
@@ -50,10 +55,18 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+#[path = "e2e/bare.rs"]
+mod bare;
+
 const CLIENT_TOKEN: &str = "bench-client-token";
 const WORKER_TOKEN: &str = "bench-worker-token";
 
+#[derive(Clone)]
 struct Options {
+    /// Load the bare yardstick server instead of Avtomatika.
+    bare: bool,
+    /// Run the bare server, then Avtomatika, and compare.
+    compare_bare: bool,
     clients: Vec<usize>,
     workers: usize,
     /// Workers registered for task types no job uses.
@@ -82,6 +95,8 @@ struct Options {
 impl Options {
     fn parse() -> Self {
         let mut options = Self {
+            bare: false,
+            compare_bare: false,
             clients: vec![32, 64, 128],
             workers: 8,
             idle_workers: 0,
@@ -100,6 +115,8 @@ impl Options {
         };
         let args: Vec<String> = std::env::args().collect();
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        options.bare = args.iter().any(|a| a == "--bare");
+        options.compare_bare = args.iter().any(|a| a == "--compare-bare");
         if let Some(v) = value("--clients") {
             options.clients = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
         }
@@ -133,6 +150,14 @@ impl Options {
             options.instances = v.parse().expect("--instances: a number");
         }
         assert!(options.instances >= 1, "--instances: at least 1");
+        if options.bare || options.compare_bare {
+            let extras = options.redis_db.is_some()
+                || options.history_uri.is_some()
+                || options.listing
+                || options.idle_sockets > 0
+                || options.progress_sockets > 0;
+            assert!(!extras, "--bare compares memory storage only: no --redis-db, --history-uri, sockets or --listing");
+        }
         assert!(options.instances == 1 || options.redis_db.is_some(), "--instances > 1 needs --redis-db");
         // Job records live in Redis there: the server's RSS says little.
         if options.redis_db.is_some() {
@@ -197,6 +222,15 @@ fn free_port() -> u16 {
 const REDIS_ADDR: &str = "127.0.0.1:6379";
 
 fn start_server(port: u16, options: &Options, instance_id: &str) -> Child {
+    if options.bare {
+        let bench = std::env::current_exe().expect("this bench's executable");
+        return Command::new(bench)
+            .arg("--serve-bare")
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the bare server");
+    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_avtomatika"));
     command
         .env("API_HOST", "127.0.0.1")
@@ -544,7 +578,16 @@ async fn wait_until_serving(addr: &str) {
     }
 }
 
-async fn run(options: Options) {
+/// One run's figures, for `--compare-bare`.
+struct Figures {
+    clients: usize,
+    jobs_per_second: f64,
+    server_cpu_per_job: Duration,
+    p99: Duration,
+}
+
+async fn run(options: Options) -> Vec<Figures> {
+    let mut figures = Vec::new();
     let mut redis = options.redis_db.map(|db| {
         let mut conn = redis_conn(db);
         redis::cmd("FLUSHDB").query::<()>(&mut conn).expect("FLUSHDB");
@@ -564,6 +607,7 @@ async fn run(options: Options) {
     let pids: Vec<u32> = servers.iter().map(Child::id).collect();
     let mut storage = match options.redis_db {
         Some(db) => format!("Redis {REDIS_ADDR} db {db}"),
+        None if options.bare => "the BARE yardstick server, memory".to_owned(),
         None => "memory".to_owned(),
     };
     if let Some(uri) = &options.history_uri {
@@ -682,6 +726,16 @@ async fn run(options: Options) {
             .map(|(p, before)| format!("{:.2}", (cpu_seconds(&p.to_string()) - before) / seconds))
             .collect();
         let own_cores = (cpu_seconds(&own_pid) - own_before) / seconds;
+        let server_cpu: f64 =
+            pids.iter().zip(&cpu_before).map(|(p, before)| cpu_seconds(&p.to_string()) - before).sum();
+        let server_cpu_per_job = Duration::from_secs_f64(server_cpu / latencies.len().max(1) as f64);
+        println!("              server CPU per finished job: {:.0} µs", server_cpu_per_job.as_secs_f64() * 1e6);
+        figures.push(Figures {
+            clients,
+            jobs_per_second: latencies.len() as f64 / seconds,
+            server_cpu_per_job,
+            p99: percentile(&latencies, 0.99),
+        });
         if let (Some(conn), Some(before)) = (redis.as_mut(), redis_before) {
             let after = RedisStats::read(conn);
             let (total, per_command) = after.per_job_since(&before, latencies.len());
@@ -781,6 +835,33 @@ async fn run(options: Options) {
     if let Some(conn) = redis.as_mut() {
         redis::cmd("FLUSHDB").query::<()>(conn).expect("FLUSHDB");
     }
+    figures
+}
+
+/// `--compare-bare`: each client count's figures side by side, with
+/// Avtomatika's CPU per job over the bare server's (issue 19's target: ≤ 1.5).
+fn compare(bare: &[Figures], ours: &[Figures]) {
+    println!("\nside by side (first run of each client count):");
+    println!(
+        "clients | jobs/s bare | jobs/s ours | ours/bare | CPU/job bare | CPU/job ours | ours/bare | p99 bare | p99 ours"
+    );
+    for b in bare {
+        let Some(o) = ours.iter().find(|o| o.clients == b.clients) else { continue };
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{:>7} | {:>11.0} | {:>11.0} | {:>9.2} | {:>9.0} µs | {:>9.0} µs | {:>9.2} | {:>5.2} ms | {:>5.2} ms",
+            b.clients,
+            b.jobs_per_second,
+            o.jobs_per_second,
+            o.jobs_per_second / b.jobs_per_second,
+            us(b.server_cpu_per_job),
+            us(o.server_cpu_per_job),
+            us(o.server_cpu_per_job) / us(b.server_cpu_per_job),
+            ms(b.p99),
+            ms(o.p99),
+        );
+    }
 }
 
 fn rss_list(pids: &[u32]) -> String {
@@ -788,9 +869,23 @@ fn rss_list(pids: &[u32]) -> String {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-bare") {
+        let port = args.get(i + 1).and_then(|p| p.parse().ok()).expect("--serve-bare PORT");
+        bare::serve(port);
+        return;
+    }
     let options = Options::parse();
     // The load generator gets one thread, as a real client fleet's share of
     // a 2-core machine would be bounded too; the server has the rest.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    rt.block_on(run(options));
+    if options.compare_bare {
+        // The RSS reading's extra rounds would run each side for different lengths.
+        let base = Options { rss_after: 0, compare_bare: false, ..options };
+        let bare = rt.block_on(run(Options { bare: true, ..base.clone() }));
+        let ours = rt.block_on(run(base));
+        compare(&bare, &ours);
+    } else {
+        rt.block_on(run(options));
+    }
 }
