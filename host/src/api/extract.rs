@@ -63,6 +63,12 @@ pub fn body_limit(bytes: usize, config_max: usize) -> (DefaultBodyLimit, Extensi
     (DefaultBodyLimit::max(bytes), Extension(BodyLimit(bytes)))
 }
 
+/// [`body_limit`] of the worker routes with small bodies (registration,
+/// heartbeats, events, token exchange): `WORKER_MAX_BODY_BYTES`.
+pub fn worker_body_limit(config: &crate::config::Config) -> (DefaultBodyLimit, Extension<BodyLimit>) {
+    body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes)
+}
+
 /// Reads the body within the route's limit.
 pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let limit =

@@ -13,11 +13,11 @@ mod ws;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderName, Request};
 use axum::middleware::{Next, from_fn_with_state, map_request_with_state};
 use axum::response::Response;
-use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
@@ -52,12 +52,14 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id));
 
-    let (routes, document) = route_table(&state).split_for_parts();
+    let slot = openapi::DocumentSlot::default();
+    let (routes, document) = route_table(&state, slot.clone()).split_for_parts();
+    // The slot is new and this is its one fill.
+    let _ = slot.set(openapi::Document::new(document));
     let api = routes
         .fallback(client::create_job)
         .method_not_allowed_fallback(client::create_job_or_405)
         .layer(DefaultBodyLimit::max(state.orchestrator.config.max_request_body_bytes))
-        .layer(Extension(Arc::new(openapi::Document::new(document))))
         .layer(from_fn_with_state(state.clone(), count_request))
         .layer(middleware)
         .with_state(state.clone());
@@ -70,12 +72,12 @@ pub fn router(state: AppState) -> Router {
 /// (`openapi`): the router and the OpenAPI document both come from here,
 /// and no route is added anywhere else. The job file routes exist only with
 /// S3, the history route only with history.
-fn route_table(state: &AppState) -> OpenApiRouter<AppState> {
+fn route_table(state: &AppState, document: openapi::DocumentSlot) -> OpenApiRouter<AppState> {
     let config = &state.orchestrator.config;
     let files = if state.orchestrator.files.is_some() { files::routes() } else { OpenApiRouter::new() };
     OpenApiRouter::new()
         .merge(public::routes(config).layer(compression()))
-        .merge(openapi::routes().layer(compression()))
+        .merge(openapi::routes(document).layer(compression()))
         .merge(crate::ui::routes().layer(compression()))
         .merge(files)
         .merge(client::routes(state.orchestrator.history.is_enabled()).layer(compression()))

@@ -23,12 +23,12 @@
 //! table; a route added with axum's `.route(…)` instead fails the
 //! `openapi` tests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::request_body::RequestBodyBuilder;
@@ -38,11 +38,12 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, Securi
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, Ref, RefOr, Required};
 use utoipa::{PartialSchema, ToResponse, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use utoipa_swagger_ui::Config as SwaggerConfig;
 
 use super::AppState;
+use super::error::ApiError;
 use super::extract::ApiPath;
 use crate::model::JobStatus;
 use crate::runtime::Blueprint;
@@ -492,10 +493,15 @@ fn create_job_operation(blueprint: &Blueprint) -> utoipa::openapi::path::Operati
     operation.build()
 }
 
-/// The docs routes: the document and the page.
-pub fn routes() -> OpenApiRouter<AppState> {
+/// Where the document goes once the route table it describes is built: the
+/// docs routes are part of that table, so they get the slot before it is filled.
+pub type DocumentSlot = Arc<OnceLock<Document>>;
+
+/// The docs routes: the document and the page. Only the document's route
+/// carries the slot (an extension on every route would cost every request).
+pub fn routes(slot: DocumentSlot) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(document))
+        .routes(routes!(document).layer(Extension(slot)))
         .routes(routes!(docs_page))
         .routes(routes!(docs_dir))
         .routes(routes!(docs_file))
@@ -504,10 +510,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// This document, with the blueprint endpoints loaded now.
 #[utoipa::path(
     get, path = "/_public/openapi.json", tag = tags::DOCS, operation_id = "openapi_document",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this server.", content_type = "application/json", body = Object)),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this server.", content_type = "application/json", body = Object),
+        (status = 500, response = Internal),
+    ),
 )]
-async fn document(State(state): State<AppState>, doc: axum::Extension<Arc<Document>>) -> Json<OpenApi> {
-    Json(doc.with_blueprints(&state.orchestrator.runtime.blueprints()))
+async fn document(
+    State(state): State<AppState>,
+    Extension(slot): Extension<DocumentSlot>,
+) -> Result<Json<OpenApi>, ApiError> {
+    // Filled by `api::router` before the server takes requests.
+    let doc = slot.get().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the API document was never built")))?;
+    Ok(Json(doc.with_blueprints(&state.orchestrator.runtime.blueprints())))
 }
 
 /// The interactive page (Swagger UI) for this document, served from the binary.

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, WorkerIdHeader, body_limit};
+use super::extract::{ApiBody, ApiJson, ApiPath, RxonVersion, WorkerAuth, WorkerIdHeader, worker_body_limit};
 use super::openapi::{
     self as doc, BadRequest, Conflict, Forbidden, Internal, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
     Unavailable, tags,
@@ -28,7 +28,7 @@ const DRAINING_POLL_WAIT: Duration = Duration::from_secs(1);
 /// Registration and heartbeat bodies are small documents: they get
 /// `WORKER_MAX_BODY_BYTES`, not the limit results and jobs need.
 pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
-    let small = || body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
+    let small = || worker_body_limit(config);
     OpenApiRouter::new()
         .routes(routes!(register).layer(small()))
         .routes(routes!(heartbeat).layer(small()))

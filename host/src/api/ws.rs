@@ -47,7 +47,7 @@ const PROGRESS_FLUSH: Duration = Duration::from_millis(100);
 const MAX_PENDING_TASKS: usize = 256;
 
 pub fn routes(config: &crate::config::Config) -> OpenApiRouter<AppState> {
-    let small = || super::extract::body_limit(config.limits.worker_body_bytes, config.max_request_body_bytes);
+    let small = || super::extract::worker_body_limit(config);
     OpenApiRouter::new()
         .routes(routes!(connect_anonymous))
         .routes(routes!(connect_named))

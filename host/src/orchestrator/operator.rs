@@ -26,11 +26,17 @@ impl Orchestrator {
     /// in: its handler runs anew, as if the job had just entered the state
     /// (waits cleared, failure count reset, error message dropped).
     pub async fn retry_job(&self, client: &Client, id: &str) -> OrchestratorResult<JobId> {
-        let id = self.job_for(client, id).await?.id;
-        for _ in 0..MAX_CONFLICTS {
-            let Some(mut job) = self.storage.get_job(id).await? else {
-                return Err(OrchestratorError::NotFound(format!("job {id} not found")));
-            };
+        let mut job = self.job_for(client, id).await?;
+        let id = job.id;
+        for attempt in 0..MAX_CONFLICTS {
+            // The first attempt works on the job the ownership check read.
+            if attempt > 0 {
+                job = self
+                    .storage
+                    .get_job(id)
+                    .await?
+                    .ok_or_else(|| OrchestratorError::NotFound(format!("job {id} not found")))?;
+            }
             if job.status != JobStatus::Quarantined {
                 return Err(OrchestratorError::Conflict(format!(
                     "job {id} is {}; only a quarantined job can be retried",
